@@ -1,0 +1,246 @@
+"""Data-sharing agreements: one YAML file each, read strictly into frozen dataclasses.
+
+A file that is not exactly right stops start-up with `AgreementFileError`, which names the file,
+the line, the key and the reason. Nothing here touches a database, the network or the clock.
+
+Exceptions:
+    AgreementFileError      a file is malformed or inconsistent (file, line, key, reason)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Final, Literal
+
+from policies._yaml import Value, YamlShapeError, compose
+from policies.fields import FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
+from policies.populations import POPULATIONS
+
+AGREEMENTS_DIR: Final[Path] = Path(__file__).parent / "agreements"
+
+ProtectedAddressRule = Literal["withhold", "exclude"]
+ContextRequirement = Literal["acting_user", "case_reference"]
+LookupMode = Literal["single_match"]
+
+_ID_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+_TOP_KEYS = frozenset(
+    {
+        "id",
+        "version",
+        "partner",
+        "purpose",
+        "lawful_basis",
+        "effective",
+        "review_due",
+        "population",
+        "fields",
+        "match",
+        "listing",
+        "honours_objection",
+        "protected_address",
+        "break_glass",
+        "requires",
+        "limits",
+        "introspection",
+    }
+)
+_REQUIRED_TOP_KEYS = _TOP_KEYS - {"match", "break_glass", "requires", "limits"}
+_LIMIT_KEYS = frozenset({"max_page_size", "lookup"})
+MAX_PAGE_SIZE_CEILING: Final = 500
+
+
+class AgreementFileError(Exception):
+    """An agreement file is not valid. `str()` reads `file:line: key: reason`."""
+
+    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.reason = reason
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {key or '(file)'}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    start: date
+    until: date
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_page_size: int | None
+    lookup: LookupMode | None
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    id: str
+    version: int
+    partner: str
+    purpose: str
+    lawful_basis: tuple[str, ...]
+    effective: Effective
+    review_due: date
+    population: str
+    fields: tuple[str, ...]
+    match: tuple[str, ...]
+    listing: bool
+    honours_objection: bool
+    protected_address: ProtectedAddressRule
+    break_glass: bool
+    requires: frozenset[ContextRequirement]
+    limits: Limits
+    introspection: bool
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+def load_agreements(directory: Path = AGREEMENTS_DIR) -> dict[str, Agreement]:
+    """Read every `*.yaml` in `directory`. The file name must be the agreement id."""
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise AgreementFileError(str(directory), None, "", "no agreement files (*.yaml) found")
+    agreements: dict[str, Agreement] = {}
+    for path in paths:
+        agreement = parse_agreement(path.read_text(encoding="utf-8"), source=path.name)
+        if path.stem != agreement.id:
+            raise AgreementFileError(path.name, None, "id", f"must match the file name ('{path.stem}')")
+        agreements[agreement.id] = agreement
+    return agreements
+
+
+def parse_agreement(text: str, *, source: str) -> Agreement:
+    try:
+        return _parse(compose(text), source)
+    except YamlShapeError as error:
+        raise AgreementFileError(source, error.line, error.key, error.reason) from None
+
+
+def _parse(root: Value, source: str) -> Agreement:
+    top = root.mapping(allowed=_TOP_KEYS, required=_REQUIRED_TOP_KEYS)
+
+    agreement_id = top["id"].text()
+    if not _ID_RE.match(agreement_id) or len(agreement_id) > 64:
+        raise top["id"].fail("lower-case words joined by '-', at most 64 characters")
+
+    effective_map = top["effective"].mapping(
+        allowed=frozenset({"from", "until"}), required=frozenset({"from", "until"})
+    )
+    effective = Effective(start=effective_map["from"].day(), until=effective_map["until"].day())
+    if effective.until < effective.start:
+        raise effective_map["until"].fail("must not be before 'from'")
+
+    review_due = top["review_due"].day()
+    if not effective.start <= review_due:
+        raise top["review_due"].fail("must not be before effective.from")
+
+    population = top["population"].text()
+    if population not in POPULATIONS:
+        raise top["population"].fail(f"unknown population (known: {', '.join(sorted(POPULATIONS))})")
+
+    fields = _field_names(top["fields"], allowed=frozenset(FIELDS_BY_NAME), what="field")
+    if not fields:
+        raise top["fields"].fail("an agreement must disclose at least one field")
+    match = (
+        _field_names(top["match"], allowed=MATCHABLE_FIELDS, what="match field", within=fields)
+        if "match" in top
+        else ()
+    )
+
+    limits = _limits(top["limits"]) if "limits" in top else Limits(max_page_size=None, lookup=None)
+    listing = top["listing"].boolean()
+    if listing and limits.max_page_size is None:
+        raise top["listing"].fail("listing needs limits.max_page_size")
+    if match and limits.lookup is None:
+        raise top["match"].fail("match needs limits.lookup")
+    if limits.lookup is not None and not match:
+        raise top["limits"].fail("limits.lookup needs match fields")
+    if not listing and not match:
+        raise top["listing"].fail("with no listing and no match fields the view could reach no one")
+
+    protected_address: ProtectedAddressRule = "withhold"
+    if top["protected_address"].word(choices=("withhold", "exclude")) == "exclude":
+        protected_address = "exclude"
+    break_glass = top["break_glass"].boolean() if "break_glass" in top else False
+    if break_glass and protected_address != "withhold":
+        raise top["break_glass"].fail("break-glass applies only where protected_address is 'withhold'")
+    if break_glass and not fields_reveal_location(fields):
+        raise top["break_glass"].fail("break-glass is pointless without a location or contact field")
+
+    requires: set[ContextRequirement] = set()
+    for item in top["requires"].words() if "requires" in top else ():
+        word = item.word(choices=("acting_user", "case_reference"))
+        if word in requires:
+            raise item.fail("listed twice")
+        requires.add("acting_user" if word == "acting_user" else "case_reference")
+    if break_glass and requires != {"acting_user", "case_reference"}:
+        raise top["break_glass"].fail("break-glass requires both acting_user and case_reference")
+
+    lawful_basis = tuple(item.text() for item in top["lawful_basis"].words())
+    if not lawful_basis:
+        raise top["lawful_basis"].fail("at least one lawful basis is required")
+
+    return Agreement(
+        id=agreement_id,
+        version=top["version"].integer(minimum=1, maximum=1_000_000),
+        partner=top["partner"].text(),
+        purpose=" ".join(top["purpose"].text().split()),
+        lawful_basis=lawful_basis,
+        effective=effective,
+        review_due=review_due,
+        population=population,
+        fields=fields,
+        match=match,
+        listing=listing,
+        honours_objection=top["honours_objection"].boolean(),
+        protected_address=protected_address,
+        break_glass=break_glass,
+        requires=frozenset(requires),
+        limits=limits,
+        introspection=top["introspection"].boolean(),
+        source=source,
+    )
+
+
+def _field_names(
+    value: Value, *, allowed: frozenset[str], what: str, within: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in value.words():
+        name = item.text()
+        if name not in allowed:
+            raise item.fail(f"unknown {what} '{name}' (known: {', '.join(sorted(allowed))})")
+        if name in names:
+            raise item.fail(f"'{name}' is listed twice")
+        if within is not None and name not in within:
+            raise item.fail(
+                f"'{name}' is not among the agreement's fields: a partner may only search on what it may see"
+            )
+        names.append(name)
+    return tuple(names)
+
+
+def _limits(value: Value) -> Limits:
+    mapping = value.mapping(allowed=_LIMIT_KEYS, required=frozenset())
+    max_page_size = (
+        mapping["max_page_size"].integer(minimum=1, maximum=MAX_PAGE_SIZE_CEILING)
+        if "max_page_size" in mapping
+        else None
+    )
+    lookup: LookupMode | None = None
+    if "lookup" in mapping:
+        mapping["lookup"].word(choices=("single_match",))
+        lookup = "single_match"
+    return Limits(max_page_size=max_page_size, lookup=lookup)
+
+
+def fields_reveal_location(fields: Iterable[str]) -> bool:
+    return any(name in LOCATION_FIELDS for name in fields)

@@ -1,0 +1,55 @@
+"""The person fields an agreement may name, as the partner sees them in GraphQL.
+
+This catalogue is the vocabulary of `fields:` and `match:` in an agreement file. A name that is not
+here is an error at load time, so a typo in an agreement can never widen or silently narrow a view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    description: str
+    # Location or contact detail: never disclosed for a person with a protected-address marker
+    # (refuge, witness protection), except through break-glass where an agreement allows it.
+    reveals_location: bool = False
+    # May be used as a findPeople argument (only if the agreement also discloses it: searching on
+    # a field you cannot see would turn the search into an oracle for that field).
+    matchable: bool = False
+
+
+PERSON_FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("givenName", "Given name as recorded by the council.", matchable=True),
+    FieldSpec("familyName", "Family name as recorded by the council.", matchable=True),
+    FieldSpec("dateOfBirth", "Date of birth.", matchable=True),
+    FieldSpec("postcode", "Postcode of the household's address.", reveals_location=True, matchable=True),
+    FieldSpec("address", "Household address (line1, line2, town, postcode).", reveals_location=True),
+    FieldSpec(
+        "uprn",
+        "Unique Property Reference Number of the household's address: up to 12 digits, as a string.",
+        reveals_location=True,
+    ),
+    FieldSpec("phone", "Contact telephone number.", reveals_location=True),
+    FieldSpec("email", "Contact email address.", reveals_location=True),
+    FieldSpec("school", "School the child attends.", reveals_location=True),
+    FieldSpec("programmeStatus", "Where the person's family stands in the Supporting Families programme."),
+    FieldSpec("assessmentOutcome", "Result of the family's Supporting Families assessment."),
+    FieldSpec(
+        "familyRef",
+        "Opaque reference to the person's family, stable for this partner, shared by its members.",
+    ),
+    FieldSpec("members", "Other visible members of the person's household."),
+)
+
+FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSON_FIELDS}
+LOCATION_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.reveals_location)
+MATCHABLE_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.matchable)
+
+
+def field_order(names: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The names in catalogue order, so that views and `withheld` lists read the same everywhere."""
+    return tuple(spec.name for spec in PERSON_FIELDS if spec.name in names)
