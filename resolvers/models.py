@@ -1,0 +1,113 @@
+"""The council's record model, as SQLAlchemy Core tables.
+
+The schema is created by the migrations in `gateway/migrations/`, never by `metadata.create_all`:
+the same migrations run on the embedded SQLite file and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    false,
+    func,
+)
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# The ten Supporting Families outcomes (programme from October 2022), as assessment columns.
+OUTCOMES: Final[tuple[tuple[str, str], ...]] = (
+    ("need_education", "Getting a good education"),
+    ("need_early_years", "Good early years development"),
+    ("need_health", "Improved mental and physical health"),
+    ("need_substance_use", "Promoting recovery and reducing harm from substance use"),
+    ("need_family_relationships", "Improved family relationships"),
+    ("need_safe_from_exploitation", "Children safe from abuse and exploitation"),
+    ("need_crime_prevention", "Crime prevention and tackling crime"),
+    ("need_domestic_abuse", "Safe from domestic abuse"),
+    ("need_housing", "Secure housing"),
+    ("need_financial_stability", "Financial stability"),
+)
+ELIGIBILITY_THRESHOLD: Final = 3  # needs among the ten outcomes for a family to be eligible
+
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # A UPRN has up to 12 digits: it overflows a 32-bit integer, so it is kept (and served) as text.
+    Column("uprn", String(12), nullable=True, unique=True),
+    Column("line1", String(200), nullable=False),
+    Column("line2", String(200), nullable=True),
+    Column("town", String(100), nullable=False),
+    Column("postcode", String(8), nullable=False),
+    CheckConstraint("uprn IS NULL OR length(uprn) BETWEEN 1 AND 12", name="uprn_length"),
+)
+
+households = Table(
+    "households",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("address_id", Integer, ForeignKey("addresses.id"), nullable=False),
+)
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("household_id", Integer, ForeignKey("households.id"), nullable=False, index=True),
+    Column("given_name", String(100), nullable=False),
+    Column("family_name", String(100), nullable=False),
+    Column("date_of_birth", Date, nullable=False),
+    Column("phone", String(20), nullable=True),
+    Column("email", String(254), nullable=True),
+    Column("school", String(200), nullable=True),
+    # Refuge, witness protection: no location or contact detail ever leaves for this person.
+    Column("protected_address", Boolean, nullable=False, server_default=false()),
+    # Restriction of processing (UK GDPR Art 18): invisible to every partner while set.
+    Column("restricted", Boolean, nullable=False, server_default=false()),
+    # After this date the record is out of every view, whatever else is true of it.
+    Column("retention_until", Date, nullable=False),
+    # Stops deletion at the end of retention (e.g. the Goddard Inquiry hold); does not make anyone visible.
+    Column("legal_hold", Boolean, nullable=False, server_default=false()),
+)
+Index("ix_people_name_dob", func.lower(people.c.family_name), people.c.date_of_birth)
+
+assessments = Table(
+    "assessments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # The family's current assessment: one per household.
+    Column("household_id", Integer, ForeignKey("households.id"), nullable=False, unique=True),
+    Column("assessed_on", Date, nullable=False),
+    *(Column(name, Boolean, nullable=False, server_default=false()) for name, _ in OUTCOMES),
+    # The eligibility result recorded by the assessor under the rules in force at the time.
+    Column("eligible", Boolean, nullable=False),
+    Column("coordinated_support", Boolean, nullable=False, server_default=false()),
+)
+
+objections = Table(
+    "objections",
+    metadata,
+    Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
+    # The agreement objected to: an objection only takes effect where that agreement honours it.
+    Column("agreement_id", String(64), primary_key=True),
+    Column("recorded_on", Date, nullable=False),
+)

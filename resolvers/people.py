@@ -1,0 +1,244 @@
+"""Reading people within a Decision: only its columns, only its rows.
+
+Each function builds one SELECT whose column list is the fields asked for (never more than the
+decision allows) and whose WHERE clause is the decision's row scope. Location and contact columns
+of a person with a protected-address marker are replaced by NULL inside the SQL, so under a
+`withhold` decision the value never leaves the database.
+
+Exceptions (all `AccessError`):
+    DecisionNotAllowedError   the decision refused the request; nothing may be read
+    FieldNotAllowedError      a caller asked for a field outside the decision (a bug above us)
+    LookupNotAllowedError     listing or matching that the decision does not include
+    PageSizeError             a page size outside 1..the decision's maximum
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, Select, case, false, func, literal, null, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
+from resolvers.models import addresses, assessments, households, people
+from resolvers.scopes import in_scope
+
+ADDRESS_PARTS: Final = ("line1", "line2", "town", "postcode")
+_ADDRESS_FIELDS: Final = frozenset({"postcode", "address", "uprn"})
+_NAME_FIELDS: Final = frozenset({"givenName", "familyName"})
+
+PROGRAMME_STATUS: Final = case(
+    (assessments.c.id.is_(None), literal("NOT_ASSESSED")),
+    (assessments.c.coordinated_support.is_(true()), literal("COORDINATED_SUPPORT")),
+    (assessments.c.eligible.is_(true()), literal("ELIGIBLE")),
+    else_=literal("NOT_ELIGIBLE"),
+)
+ASSESSMENT_OUTCOME: Final = case(
+    (assessments.c.id.is_(None), null()),
+    (assessments.c.eligible.is_(true()), literal("ELIGIBLE")),
+    else_=literal("NOT_ELIGIBLE"),
+)
+
+# The columns behind each field. familyRef and members are derived from the household id, which
+# every query selects anyway.
+_COLUMNS: Final[dict[str, tuple[ColumnElement[Any], ...]]] = {
+    "givenName": (people.c.given_name,),
+    "familyName": (people.c.family_name,),
+    "dateOfBirth": (people.c.date_of_birth,),
+    "postcode": (addresses.c.postcode,),
+    "address": tuple(addresses.c[part] for part in ADDRESS_PARTS),
+    "uprn": (addresses.c.uprn,),
+    "phone": (people.c.phone,),
+    "email": (people.c.email,),
+    "school": (people.c.school,),
+    "programmeStatus": (PROGRAMME_STATUS,),
+    "assessmentOutcome": (ASSESSMENT_OUTCOME,),
+    "familyRef": (),
+    "members": (),
+}
+
+
+class AccessError(Exception):
+    """Base class: the request asked for something the decision does not cover."""
+
+
+class DecisionNotAllowedError(AccessError):
+    pass
+
+
+class FieldNotAllowedError(AccessError):
+    pass
+
+
+class LookupNotAllowedError(AccessError):
+    pass
+
+
+class PageSizeError(AccessError):
+    def __init__(self, maximum: int) -> None:
+        super().__init__(f"first must be between 1 and {maximum}")
+        self.maximum = maximum
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    """One person as a decision lets the gateway see them. The ids never leave the gateway."""
+
+    person_id: int
+    household_id: int
+    withheld: tuple[str, ...]
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    people: list[PersonRecord]
+    has_next: bool
+
+
+async def list_people(
+    conn: AsyncConnection, *, decision: Decision, fields: Collection[str], first: int, after: int | None
+) -> Page:
+    scope = _scope(decision)
+    if not decision.listing:
+        raise LookupNotAllowedError("this agreement does not include listing")
+    maximum = decision.max_page_size or 0
+    if not 1 <= first <= maximum:
+        raise PageSizeError(maximum)
+    stmt = _select(decision, scope, fields).order_by(people.c.id).limit(first + 1)
+    if after is not None:
+        stmt = stmt.where(people.c.id > after)
+    rows = (await conn.execute(stmt)).all()
+    records = [_record(decision, scope, fields, row._mapping) for row in rows[:first]]
+    return Page(people=records, has_next=len(rows) > first)
+
+
+async def get_person(
+    conn: AsyncConnection, *, decision: Decision, fields: Collection[str], person_id: int
+) -> PersonRecord | None:
+    scope = _scope(decision)
+    row = (await conn.execute(_select(decision, scope, fields).where(people.c.id == person_id))).first()
+    return None if row is None else _record(decision, scope, fields, row._mapping)
+
+
+async def match_people(
+    conn: AsyncConnection,
+    *,
+    decision: Decision,
+    fields: Collection[str],
+    criteria: Mapping[str, str | date],
+    limit: int,
+) -> list[PersonRecord]:
+    """People in scope matching every criterion exactly (names and postcodes normalised).
+
+    A search that uses a location field never matches a person with a protected-address marker,
+    so the search cannot confirm where they live.
+    """
+    scope = _scope(decision)
+    if set(criteria) != set(decision.match) or not criteria:
+        raise LookupNotAllowedError("the search must use exactly the agreement's match fields")
+    if not 1 <= limit <= 10:
+        raise PageSizeError(10)
+    stmt = _select(decision, scope, fields)
+    for name, value in criteria.items():
+        stmt = stmt.where(_criterion(name, value))
+    if any(name in LOCATION_FIELDS for name in criteria):
+        stmt = stmt.where(people.c.protected_address.is_(false()))
+    rows = (await conn.execute(stmt.order_by(people.c.id).limit(limit))).all()
+    return [_record(decision, scope, fields, row._mapping) for row in rows]
+
+
+async def household_members(
+    conn: AsyncConnection, *, decision: Decision, fields: Collection[str], of: Iterable[PersonRecord]
+) -> dict[int, list[PersonRecord]]:
+    """For each given person, the other members of their household that the decision reaches."""
+    scope = _scope(decision)
+    if "members" not in decision.fields:
+        raise FieldNotAllowedError("members")
+    persons = list(of)
+    household_ids = {p.household_id for p in persons}
+    if not household_ids:
+        return {}
+    stmt = (
+        _select(decision, scope, fields).where(people.c.household_id.in_(household_ids)).order_by(people.c.id)
+    )
+    by_household: dict[int, list[PersonRecord]] = {}
+    for row in (await conn.execute(stmt)).all():
+        record = _record(decision, scope, fields, row._mapping)
+        by_household.setdefault(record.household_id, []).append(record)
+    return {
+        p.person_id: [m for m in by_household.get(p.household_id, []) if m.person_id != p.person_id]
+        for p in persons
+    }
+
+
+def normalise_name(value: str) -> str:
+    return " ".join(value.split()).lower()
+
+
+def normalise_postcode(value: str) -> str:
+    return "".join(value.split()).upper()
+
+
+def _scope(decision: Decision) -> RowScope:
+    if not decision.allowed or decision.scope is None:
+        raise DecisionNotAllowedError(decision.rule)
+    return decision.scope
+
+
+def _criterion(name: str, value: str | date) -> ColumnElement[bool]:
+    if name in _NAME_FIELDS and isinstance(value, str):
+        column = people.c.given_name if name == "givenName" else people.c.family_name
+        return func.lower(column) == normalise_name(value)
+    if name == "dateOfBirth" and isinstance(value, date):
+        return people.c.date_of_birth == value
+    if name == "postcode" and isinstance(value, str):
+        return func.replace(func.upper(addresses.c.postcode), " ", "") == normalise_postcode(value)
+    raise LookupNotAllowedError(f"cannot search on {name}")
+
+
+def _select(decision: Decision, scope: RowScope, fields: Collection[str]) -> Select[Any]:
+    outside = set(fields) - set(decision.fields)
+    if outside:
+        raise FieldNotAllowedError(", ".join(sorted(outside)))
+    withhold = scope.protected_address is ProtectedAddress.WITHHOLD
+    columns: list[ColumnElement[Any]] = [
+        people.c.id.label("person_id"),
+        people.c.household_id.label("household_id"),
+        people.c.protected_address.label("protected"),
+    ]
+    for name in fields:
+        for index, column in enumerate(_COLUMNS[name]):
+            if withhold and name in LOCATION_FIELDS:
+                column = case((people.c.protected_address.is_(true()), null()), else_=column)
+            columns.append(column.label(f"{name}__{index}"))
+    joined = people.outerjoin(assessments, assessments.c.household_id == people.c.household_id)
+    if _ADDRESS_FIELDS.intersection(fields):
+        joined = joined.join(households, households.c.id == people.c.household_id).join(
+            addresses, addresses.c.id == households.c.address_id
+        )
+    return select(*columns).select_from(joined).where(in_scope(scope))
+
+
+def _record(
+    decision: Decision, scope: RowScope, fields: Collection[str], row: Mapping[str, Any]
+) -> PersonRecord:
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name == "address":
+            parts = {part: row[f"address__{i}"] for i, part in enumerate(ADDRESS_PARTS)}
+            values[name] = None if parts["line1"] is None else parts
+        elif _COLUMNS[name]:
+            values[name] = row[f"{name}__0"]
+    withheld: tuple[str, ...] = ()
+    if row["protected"] and scope.protected_address is ProtectedAddress.WITHHOLD:
+        withheld = tuple(name for name in decision.fields if name in LOCATION_FIELDS)
+    return PersonRecord(
+        person_id=int(row["person_id"]),
+        household_id=int(row["household_id"]),
+        withheld=withheld,
+        values=values,
+    )

@@ -1,0 +1,61 @@
+"""Per-partner opaque references for people, families and page cursors.
+
+A ref is the internal id encrypted with AES-SIV under a key derived from the gateway's secret and
+the partner's agreement id. SIV is deterministic, so the same person always has the same ref for
+one partner; different keys make refs unlinkable across partners; the authentication tag means a
+ref that was altered, invented or issued to another partner does not decode at all. Only the
+gateway, which holds the secret, can turn a ref back into an id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from enum import Enum
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+MIN_SECRET_BYTES: Final = 32
+_ID = struct.Struct(">Q")
+_ENCODED_LENGTH: Final = 32  # base64url of 8 bytes of id + 16 bytes of SIV tag, unpadded
+
+
+class RefKind(Enum):
+    PERSON = "per"
+    FAMILY = "fam"
+    CURSOR = "cur"
+
+
+class RefCodec:
+    """Encodes and decodes refs for one partner."""
+
+    __slots__ = ("_siv",)
+
+    def __init__(self, secret: bytes, partner: str) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the ref secret must be at least {MIN_SECRET_BYTES} bytes")
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=64, salt=b"partner-gateway/ref/v1", info=partner.encode()
+        ).derive(secret)
+        self._siv = AESSIV(key)
+
+    def encode(self, kind: RefKind, internal_id: int) -> str:
+        sealed = self._siv.encrypt(_ID.pack(internal_id), [kind.value.encode()])
+        return f"{kind.value}_{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode()}"
+
+    def decode(self, kind: RefKind, ref: str) -> int | None:
+        """The internal id, or None for anything that is not a ref this partner was given."""
+        prefix, _, body = ref.partition("_")
+        if prefix != kind.value or len(body) != _ENCODED_LENGTH:
+            return None
+        try:
+            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            (internal_id,) = _ID.unpack(self._siv.decrypt(sealed, [kind.value.encode()]))
+        except (InvalidTag, binascii.Error, ValueError, struct.error):
+            return None
+        return int(internal_id)

@@ -1,0 +1,85 @@
+"""A Decision's row scope as SQL: populations, visibility, objection and protected addresses.
+
+Every rule here is a WHERE clause evaluated by the database, never a filter applied in Python
+after rows were fetched: a person outside the scope is never read into the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Final
+
+from sqlalchemy import ColumnElement, and_, exists, false, or_, true
+
+from policies import POPULATIONS, ProtectedAddress, RowScope
+from resolvers.models import OUTCOMES, assessments, objections, people
+
+
+def years_before(day: date, years: int) -> date:
+    """The same calendar day `years` earlier; 29 February becomes 28 February in a common year."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+def _cohort(_: date) -> ColumnElement[bool]:
+    return assessments.c.eligible.is_(true())
+
+
+def _criterion_met(_: date) -> ColumnElement[bool]:
+    return or_(*(assessments.c[name].is_(true()) for name, _ in OUTCOMES))
+
+
+def _assessed(_: date) -> ColumnElement[bool]:
+    return assessments.c.id.is_not(None)
+
+
+def _eligible_without_support(_: date) -> ColumnElement[bool]:
+    return and_(assessments.c.eligible.is_(true()), assessments.c.coordinated_support.is_(false()))
+
+
+def _children_10_to_17(today: date) -> ColumnElement[bool]:
+    # Aged 10 or more: born on or before the day ten years ago. Aged 17 or less (not yet 18):
+    # born after the day eighteen years ago.
+    return and_(
+        people.c.date_of_birth <= years_before(today, 10),
+        people.c.date_of_birth > years_before(today, 18),
+    )
+
+
+def _all_records(_: date) -> ColumnElement[bool]:
+    return true()
+
+
+POPULATION_CLAUSES: Final[dict[str, Callable[[date], ColumnElement[bool]]]] = {
+    "supporting-families-cohort": _cohort,
+    "eligibility-criterion-met": _criterion_met,
+    "assessed": _assessed,
+    "eligible-without-coordinated-support": _eligible_without_support,
+    "children-10-to-17": _children_10_to_17,
+    "all-records": _all_records,
+}
+if POPULATION_CLAUSES.keys() != POPULATIONS.keys():  # pragma: no cover - caught by the test suite too
+    raise RuntimeError("policies.POPULATIONS and resolvers.POPULATION_CLAUSES name different populations")
+
+
+def visible_to_anyone(today: date) -> ColumnElement[bool]:
+    """Restricted and past-retention people are out of every view, whatever the agreement says."""
+    return and_(people.c.restricted.is_(false()), people.c.retention_until >= today)
+
+
+def in_scope(scope: RowScope) -> ColumnElement[bool]:
+    """The full WHERE clause for people a decision reaches (assessments must be outer-joined)."""
+    clauses = [visible_to_anyone(scope.today), POPULATION_CLAUSES[scope.population](scope.today)]
+    if scope.objections_of is not None:
+        clauses.append(
+            ~exists().where(
+                objections.c.person_id == people.c.id,
+                objections.c.agreement_id == scope.objections_of,
+            )
+        )
+    if scope.protected_address is ProtectedAddress.EXCLUDE:
+        clauses.append(people.c.protected_address.is_(false()))
+    return and_(*clauses)
