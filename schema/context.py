@@ -1,0 +1,43 @@
+"""What the gateway hands each GraphQL execution, and what the execution hands back.
+
+The gateway builds a `ViewContext` per request. Resolvers read the Decision, the partner's ref
+codec and a connection factory from it, and record every person they return in `disclosures`,
+keyed by the root field's response key, so the gateway can drop what an error removed from the
+response before it writes the audit event.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from policies import Decision
+from resolvers import RefCodec
+
+
+class ConnectionFactory(Protocol):
+    def __call__(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    root: str  # response key (alias or name) of the root field whose result holds the person
+    person_id: int  # internal id: for the audit ledger only, never serialised to a partner
+    fields: tuple[str, ...]  # view fields sent for this person (withheld ones excluded)
+
+
+@dataclass(slots=True)
+class ViewContext:
+    decision: Decision
+    refs: RefCodec
+    connect: ConnectionFactory
+    disclosures: list[Disclosure] = field(default_factory=list)
+
+    def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
+        """Disclosures whose root field reached the response (an error nulls a root field whole)."""
+        if not data:
+            return []
+        return [d for d in self.disclosures if data.get(d.root) is not None]
