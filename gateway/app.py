@@ -1,0 +1,149 @@
+"""The ASGI application, assembled top to bottom from Settings.
+
+`create_app` loads and checks the agreements (a bad file stops start-up), builds one GraphQL view
+per agreement, reads the signing keys and the ref secret, and wires the routes. Tests pass their
+own engine, clock, keys or secret; production passes nothing but Settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.config import Settings, council_today
+from gateway.db import create_engine
+from gateway.graphql import GraphQLEndpoint
+from gateway.http import graphql_error_response, json_response
+from gateway.keys import SigningKeys, load_key_file
+from gateway.oauth import TokenEndpoint, authorization_server_metadata
+from gateway.tokens import TokenVerifier
+from policies import Agreement, load_agreements
+from resolvers import RefCodec
+from schema import View, build_views
+
+log = logging.getLogger("gateway.app")
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The assembled parts, kept on `app.state.gateway` for the CLI and tests."""
+
+    settings: Settings
+    engine: AsyncEngine
+    agreements: dict[str, Agreement]
+    views: dict[str, View]
+    signing: SigningKeys
+    refs: dict[str, RefCodec]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    signing: SigningKeys | None = None,
+    ref_secret: bytes | None = None,
+    today: Callable[[], date] = council_today,
+) -> Starlette:
+    agreements = load_agreements(settings.agreements_dir)
+    views = build_views(agreements.values(), max_tokens=settings.max_query_tokens)
+    signing = signing or load_key_file(settings.signing_key_file)
+    secret = ref_secret or settings.read_ref_secret()
+    engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    gateway = Gateway(
+        settings=settings,
+        engine=engine,
+        agreements=agreements,
+        views=views,
+        signing=signing,
+        refs={agreement_id: RefCodec(secret, agreement_id) for agreement_id in agreements},
+    )
+
+    tokens = TokenEndpoint(
+        engine=engine,
+        signing=signing,
+        issuer=settings.issuer,
+        audience=settings.token_audience,
+        ttl=settings.token_ttl_seconds,
+    )
+    graphql = GraphQLEndpoint(
+        engine=engine,
+        views=views,
+        verifier=TokenVerifier(
+            signing.verification,
+            issuer=settings.issuer,
+            audience=settings.token_audience,
+            leeway=settings.token_leeway_seconds,
+        ),
+        refs=gateway.refs,
+        today=today,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    metadata = authorization_server_metadata(issuer=settings.issuer, scopes=list(agreements))
+
+    async def token(request: Request) -> Response:
+        response, _outcome = await tokens.handle(request)
+        return response
+
+    async def run_graphql(request: Request) -> Response:
+        response, _outcome = await graphql.handle(request)
+        return response
+
+    async def graphql_wrong_method(request: Request) -> Response:
+        return graphql_error_response(
+            405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
+        )
+
+    async def jwks(request: Request) -> Response:
+        return JSONResponse(signing.public_jwks, headers={"Cache-Control": "public, max-age=300"})
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse(metadata, headers={"Cache-Control": "public, max-age=300"})
+
+    async def healthz(request: Request) -> Response:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("health check: database unavailable", exc_info=True)
+            return json_response({"status": "unavailable", "database": "unavailable"}, status=503)
+        return json_response({"status": "ok", "database": "ok", "agreements": sorted(agreements)})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return graphql_error_response(404, "NOT_FOUND", "No such endpoint.")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return graphql_error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed.")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/oauth/token", token, methods=["POST"]),
+            Route("/graphql", run_graphql, methods=["POST"]),
+            Route("/graphql", graphql_wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+            Route("/.well-known/oauth-authorization-server", server_metadata, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: unexpected},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

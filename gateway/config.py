@@ -1,0 +1,86 @@
+"""One frozen Settings object, read from GATEWAY_* environment variables and passed down.
+
+Nothing below `gateway/` reads the environment. Secrets are `SecretStr` (masked in repr) or files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import date, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policies import AGREEMENTS_DIR
+
+DEFAULT_STATE_DIR = Path("var")
+COUNCIL_TIMEZONE = ZoneInfo("Europe/London")
+
+
+def council_today() -> date:
+    """Agreement dates are UK dates: a UTC clock would be a day out for an hour each summer night."""
+    return datetime.now(COUNCIL_TIMEZONE).date()
+
+
+class SettingsError(Exception):
+    """The configuration cannot work; the message says which variable to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_STATE_DIR}/gateway.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db",
+    )
+    issuer: str = Field(default="http://127.0.0.1:8000", description="Public base URL; the tokens' iss")
+    audience: str | None = Field(default=None, description="The tokens' aud; default: <issuer>/graphql")
+    signing_key_file: Path = Field(default=DEFAULT_STATE_DIR / "signing-key.jwk.json")
+    ref_secret: SecretStr | None = Field(default=None, description="At least 32 bytes; or ref_secret_file")
+    ref_secret_file: Path = Field(default=DEFAULT_STATE_DIR / "ref-secret")
+    agreements_dir: Path = Field(default=AGREEMENTS_DIR)
+    token_ttl_seconds: int = Field(default=300, ge=60, le=3600)
+    token_leeway_seconds: int = Field(default=30, ge=0, le=120)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    max_query_tokens: int = Field(default=2_000, ge=100, le=50_000)
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+    log_level: str = Field(default="INFO")
+
+    @field_validator("issuer")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value.rstrip("/")
+        if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+            return value.rstrip("/")
+        raise ValueError("GATEWAY_ISSUER must be an https URL (plain http only on a loopback address)")
+
+    @property
+    def token_audience(self) -> str:
+        return self.audience or f"{self.issuer}/graphql"
+
+    def read_ref_secret(self) -> bytes:
+        if self.ref_secret is not None:
+            secret = self.ref_secret.get_secret_value().encode()
+        elif self.ref_secret_file.is_file():
+            secret = self.ref_secret_file.read_bytes().strip()
+        else:
+            raise SettingsError(
+                "no ref secret: set GATEWAY_REF_SECRET or GATEWAY_REF_SECRET_FILE (at least 32 bytes)"
+            )
+        if len(secret) < 32:
+            raise SettingsError("the ref secret must be at least 32 bytes")
+        return secret
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,291 @@
+"""POST /graphql: authenticate, establish purpose, evaluate the agreement, execute its view.
+
+The order matters and reads top to bottom in `handle`:
+  1. the bearer token (401 with WWW-Authenticate before anything else is read);
+  2. the client, re-read from the database so that disabling it takes effect at once;
+  3. the body: JSON, one operation, bounded in size (no GET, no batching);
+  4. the purpose context headers and the Decision (refusals carry a stable code);
+  5. execution against the one schema of the client's agreement;
+  6. errors cut down to code and safe message; unexpected ones logged by cause, never by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Final
+
+from graphql import GraphQLError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from gateway.clients import ClientRecord, get_client
+from gateway.http import BodyTooLargeError, graphql_error_response, json_response, media_type, read_body
+from gateway.tokens import AccessClaims, InvalidTokenError, TokenVerifier
+from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
+from resolvers import RefCodec
+from schema import Disclosure, View, ViewContext, classify
+
+log = logging.getLogger("gateway.graphql")
+
+REALM: Final = "partner-gateway"
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
+PURPOSE_HEADERS: Final = (
+    ("X-Acting-User", "acting_user"),
+    ("X-Case-Reference", "case_reference"),
+    ("X-Break-Glass-Reason", "break_glass_reason"),
+)
+_DENY_STATUS: Final = {
+    DenyCode.FORBIDDEN: 403,
+    DenyCode.AGREEMENT_NOT_IN_EFFECT: 403,
+    DenyCode.AGREEMENT_EXPIRED: 403,
+    DenyCode.AGREEMENT_REVIEW_OVERDUE: 403,
+    DenyCode.PURPOSE_CONTEXT_REQUIRED: 400,
+}
+
+
+@dataclass
+class Outcome:
+    """What happened to one request, for the audit ledger and the logs. Holds no personal data."""
+
+    client_id: str | None = None
+    agreement: Agreement | None = None
+    decision: Decision | None = None
+    purpose: PurposeContext = field(default_factory=PurposeContext)
+    operation_name: str | None = None
+    document_sha256: str | None = None
+    status: int = 200
+    error_codes: list[str] = field(default_factory=list)
+    disclosures: list[Disclosure] = field(default_factory=list)
+
+    @property
+    def code(self) -> str | None:
+        return self.error_codes[0] if self.error_codes else None
+
+
+class _Refusal(Exception):
+    def __init__(self, response: JSONResponse, code: str) -> None:
+        self.response = response
+        self.code = code
+
+
+class GraphQLEndpoint:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        views: Mapping[str, View],
+        verifier: TokenVerifier,
+        refs: Mapping[str, RefCodec],
+        today: Callable[[], date],
+        max_body_bytes: int,
+    ) -> None:
+        self._engine = engine
+        self._views = views
+        self._verifier = verifier
+        self._refs = refs
+        self._today = today
+        self._max_body_bytes = max_body_bytes
+
+    async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
+        outcome = Outcome()
+        try:
+            claims = self._bearer_claims(request)
+            outcome.client_id = claims.client_id
+            client = await self._enabled_client(claims)
+            view = self._view_for(client, claims)
+            outcome.agreement = view.agreement
+            payload = await self._payload(request)
+            outcome.operation_name = _operation_name(payload)
+            outcome.document_sha256 = _sha256(payload["query"])
+            outcome.purpose = _purpose_context(request)
+            decision = evaluate(view.agreement, outcome.purpose, today=self._today())
+            outcome.decision = decision
+            if not decision.allowed:
+                assert decision.code is not None
+                raise _Refusal(
+                    graphql_error_response(
+                        _DENY_STATUS[decision.code], decision.code, _sentence(decision.reason)
+                    ),
+                    decision.code,
+                )
+            response = await self._execute(view, decision, payload, outcome)
+        except _Refusal as refusal:
+            outcome.status = refusal.response.status_code
+            outcome.error_codes = [refusal.code]
+            return refusal.response, outcome
+        outcome.status = response.status_code
+        return response, outcome
+
+    # -- 1 and 2: who is calling -----------------------------------------------------------------
+
+    def _bearer_claims(self, request: Request) -> AccessClaims:
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthenticated("An access token is required.", None)
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise _unauthenticated("Use the Bearer scheme.", "invalid_request")
+        try:
+            return self._verifier.verify(raw.strip())
+        except InvalidTokenError as error:
+            raise _unauthenticated(
+                "The access token is not valid.", "invalid_token", error.description
+            ) from None
+
+    async def _enabled_client(self, claims: AccessClaims) -> ClientRecord:
+        async with self._engine.connect() as conn:
+            client = await get_client(conn, claims.client_id)
+        if client is None or not client.is_enabled:
+            raise _unauthenticated(
+                "The access token is not valid.", "invalid_token", "the client is not enabled"
+            )
+        if claims.scope != client.agreement_id:
+            raise _unauthenticated(
+                "The access token is not valid.", "invalid_token", "scope is not the client's agreement"
+            )
+        return client
+
+    def _view_for(self, client: ClientRecord, claims: AccessClaims) -> View:
+        view = self._views.get(client.agreement_id)
+        if view is None:
+            # A client bound to an agreement that is no longer loaded: refuse, never fall back.
+            raise _Refusal(
+                graphql_error_response(403, "FORBIDDEN", "No agreement is in force for this client."),
+                "FORBIDDEN",
+            )
+        return view
+
+    # -- 3 and 4: what is asked, and why ---------------------------------------------------------
+
+    async def _payload(self, request: Request) -> dict[str, Any]:
+        if media_type(request) != "application/json":
+            raise _bad_request(415, "UNSUPPORTED_MEDIA_TYPE", "Send the request as application/json.")
+        try:
+            body = await read_body(request, limit=self._max_body_bytes)
+        except BodyTooLargeError:
+            raise _bad_request(
+                413, "PAYLOAD_TOO_LARGE", f"The body may be at most {self._max_body_bytes} bytes."
+            ) from None
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise _bad_request(400, "BAD_REQUEST", "The body is not valid JSON.") from None
+        if isinstance(payload, list):
+            raise _bad_request(400, "BATCHING_NOT_SUPPORTED", "Send one operation per request.")
+        if not isinstance(payload, dict):
+            raise _bad_request(400, "BAD_REQUEST", "The body must be a JSON object.")
+        if not isinstance(payload.get("query"), str) or not payload["query"].strip():
+            raise _bad_request(400, "BAD_REQUEST", "The body must have a non-empty 'query' string.")
+        if payload.get("variables") is not None and not isinstance(payload["variables"], dict):
+            raise _bad_request(400, "BAD_REQUEST", "'variables' must be a JSON object.")
+        if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
+            raise _bad_request(400, "BAD_REQUEST", "'operationName' must be a string.")
+        return payload
+
+    # -- 5 and 6: running the view ---------------------------------------------------------------
+
+    async def _execute(
+        self, view: View, decision: Decision, payload: dict[str, Any], outcome: Outcome
+    ) -> JSONResponse:
+        assert decision.agreement_id is not None
+        context = ViewContext(
+            decision=decision, refs=self._refs[decision.agreement_id], connect=self._engine.connect
+        )
+        try:
+            result = await view.schema.execute(
+                payload["query"],
+                variable_values=payload.get("variables"),
+                context_value=context,
+                operation_name=payload.get("operationName"),
+                allowed_operation_types=(OperationType.QUERY,),
+            )
+        except InvalidOperationTypeError:
+            raise _bad_request(400, "OPERATION_NOT_ALLOWED", "Only queries are allowed.") from None
+        except (CannotGetOperationTypeError, MissingQueryError):
+            raise _bad_request(
+                400, "BAD_REQUEST", "Name one operation of the document in 'operationName'."
+            ) from None
+
+        errors = [self._public_error(error, outcome) for error in result.errors or []]
+        outcome.disclosures = context.disclosed_in(result.data)
+        body: dict[str, Any] = {}
+        executed = result.data is not None or any(error.path for error in result.errors or [])
+        if executed:
+            body["data"] = result.data
+        if errors:
+            body["errors"] = errors
+        return json_response(body)
+
+    def _public_error(self, error: GraphQLError, outcome: Outcome) -> dict[str, Any]:
+        public = classify(error)
+        outcome.error_codes.append(public.code)
+        if not public.expected:
+            incident = secrets.token_hex(8)
+            original = error.original_error
+            # The cause by type and stack frames: never the exception's message, which may quote data.
+            log.error(
+                "unexpected error while executing a view",
+                extra={
+                    "incident": incident,
+                    "client_id": outcome.client_id,
+                    "agreement": outcome.agreement.label if outcome.agreement else None,
+                    "error_type": type(original).__name__ if original else type(error).__name__,
+                    "frames": traceback.format_tb(original.__traceback__) if original else [],
+                },
+            )
+        return public.as_dict(error)
+
+
+def _unauthenticated(message: str, error: str | None, description: str | None = None) -> _Refusal:
+    challenge = f'Bearer realm="{REALM}"'
+    if error:
+        challenge += f', error="{error}"'
+    if description:
+        challenge += f', error_description="{description}"'
+    return _Refusal(
+        graphql_error_response(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge}),
+        "UNAUTHENTICATED",
+    )
+
+
+def _bad_request(status: int, code: str, message: str) -> _Refusal:
+    return _Refusal(graphql_error_response(status, code, message), code)
+
+
+def _purpose_context(request: Request) -> PurposeContext:
+    values: dict[str, str | None] = {}
+    for header, key in PURPOSE_HEADERS:
+        raw = request.headers.get(header)
+        if raw is None or not raw.strip():
+            values[key] = None
+            continue
+        value = raw.strip()
+        if not _HEADER_VALUE.match(value):
+            raise _bad_request(400, "BAD_REQUEST", f"{header} must be 1 to 200 printable ASCII characters.")
+        values[key] = value
+    return PurposeContext(**values)
+
+
+def _operation_name(payload: dict[str, Any]) -> str | None:
+    name = payload.get("operationName")
+    return name[:100] if isinstance(name, str) else None
+
+
+def _sentence(reason: str) -> str:
+    return reason[:1].upper() + reason[1:] + "."
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
