@@ -1,0 +1,178 @@
+"""Fixtures shared by every layer's tests.
+
+Database fixtures are parametrised over SQLite and PostgreSQL, so every test that touches data
+runs on both. HTTP fixtures are parametrised over the in-process ASGI app and uvicorn on
+127.0.0.1, so the agreement tests run in-process and over a real socket with real tokens.
+The clock is fixed: agreements, ages and retention dates are judged on FIXED_TODAY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.clients import add_client
+from gateway.config import Settings
+from gateway.db import create_engine, upgrade
+from gateway.keys import SigningKeys, generate_key
+from policies import Agreement, load_agreements
+from resolvers import RefCodec, seed_population
+from tests.support.databases import postgres_database, sqlite_database
+from tests.support.oracle import Oracle
+from tests.support.partners import Partner
+from tests.support.population import EdgeCases, add_edge_cases
+from tests.support.server import serve_in_thread
+
+FIXED_TODAY = date(2026, 11, 22)
+SEED = 20261122
+SEEDED_PEOPLE = 3_000
+REF_SECRET = b"a test ref secret that is at least thirty-two bytes long"
+ISSUER = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="session")
+def agreements() -> dict[str, Agreement]:
+    return load_agreements()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        async with sqlite_database(tmp_path_factory.mktemp("sqlite")) as url:
+            yield url
+    else:
+        async with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+async def populated(database_url: str) -> AsyncIterator[tuple[AsyncEngine, EdgeCases]]:
+    """A migrated database with the seeded population and the edge cases, committed."""
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        await seed_population(conn, people_count=SEEDED_PEOPLE, seed=SEED, today=FIXED_TODAY)
+        cases = await add_edge_cases(conn, FIXED_TODAY)
+    yield engine, cases
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(populated: tuple[AsyncEngine, EdgeCases]) -> AsyncEngine:
+    return populated[0]
+
+
+@pytest.fixture(scope="session")
+def cases(populated: tuple[AsyncEngine, EdgeCases]) -> EdgeCases:
+    return populated[1]
+
+
+@pytest.fixture(scope="session")
+async def oracle(engine: AsyncEngine) -> Oracle:
+    async with engine.connect() as conn:
+        return await Oracle.load(conn)
+
+
+@pytest.fixture(scope="session")
+def signing() -> SigningKeys:
+    return SigningKeys.from_keys([generate_key()])
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    state = tmp_path_factory.mktemp("state")
+    return Settings(
+        database_url=database_url,
+        issuer=ISSUER,
+        signing_key_file=state / "unused-signing-key.json",
+        ref_secret=SecretStr(REF_SECRET.decode()),
+        ref_secret_file=state / "unused-ref-secret",
+    )
+
+
+def build_app(settings: Settings, signing: SigningKeys, engine: AsyncEngine | None) -> Starlette:
+    return create_app(
+        settings, engine=engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, signing: SigningKeys, engine: AsyncEngine) -> Starlette:
+    return build_app(settings, signing, engine)
+
+
+@pytest.fixture(scope="session")
+def server_url(settings: Settings, signing: SigningKeys, engine: AsyncEngine) -> Iterator[str]:
+    # The server builds its own engine: connections must be made on the server thread's event loop.
+    with serve_in_thread(build_app(settings, signing, None)) as url:
+        yield url
+
+
+@pytest.fixture(params=["asgi", "http"])
+async def http(request: pytest.FixtureRequest, app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    if request.param == "asgi":
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+    else:
+        base_url = request.getfixturevalue("server_url")
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture
+async def asgi(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process only: for tests of HTTP behaviour that does not depend on the socket."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def registered(engine: AsyncEngine, agreements: dict[str, Agreement]) -> dict[str, tuple[str, str]]:
+    """One enabled client per agreement: agreement id -> (client_id, secret)."""
+    out = {}
+    async with engine.begin() as conn:
+        for agreement_id in agreements:
+            created = await add_client(conn, agreement_id=agreement_id, known_agreements=set(agreements))
+            out[agreement_id] = (created.record.client_id, created.secret)
+    return out
+
+
+def make_partners(
+    client: httpx.AsyncClient, registered: dict[str, tuple[str, str]]
+) -> Callable[[str], Partner]:
+    def partner(agreement_id: str) -> Partner:
+        client_id, secret = registered[agreement_id]
+        return Partner(client, agreement_id, client_id, secret, RefCodec(REF_SECRET, agreement_id))
+
+    return partner
+
+
+@pytest.fixture
+def partner(http: httpx.AsyncClient, registered: dict[str, tuple[str, str]]) -> Callable[[str], Partner]:
+    """A partner over both transports (in-process and uvicorn)."""
+    return make_partners(http, registered)
+
+
+@pytest.fixture
+def local_partner(
+    asgi: httpx.AsyncClient, registered: dict[str, tuple[str, str]]
+) -> Callable[[str], Partner]:
+    return make_partners(asgi, registered)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

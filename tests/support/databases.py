@@ -1,0 +1,61 @@
+"""The two databases the suite runs on: a SQLite file, and a throwaway PostgreSQL database.
+
+PostgreSQL: GATEWAY_TEST_POSTGRES_URL (default the local server) names an admin connection; each
+test session creates its own database on it and drops it afterwards, so parallel runs (a clean
+clone next to a working tree) never see each other's rows. Under CI=true an unreachable server is
+a failure; elsewhere the PostgreSQL half of the suite is skipped with a message saying how to run it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("GATEWAY_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin_connection() -> asyncpg.Connection:
+    url = postgres_admin_url()
+    try:
+        return await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        message = (
+            f"PostgreSQL is not reachable at {make_url(url).render_as_string(hide_password=True)} "
+            f"({type(error).__name__}). Start it, or set GATEWAY_TEST_POSTGRES_URL to an admin URL "
+            "(postgresql+asyncpg://user@host:port/db) to run the PostgreSQL half of the suite."
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    admin = await _admin_connection()
+    name = f"gateway_test_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@asynccontextmanager
+async def sqlite_database(directory: Path) -> AsyncIterator[str]:
+    yield f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
