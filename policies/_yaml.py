@@ -61,7 +61,8 @@ class Value:
             out[name] = Value(value_node, dotted)
         missing = sorted(required - out.keys())
         if missing:
-            raise self.fail(f"missing required key(s): {', '.join(missing)}")
+            first = f"{self.key}.{missing[0]}" if self.key else missing[0]
+            raise YamlShapeError(first, self.line, f"missing required key(s): {', '.join(missing)}")
         return out
 
     def text(self) -> str:

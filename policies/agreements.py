@@ -105,31 +105,34 @@ class Agreement:
 
 def load_agreements(directory: Path = AGREEMENTS_DIR) -> dict[str, Agreement]:
     """Read every `*.yaml` in `directory`. The file name must be the agreement id."""
+    for stray in sorted(directory.glob("*.yml")):
+        # A file that would silently not load is a surprise in review: refuse it instead.
+        raise AgreementFileError(stray.name, None, "", "agreement files must end in .yaml")
     paths = sorted(directory.glob("*.yaml"))
     if not paths:
         raise AgreementFileError(str(directory), None, "", "no agreement files (*.yaml) found")
     agreements: dict[str, Agreement] = {}
     for path in paths:
-        agreement = parse_agreement(path.read_text(encoding="utf-8"), source=path.name)
-        if path.stem != agreement.id:
-            raise AgreementFileError(path.name, None, "id", f"must match the file name ('{path.stem}')")
+        agreement = parse_agreement(path.read_text(encoding="utf-8"), source=path.name, expected_id=path.stem)
         agreements[agreement.id] = agreement
     return agreements
 
 
-def parse_agreement(text: str, *, source: str) -> Agreement:
+def parse_agreement(text: str, *, source: str, expected_id: str | None = None) -> Agreement:
     try:
-        return _parse(compose(text), source)
+        return _parse(compose(text), source, expected_id)
     except YamlShapeError as error:
         raise AgreementFileError(source, error.line, error.key, error.reason) from None
 
 
-def _parse(root: Value, source: str) -> Agreement:
+def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     top = root.mapping(allowed=_TOP_KEYS, required=_REQUIRED_TOP_KEYS)
 
     agreement_id = top["id"].text()
     if not _ID_RE.match(agreement_id) or len(agreement_id) > 64:
         raise top["id"].fail("lower-case words joined by '-', at most 64 characters")
+    if expected_id is not None and agreement_id != expected_id:
+        raise top["id"].fail(f"must match the file name ('{expected_id}')")
 
     effective_map = top["effective"].mapping(
         allowed=frozenset({"from", "until"}), required=frozenset({"from", "until"})
@@ -165,6 +168,10 @@ def _parse(root: Value, source: str) -> Agreement:
         raise top["limits"].fail("limits.lookup needs match fields")
     if not listing and not match:
         raise top["listing"].fail("with no listing and no match fields the view could reach no one")
+    if listing and population == "all-records":
+        raise top["listing"].fail(
+            "population 'all-records' allows no listing: it is reached only through match"
+        )
 
     protected_address: ProtectedAddressRule = "withhold"
     if top["protected_address"].word(choices=("withhold", "exclude")) == "exclude":
