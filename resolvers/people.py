@@ -142,7 +142,7 @@ async def match_people(
         raise LookupNotAllowedError("the search must use exactly the agreement's match fields")
     if not 1 <= limit <= 10:
         raise PageSizeError(10)
-    stmt = _select(decision, scope, fields)
+    stmt = _select(decision, scope, fields, join_address=bool(_ADDRESS_FIELDS.intersection(criteria)))
     for name, value in criteria.items():
         stmt = stmt.where(_criterion(name, value))
     if any(name in LOCATION_FIELDS for name in criteria):
@@ -200,7 +200,10 @@ def _criterion(name: str, value: str | date) -> ColumnElement[bool]:
     raise LookupNotAllowedError(f"cannot search on {name}")
 
 
-def _select(decision: Decision, scope: RowScope, fields: Collection[str]) -> Select[Any]:
+def _select(
+    decision: Decision, scope: RowScope, fields: Collection[str], *, join_address: bool = False
+) -> Select[Any]:
+    """SELECT the fields asked for, within the decision. `join_address`: a criterion needs addresses."""
     outside = set(fields) - set(decision.fields)
     if outside:
         raise FieldNotAllowedError(", ".join(sorted(outside)))
@@ -216,7 +219,7 @@ def _select(decision: Decision, scope: RowScope, fields: Collection[str]) -> Sel
                 column = case((people.c.protected_address.is_(true()), null()), else_=column)
             columns.append(column.label(f"{name}__{index}"))
     joined = people.outerjoin(assessments, assessments.c.household_id == people.c.household_id)
-    if _ADDRESS_FIELDS.intersection(fields):
+    if join_address or _ADDRESS_FIELDS.intersection(fields):
         joined = joined.join(households, households.c.id == people.c.household_id).join(
             addresses, addresses.c.id == households.c.address_id
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from enum import Enum
 from typing import Final
@@ -22,7 +23,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MIN_SECRET_BYTES: Final = 32
 _ID = struct.Struct(">Q")
-_ENCODED_LENGTH: Final = 32  # base64url of 8 bytes of id + 16 bytes of SIV tag, unpadded
+# base64url of 8 bytes of id + 16 bytes of SIV tag, unpadded. Checked exactly, because the decoder
+# would also accept '+' and '/' and so give one ref several spellings.
+_BODY: Final = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 class RefKind(Enum):
@@ -51,10 +54,10 @@ class RefCodec:
     def decode(self, kind: RefKind, ref: str) -> int | None:
         """The internal id, or None for anything that is not a ref this partner was given."""
         prefix, _, body = ref.partition("_")
-        if prefix != kind.value or len(body) != _ENCODED_LENGTH:
+        if prefix != kind.value or not _BODY.fullmatch(body):
             return None
         try:
-            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            sealed = base64.urlsafe_b64decode(body + "=")
             (internal_id,) = _ID.unpack(self._siv.decrypt(sealed, [kind.value.encode()]))
         except (InvalidTag, binascii.Error, ValueError, struct.error):
             return None

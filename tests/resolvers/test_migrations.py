@@ -1,0 +1,115 @@
+"""The migrations build exactly the schema the code declares, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, insert, inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.clients import clients
+from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
+from resolvers import metadata
+from resolvers.models import addresses
+
+EXPECTED_TABLES = {"addresses", "households", "people", "assessments", "objections", "clients"}
+EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
+
+
+def _target() -> MetaData:
+    target = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(target)
+    clients.to_metadata(target)
+    return target
+
+
+def _differences(sync: Connection) -> list[object]:
+    context = MigrationContext.configure(sync, opts={"compare_type": True, "compare_server_default": True})
+    with warnings.catch_warnings():
+        # SQLite cannot reflect the expression index on lower(family_name); it is checked by name below.
+        warnings.filterwarnings("ignore", message=".*expression-based index")
+        return list(compare_metadata(context, _target()))
+
+
+def _head() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_the_target_holds_every_table() -> None:
+    assert set(_target().tables) == EXPECTED_TABLES
+
+
+async def test_the_migrated_database_matches_the_models(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        differences = await conn.run_sync(_differences)
+    assert differences == []
+
+
+async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_url: str) -> None:
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        if is_sqlite(database_url):
+            query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'people'"
+        else:
+            query = "SELECT indexname FROM pg_indexes WHERE tablename = 'people'"
+        indexes = set((await conn.execute(text(query))).scalars())
+        uniques = await conn.run_sync(
+            lambda sync: {
+                name: {u["name"] for u in inspect(sync).get_unique_constraints(name)}
+                for name in ("addresses", "assessments")
+            }
+        )
+    assert tables == EXPECTED_TABLES | {"alembic_version"}
+    assert indexes >= EXPECTED_INDEXES
+    assert uniques == {"addresses": {"uq_addresses_uprn"}, "assessments": {"uq_assessments_household_id"}}
+
+
+async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
+    head = _head()
+    assert head == "0001"
+    assert await current_revision(engine) == head
+
+
+@pytest.mark.parametrize("uprn", ["", "1234567890123"])
+async def test_a_uprn_that_is_empty_or_longer_than_12_digits_is_refused(
+    engine: AsyncEngine, database_url: str, uprn: str
+) -> None:
+    row = {"id": 999_999, "uprn": uprn, "line1": "1 Test Street", "town": "London", "postcode": "W2 1ZZ"}
+    # The CHECK constraint refuses both on SQLite; PostgreSQL's varchar(12) refuses the long one first.
+    long_on_postgres = bool(uprn) and not is_sqlite(database_url)
+    expected, message = (
+        (DBAPIError, "value too long") if long_on_postgres else (IntegrityError, "uprn_length")
+    )
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        with pytest.raises(expected, match=message):
+            await conn.execute(insert(addresses).values(row))
+        await trans.rollback()
+
+
+async def test_a_duplicate_uprn_is_refused(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        existing = (await conn.execute(text("SELECT uprn FROM addresses WHERE uprn IS NOT NULL"))).scalar()
+        assert existing is not None
+        row = {
+            "id": 999_998,
+            "uprn": existing,
+            "line1": "1 Test Street",
+            "town": "London",
+            "postcode": "W2 1ZZ",
+        }
+        with pytest.raises(
+            IntegrityError, match=r"uq_addresses_uprn|UNIQUE constraint failed: addresses\.uprn"
+        ):
+            await conn.execute(insert(addresses).values(row))
+        await trans.rollback()
