@@ -35,6 +35,7 @@ class ViewContext:
     refs: RefCodec
     connect: ConnectionFactory
     disclosures: list[Disclosure] = field(default_factory=list)
+    operation_name: str | None = None  # the operation that ran, once the document is parsed
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

@@ -27,6 +27,13 @@ _SUGGESTION = re.compile(r"\s*Did you mean\b.*$", re.DOTALL)
 # Where graphql-core starts quoting a value: after ": " or at ", found" / " found ".
 _VALUE_TAIL = re.compile(r"(?::\s|,?\s+found\s).*$", re.DOTALL)
 _VARIABLE = re.compile(r"^Variable '(\$\w+)' (?:has|got) (?:an )?invalid value")
+# Variables whose values could not be coerced: the request's input, not the document, is at fault.
+_VARIABLE_INPUT = re.compile(
+    r"^Variable '\$\w+' (?:(?:has|got) (?:an )?invalid value|of .* (?:was not provided|must not be null))"
+)
+_QUOTED_VALUE = re.compile(r"^Value '.*?' ", re.DOTALL)
+# Codes of our own validation rules, whose messages quote no input and are shown whole.
+_OWN_CODES: Final = frozenset({"QUERY_TOO_COMPLEX"})
 
 
 class ViewError(Exception):
@@ -63,12 +70,13 @@ def classify(error: GraphQLError) -> PublicError:
         return PublicError("FORBIDDEN", "Not allowed by the agreement.", expected=False)
     declared = (error.extensions or {}).get("code")
     if isinstance(declared, str) and original is None:
-        return PublicError(declared, redact(error.message), expected=True)
+        message = error.message if declared in _OWN_CODES else redact(error.message)
+        return PublicError(declared, message, expected=True)
     if error.path is None:
         # Before execution: syntax, validation, or coercion of variables.
         if error.message.startswith("Syntax Error"):
             return PublicError("GRAPHQL_PARSE_FAILED", redact(error.message), expected=True)
-        if error.message.startswith("Variable '$"):
+        if _VARIABLE_INPUT.match(error.message):
             return PublicError("BAD_USER_INPUT", redact(error.message), expected=True)
         return PublicError("GRAPHQL_VALIDATION_FAILED", redact(error.message), expected=True)
     return PublicError("INTERNAL_SERVER_ERROR", UNEXPECTED_MESSAGE, expected=False)
@@ -82,6 +90,7 @@ def redact(message: str) -> str:
     variable = _VARIABLE.match(message)
     if variable:
         return f"Variable '{variable.group(1)}' has an invalid value."
+    message = _QUOTED_VALUE.sub("Value ", message)
     message = _VALUE_TAIL.sub("", message).rstrip(" .;,") + "."
     if '"' in message:
         return "Invalid value."

@@ -1,8 +1,10 @@
 """Bounds on the shape of a query, checked during validation (code QUERY_TOO_COMPLEX).
 
-Fragments are expanded where they are spread, so a small document cannot fan out into a huge one.
-Introspection fields (`__schema`, `__type`, `__typename`) are not counted: their result is bounded
-by the size of the view, and a standard introspection query nests deeper than any data query.
+Fragments count wherever they are spread, so a small document cannot fan out into a huge one; the
+size of each fragment is worked out once and reused, so measuring costs time linear in the
+document however the fragments multiply. Introspection fields (`__schema`, `__type`, `__typename`)
+are not counted: their result is bounded by the size of the view, and a standard introspection
+query nests deeper than any data query.
 """
 
 from __future__ import annotations
@@ -24,12 +26,20 @@ from graphql import (
 MAX_DEPTH: Final = 6
 MAX_ROOT_FIELDS: Final = 5
 MAX_FIELDS: Final = 200
+CODE: Final = "QUERY_TOO_COMPLEX"
 
 
-@dataclass
-class _Tally:
-    depth: int = 0
-    fields: int = 0
+@dataclass(frozen=True, slots=True)
+class _Size:
+    top: int  # fields directly in this selection set, through fragments
+    fields: int  # fields at every level
+    depth: int  # levels of fields, 1 for a set of leaves
+
+    def __add__(self, other: _Size) -> _Size:
+        return _Size(self.top + other.top, self.fields + other.fields, max(self.depth, other.depth))
+
+
+_EMPTY: Final = _Size(0, 0, 0)
 
 
 class QueryComplexityRule(ValidationRule):
@@ -39,59 +49,53 @@ class QueryComplexityRule(ValidationRule):
             for d in self.context.document.definitions
             if isinstance(d, FragmentDefinitionNode)
         }
-        roots = _count_fields(node.selection_set, fragments, frozenset())
-        tally = _Tally()
-        _measure(node.selection_set, fragments, 1, tally, frozenset())
+        size = _measure(node.selection_set, fragments, {}, frozenset())
         problem = None
-        if roots > MAX_ROOT_FIELDS:
+        if size.top > MAX_ROOT_FIELDS:
             problem = f"an operation may select at most {MAX_ROOT_FIELDS} root fields"
-        elif tally.depth > MAX_DEPTH:
+        elif size.depth > MAX_DEPTH:
             problem = f"an operation may nest at most {MAX_DEPTH} levels deep"
-        elif tally.fields > MAX_FIELDS:
+        elif size.fields > MAX_FIELDS:
             problem = f"an operation may select at most {MAX_FIELDS} fields"
         if problem:
-            self.report_error(
-                GraphQLError(f"Query too complex: {problem}.", node, extensions={"code": "QUERY_TOO_COMPLEX"})
-            )
-
-
-def _count_fields(
-    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: frozenset[str]
-) -> int:
-    count = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            count += not selection.name.value.startswith("__")
-        elif isinstance(selection, InlineFragmentNode):
-            count += _count_fields(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in fragments and name not in seen:
-                count += _count_fields(fragments[name].selection_set, fragments, seen | {name})
-    return count
+            self.report_error(GraphQLError(f"Query too complex: {problem}.", node, extensions={"code": CODE}))
 
 
 def _measure(
     selection_set: SelectionSetNode,
     fragments: dict[str, FragmentDefinitionNode],
-    depth: int,
-    tally: _Tally,
-    seen: frozenset[str],
-) -> None:
+    known: dict[str, _Size],
+    open_fragments: frozenset[str],
+) -> _Size:
+    total = _EMPTY
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
             if selection.name.value.startswith("__"):
                 continue
-            tally.fields += 1
-            tally.depth = max(tally.depth, depth)
-            if selection.selection_set is not None:
-                _measure(selection.selection_set, fragments, depth + 1, tally, seen)
+            below = (
+                _measure(selection.selection_set, fragments, known, open_fragments)
+                if selection.selection_set is not None
+                else _EMPTY
+            )
+            total += _Size(1, 1 + below.fields, 1 + below.depth)
         elif isinstance(selection, InlineFragmentNode):
-            _measure(selection.selection_set, fragments, depth, tally, seen)
+            total += _measure(selection.selection_set, fragments, known, open_fragments)
         elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            # A cycle is reported by graphql-core's own NoFragmentCyclesRule; here we only stop.
-            if name in fragments and name not in seen:
-                _measure(fragments[name].selection_set, fragments, depth, tally, seen | {name})
-        if tally.fields > MAX_FIELDS:
-            return
+            total += _fragment(selection.name.value, fragments, known, open_fragments)
+    return total
+
+
+def _fragment(
+    name: str,
+    fragments: dict[str, FragmentDefinitionNode],
+    known: dict[str, _Size],
+    open_fragments: frozenset[str],
+) -> _Size:
+    if name in known:
+        return known[name]
+    # An unknown fragment, or one that spreads itself, is reported by graphql-core's own rules.
+    if name not in fragments or name in open_fragments:
+        return _EMPTY
+    size = _measure(fragments[name].selection_set, fragments, known, open_fragments | {name})
+    known[name] = size
+    return size

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import strawberry
-from graphql import NoSchemaIntrospectionCustomRule
+from graphql import NoSchemaIntrospectionCustomRule, OperationDefinitionNode
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.extensions import AddValidationRules, ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionContext
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
@@ -81,8 +82,14 @@ class _ViewSchema(strawberry.Schema):
         """
 
 
-class _DocumentLimits(SchemaExtension):
-    """Bounds the parser's work before any caching: the token count of a document."""
+class _RequestShape(SchemaExtension):
+    """Bounds the parser's work, and settles which one operation runs before anything else does.
+
+    strawberry falls back to the first operation when the request names none; the GraphQL spec
+    makes that a request error when the document holds several, and the audit must record the
+    operation that actually ran. Raising strawberry's own CannotGetOperationTypeError makes
+    `Schema.execute` re-raise it, so the gateway answers 400 before validation or execution.
+    """
 
     def __init__(self, max_tokens: int) -> None:
         super().__init__()
@@ -91,6 +98,18 @@ class _DocumentLimits(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         self.execution_context.parse_options["max_tokens"] = self.max_tokens
         yield
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        execution = self.execution_context
+        document = execution.graphql_document
+        if document is None:
+            return
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if len(operations) > 1 and execution._provided_operation_name is None:
+            raise CannotGetOperationTypeError(None)
+        if isinstance(execution.context, ViewContext):
+            execution.context.operation_name = execution.operation_name
 
 
 def build_views(agreements: Iterable[Agreement], *, max_tokens: int = 2_000) -> dict[str, View]:
@@ -146,7 +165,7 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000) -> View:
         query=query,
         config=StrawberryConfig(disable_field_suggestions=True),
         extensions=[
-            lambda: _DocumentLimits(max_tokens),
+            lambda: _RequestShape(max_tokens),
             lambda: ParserCache(maxsize=_CACHE_SIZE),
             lambda: AddValidationRules(list(validation_rules)),
             lambda: ValidationCache(maxsize=_CACHE_SIZE),
