@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.config import Settings, council_today
-from gateway.db import create_engine
+from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
 from gateway.http import graphql_error_response, json_response
 from gateway.keys import SigningKeys, load_key_file
@@ -122,14 +122,20 @@ def create_app(
         return graphql_error_response(404, "NOT_FOUND", "No such endpoint.")
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return graphql_error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed.")
+        allowed = getattr(exc, "headers", None) or {}  # Starlette names the allowed methods (RFC 9110)
+        return graphql_error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed.", headers=dict(allowed))
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
         return graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
 
+    async def livez(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Serving against a database the migrations have not reached would fail later and worse.
+        await require_current_schema(engine)
         yield
         await engine.dispose()
 
@@ -141,6 +147,7 @@ def create_app(
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", server_metadata, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/livez", livez, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: unexpected},
         lifespan=lifespan,

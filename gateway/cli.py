@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 import textwrap
@@ -46,6 +47,13 @@ def _settings() -> Settings:
         _fail(problems)
 
 
+def _settings_with(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        _fail("; ".join(str(e["msg"]) for e in error.errors()))
+
+
 def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(factory())
@@ -61,7 +69,7 @@ def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @click.group(help="Partner data-sharing gateway. Configure with GATEWAY_* environment variables.")
 def main() -> None:
-    configure_logging("WARNING")
+    pass
 
 
 # -- database and population ---------------------------------------------------------------------
@@ -342,6 +350,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 @click.option("--no-serve", is_flag=True, help="Prepare everything and exit.")
 def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     settings = _settings()
+    if "GATEWAY_ISSUER" not in os.environ:
+        # Tokens name the address the demo actually serves on, so the metadata points at it.
+        settings = _settings_with(issuer=f"http://{host}:{port}")
     if not is_sqlite(settings.database_url):
         _fail(
             "the demo builds a fresh SQLite database; unset GATEWAY_DATABASE_URL or point it at a sqlite file"

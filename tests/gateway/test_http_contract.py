@@ -1,0 +1,531 @@
+"""POST /graphql before and around GraphQL: tokens, request shape, purpose, dates, paging, errors.
+
+In-process (these do not depend on the socket), on SQLite and PostgreSQL. Every refusal has an
+exact status and a stable `extensions.code`; nothing a partner sends comes back in an error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from graphql import get_introspection_query
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.keys import SigningKeys
+from policies import Agreement
+from tests.conftest import REF_SECRET
+from tests.support.jwt_forgery import FORGERIES, access_claims, access_header, forge, sign
+from tests.support.oracle import Oracle
+from tests.support.partners import PURPOSE, Partner
+from tests.support.population import EdgeCases
+
+POLICE = "police-prevention"
+CHALLENGE = 'Bearer realm="partner-gateway"'
+TYPENAME = b'{"query": "{ __typename }"}'
+PEOPLE = "query($first: Int, $after: String) { people(first: $first, after: $after) { %s } }"
+PAGE = PEOPLE % "edges { cursor node { ref } } pageInfo { hasNextPage endCursor }"
+ONE_PERSON = "{ people(first: 1) { edges { node { ref } } } }"
+REVIEW_GRACE = timedelta(days=30)  # the contract; policies/evaluator.py must agree
+PartnerFactory = Callable[[str], Partner]
+
+
+def _refused(response: httpx.Response, status: int, code: str) -> None:
+    """Refused before GraphQL ran: one error with this code, no data, never cached."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"errors"}, body
+    assert [error["extensions"] for error in body["errors"]] == [{"code": code}], body
+    assert response.headers["cache-control"] == "no-store"
+
+
+def _refused_in_graphql(response: httpx.Response, field: str, code: str) -> None:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body.get("data") or {}).get(field) is None, body
+    assert [error["extensions"]["code"] for error in body["errors"]] == [code], body
+
+
+@pytest.fixture
+def police(local_partner: PartnerFactory) -> Partner:
+    return local_partner(POLICE)
+
+
+@pytest.fixture
+async def token(police: Partner) -> str:
+    return await police.token()
+
+
+async def _raw(asgi: httpx.AsyncClient, token: str | None, content: Any, **headers: str) -> httpx.Response:
+    sent = {"Content-Type": "application/json", **PURPOSE, **headers}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    return await asgi.post("/graphql", content=content, headers=sent)
+
+
+# -- the bearer token ------------------------------------------------------------------------------
+
+
+async def test_no_token_is_401_with_a_bearer_challenge(asgi: httpx.AsyncClient) -> None:
+    response = await _raw(asgi, None, TYPENAME)
+    _refused(response, 401, "UNAUTHENTICATED")
+    assert response.headers["www-authenticate"] == CHALLENGE
+
+
+@pytest.mark.parametrize("authorization", ["Basic eHh4Onh4eA==", "Token abc", "Bearer", "Bearer    "])
+async def test_a_scheme_other_than_bearer_is_401(authorization: str, asgi: httpx.AsyncClient) -> None:
+    response = await _raw(asgi, None, TYPENAME, Authorization=authorization)
+    _refused(response, 401, "UNAUTHENTICATED")
+    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_request"')
+
+
+@pytest.mark.parametrize("raw", ["garbage", "a.b.c", "e30.e30.", "x" * 5000])
+async def test_a_garbage_token_is_invalid_token(raw: str, asgi: httpx.AsyncClient) -> None:
+    response = await _raw(asgi, raw, TYPENAME)
+    _refused(response, 401, "UNAUTHENTICATED")
+    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_token"')
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+async def test_forged_tokens_are_invalid_token(
+    forgery: str, asgi: httpx.AsyncClient, settings: Settings, signing: SigningKeys, police: Partner
+) -> None:
+    response = await _raw(asgi, forge(forgery, settings, signing.active, police.client_id, POLICE), TYPENAME)
+    _refused(response, 401, "UNAUTHENTICATED")
+    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_token"')
+
+
+@pytest.mark.parametrize("variant", ["as issued", "typ application/at+jwt", "expired within leeway"])
+async def test_hand_made_tokens_with_the_real_key_are_accepted(
+    variant: str, asgi: httpx.AsyncClient, settings: Settings, signing: SigningKeys, police: Partner
+) -> None:
+    """The control for the forgeries: each of them differs from an accepted token in one thing."""
+    key, now = signing.active, int(time.time())
+    header = access_header(key, typ="application/at+jwt") if variant.startswith("typ") else None
+    changes = {"iat": now - 600, "exp": now - 5} if variant.startswith("expired") else {}
+    raw = sign(key, access_claims(settings, police.client_id, POLICE, **changes), header)
+    response = await _raw(asgi, raw, TYPENAME)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_the_token_is_checked_before_the_body(asgi: httpx.AsyncClient, settings: Settings) -> None:
+    response = await _raw(asgi, None, b"x" * (settings.max_body_bytes + 1), **{"Content-Type": "text/plain"})
+    _refused(response, 401, "UNAUTHENTICATED")
+
+
+# -- the request -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_on_graphql_are_405_with_allow_post(
+    method: str, asgi: httpx.AsyncClient, token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await asgi.request(method, "/graphql", params={"query": "{ __typename }"}, headers=headers)
+    _refused(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("OPTIONS", "/graphql", "POST"), ("GET", "/oauth/token", "POST"), ("POST", "/healthz", "GET")],
+)
+async def test_every_405_names_the_allowed_methods(
+    method: str, path: str, allowed: str, asgi: httpx.AsyncClient
+) -> None:
+    response = await asgi.request(method, path)
+    _refused(response, 405, "METHOD_NOT_ALLOWED")
+    assert allowed in response.headers["allow"].split(", ")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/graphql", "application/x-www-form-urlencoded", ""]
+)
+async def test_a_body_that_is_not_json_is_415(content_type: str, asgi: httpx.AsyncClient, token: str) -> None:
+    response = await _raw(asgi, token, TYPENAME, **{"Content-Type": content_type})
+    _refused(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
+async def test_json_with_parameters_or_in_capitals_is_json(
+    content_type: str, asgi: httpx.AsyncClient, token: str
+) -> None:
+    response = await _raw(asgi, token, TYPENAME, **{"Content-Type": content_type})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        pytest.param(b'{"query": ', "BAD_REQUEST", id="invalid json"),
+        pytest.param(b"\xff\xfe{}", "BAD_REQUEST", id="not utf-8"),
+        pytest.param(b"[%s, %s]" % (TYPENAME, TYPENAME), "BATCHING_NOT_SUPPORTED", id="batch"),
+        pytest.param(b"[]", "BATCHING_NOT_SUPPORTED", id="empty batch"),
+        pytest.param(b'"{ __typename }"', "BAD_REQUEST", id="json string"),
+        pytest.param(b"{}", "BAD_REQUEST", id="no query"),
+        pytest.param(b'{"query": " "}', "BAD_REQUEST", id="blank query"),
+        pytest.param(b'{"query": 42}', "BAD_REQUEST", id="query not a string"),
+        pytest.param(b'{"query": "{ __typename }", "variables": [1]}', "BAD_REQUEST", id="variables a list"),
+        pytest.param(
+            b'{"query": "{ __typename }", "variables": "{}"}', "BAD_REQUEST", id="variables a string"
+        ),
+        pytest.param(b'{"query": "{ __typename }", "operationName": 7}', "BAD_REQUEST", id="operationName 7"),
+    ],
+)
+async def test_malformed_bodies_are_400(body: bytes, code: str, asgi: httpx.AsyncClient, token: str) -> None:
+    _refused(await _raw(asgi, token, body), 400, code)
+
+
+async def test_a_body_over_the_limit_is_413(asgi: httpx.AsyncClient, token: str, settings: Settings) -> None:
+    query = json.dumps({"query": "{ __typename }"})
+    padded = query[:-1] + " " * (settings.max_body_bytes - len(query)) + "}"
+    assert len(padded) == settings.max_body_bytes
+    assert (await _raw(asgi, token, padded)).status_code == 200
+    _refused(await _raw(asgi, token, padded + " "), 413, "PAYLOAD_TOO_LARGE")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while streaming
+        yield b'{"query": "{ __typename }"'
+        for _ in range(settings.max_body_bytes // 1000 + 1):
+            yield b" " * 1000
+        yield b"}"
+
+    response = await _raw(asgi, token, chunks())
+    assert "content-length" not in response.request.headers
+    _refused(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        pytest.param(
+            {"query": 'mutation { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED", id="mutation"
+        ),
+        pytest.param(
+            {"query": 'subscription { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED", id="subscription"
+        ),
+        pytest.param(
+            {"query": "query A { __typename }", "operationName": "B"}, "BAD_REQUEST", id="no such name"
+        ),
+        pytest.param(
+            {"query": "query A { a: __typename } query B { b: __typename }"},
+            "BAD_REQUEST",
+            id="two operations, no operationName",
+        ),
+    ],
+)
+async def test_only_a_single_query_operation_is_executed(
+    body: dict[str, str], code: str, asgi: httpx.AsyncClient, token: str
+) -> None:
+    _refused(await _raw(asgi, token, json.dumps(body)), 400, code)
+
+
+async def test_operation_name_picks_one_of_several_operations(asgi: httpx.AsyncClient, token: str) -> None:
+    body = {"query": "query A { a: __typename } query B { b: __typename }", "operationName": "B"}
+    response = await _raw(asgi, token, json.dumps(body))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"b": "Query"}}
+
+
+# -- purpose context -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-Case-Reference": "CASE-1"}, {"X-Acting-User": "officer-1"}, {"X-Acting-User": "   "}],
+    ids=["neither", "no acting user", "no case reference", "blank acting user"],
+)
+async def test_police_needs_an_acting_user_and_a_case_reference(
+    headers: dict[str, str], police: Partner
+) -> None:
+    _refused(
+        await police.post("{ __typename }", purpose=False, headers=headers), 400, "PURPOSE_CONTEXT_REQUIRED"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"officer\x01one", b"officer\tone", b"officer\x7f", "officer-\u00e9".encode(), b"o" * 201],
+    ids=["control", "tab", "delete", "non-ascii", "201 characters"],
+)
+async def test_a_purpose_header_that_is_not_short_printable_ascii_is_400(
+    value: bytes, police: Partner
+) -> None:
+    headers = [
+        ("Authorization", f"Bearer {await police.token()}"),
+        ("Content-Type", "application/json"),
+        ("X-Case-Reference", "CASE-1"),
+        ("X-Acting-User", value),
+    ]
+    response = await police.http.post("/graphql", content=TYPENAME, headers=headers)
+    _refused(response, 400, "BAD_REQUEST")
+    assert value.decode("latin-1") not in response.text
+
+
+async def test_a_purpose_header_of_200_characters_is_accepted(police: Partner) -> None:
+    response = await police.post("{ __typename }", headers={"X-Acting-User": "o" * 200})
+    assert response.status_code == 200, response.text
+
+
+async def test_break_glass_outside_an_agreement_that_has_it_is_forbidden(police: Partner) -> None:
+    response = await police.post("{ __typename }", headers={"X-Break-Glass-Reason": "child at risk"})
+    _refused(response, 403, "FORBIDDEN")
+
+
+async def test_an_agreement_that_requires_nothing_works_without_purpose_headers(
+    local_partner: PartnerFactory,
+) -> None:
+    data = await local_partner("dwp-worklessness").data(ONE_PERSON, purpose=False)
+    assert len(data["people"]["edges"]) == 1
+
+
+# -- agreement dates -------------------------------------------------------------------------------
+
+
+def _day(agreement: Agreement, moment: str) -> date:
+    start, until, review = agreement.effective.start, agreement.effective.until, agreement.review_due
+    assert review + REVIEW_GRACE + timedelta(days=2) < until, "the dates no longer allow every case"
+    return {
+        "day before effective": start - timedelta(days=1),
+        "first effective day": start,
+        "review due within grace": review + timedelta(days=15),
+        "last day of grace": review + REVIEW_GRACE,
+        "first day past grace": review + REVIEW_GRACE + timedelta(days=1),
+        "day after until": until + timedelta(days=1),
+    }[moment]
+
+
+@pytest.mark.parametrize(
+    ("moment", "status", "code"),
+    [
+        ("day before effective", 403, "AGREEMENT_NOT_IN_EFFECT"),
+        ("first effective day", 200, None),
+        ("review due within grace", 200, None),
+        ("last day of grace", 200, None),
+        ("first day past grace", 403, "AGREEMENT_REVIEW_OVERDUE"),
+        ("day after until", 403, "AGREEMENT_EXPIRED"),
+    ],
+)
+async def test_agreement_dates_open_and_close_access(
+    moment: str,
+    status: int,
+    code: str | None,
+    agreements: dict[str, Agreement],
+    settings: Settings,
+    engine: AsyncEngine,
+    signing: SigningKeys,
+    token: str,
+) -> None:
+    day = _day(agreements[POLICE], moment)
+    app = create_app(settings, engine=engine, signing=signing, ref_secret=REF_SECRET, today=lambda: day)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await _raw(client, token, json.dumps({"query": ONE_PERSON}))
+    if code is None:
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"]["people"]["edges"]) == 1
+    else:
+        _refused(response, status, code)
+
+
+# -- paging ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [0, -1, 101, 100_000])
+async def test_a_page_size_outside_1_to_the_maximum_is_bad_user_input(first: int, police: Partner) -> None:
+    _refused_in_graphql(await police.post(PAGE, {"first": first}), "people", "BAD_USER_INPUT")
+    inline = await police.post(ONE_PERSON.replace("first: 1", f"first: {first}"))
+    _refused_in_graphql(inline, "people", "BAD_USER_INPUT")
+
+
+@pytest.mark.parametrize(("variables", "size"), [({"first": None}, 50), ({}, 50), ({"first": 100}, 100)])
+async def test_page_size_defaults_to_50_and_reaches_the_maximum(
+    variables: dict[str, Any], size: int, police: Partner
+) -> None:
+    assert len((await police.data(PAGE, variables))["people"]["edges"]) == size
+
+
+async def _page(partner: Partner, first: int, after: str | None = None) -> tuple[list[str], str]:
+    connection = (await partner.data(PAGE, {"first": first, "after": after}))["people"]
+    assert connection["pageInfo"]["hasNextPage"] is True
+    return [edge["node"]["ref"] for edge in connection["edges"]], connection["pageInfo"]["endCursor"]
+
+
+async def test_a_cursor_continues_exactly_after_the_previous_page(police: Partner) -> None:
+    first_page, cursor = await _page(police, 5)
+    second_page, _ = await _page(police, 5, cursor)
+    both, _ = await _page(police, 10)
+    assert not set(first_page) & set(second_page)
+    assert first_page + second_page == both
+
+
+@pytest.mark.parametrize("source", ["not a cursor", "another partner's cursor", "a person ref", "altered"])
+async def test_after_must_be_a_cursor_this_view_issued(
+    source: str, police: Partner, local_partner: PartnerFactory
+) -> None:
+    refs, own = await _page(police, 1)
+    after = {
+        "not a cursor": "not-a-cursor",
+        "another partner's cursor": (await _page(local_partner("ons-evaluation"), 1))[1],
+        "a person ref": refs[0],
+        "altered": own[:-2] + ("BB" if own.endswith("AA") else "AA"),
+    }[source]
+    response = await police.post(PAGE, {"first": 5, "after": after})
+    _refused_in_graphql(response, "people", "BAD_USER_INPUT")
+    assert after not in response.text
+
+
+# -- no echo of what the partner sent --------------------------------------------------------------
+
+FIND = "query($f: String!, $d: Date!) { findPeople(familyName: $f, dateOfBirth: $d) { ref } }"
+FOUND = '{ findPeople(familyName: "%NAME%", dateOfBirth: "%DOB%") '
+MALFORMED = [
+    pytest.param(
+        '{ findPeople(familyName: %DIGITS%, dateOfBirth: "%DOB%") { ref } }', None, id="Int literal"
+    ),
+    pytest.param(FIND, {"f": "%DIGITS%", "d": "%NAME%"}, id="Int variable"),
+    pytest.param(FIND, {"f": ["%NAME%"], "d": "%DOB%"}, id="list variable"),
+    pytest.param(
+        '{ findPeople(familyName: {v: "%NAME%"}, dateOfBirth: "%DOB%") { ref } }', None, id="object"
+    ),
+    pytest.param(FOUND.replace("%DOB%", "2011-02-30") + "{ ref } }", None, id="impossible date literal"),
+    pytest.param(FIND, {"f": "%NAME%", "d": "2011-02-30"}, id="impossible date variable"),
+    pytest.param('{ people(first: "%DOB%") { edges { cursor } } }', None, id="date of birth as Int"),
+    pytest.param('{ findPeople(familyName: %ENUM%, dateOfBirth: "%DOB%") { ref } }', None, id="enum-like"),
+    pytest.param(FOUND + '{ ref } "%NAME%" }', None, id="syntax error"),
+    pytest.param(FOUND.replace(") ", ', postcode: "%NAME%") ') + "{ ref } }", None, id="unknown argument"),
+    pytest.param(FOUND + '@skip(if: "%NAME%") { ref } }', None, id="directive argument"),
+    pytest.param(
+        FIND.replace("String!", "Strin!"), {"f": "%NAME%", "d": "%DOB%"}, id="unknown variable type"
+    ),
+    pytest.param(FIND.replace("String!", "Int!"), {"f": "%NAME%", "d": "%DOB%"}, id="wrong variable type"),
+    pytest.param(FIND.replace("String!", "String = %DIGITS%"), {"d": "%NAME%"}, id="wrong default"),
+    pytest.param(FOUND.replace("familyName", "familyNam") + "{ ref } }", None, id="argument typo"),
+    pytest.param(FOUND + "{ ...F } } fragment F on Persn { ref }", None, id="fragment on misspelt type"),
+]
+PUBLIC_CODES = {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"}
+
+
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _fill(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, values) for item in value]
+    if value == "%DIGITS%":
+        return int(values[value])
+    for placeholder, text in values.items():
+        value = value.replace(placeholder, text) if isinstance(value, str) else value
+    return value
+
+
+@pytest.mark.parametrize(("query", "variables"), MALFORMED)
+async def test_errors_never_echo_the_values_sent_nor_suggest_names(
+    query: str, variables: dict[str, Any] | None, police: Partner, oracle: Oracle, cases: EdgeCases
+) -> None:
+    person = oracle.people[cases.id("cohort_plain")]
+    dob = person.date_of_birth.isoformat()
+    values = {
+        "%NAME%": person.family_name,
+        "%DOB%": dob,
+        "%DIGITS%": dob.replace("-", ""),
+        "%ENUM%": person.family_name.replace("-", "_"),
+    }
+    response = await police.post(_fill(query, values), _fill(variables, values))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body.get("data") is None, body
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert error["extensions"]["code"] in PUBLIC_CODES, error
+        assert "Did you mean" not in error["message"], error
+    for sent in [*values.values(), "2011-02-30"]:
+        assert sent not in response.text, sent
+
+
+# -- query complexity ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("roots", "allowed"), [(5, True), (6, False)])
+async def test_at_most_five_root_fields(roots: int, allowed: bool, police: Partner) -> None:
+    fields = " ".join(f'r{i}: person(ref: "per_{i}") {{ ref }}' for i in range(roots))
+    response = await police.post(f"{{ {fields} }}")
+    assert response.status_code == 200, response.text
+    if allowed:
+        assert response.json() == {"data": {f"r{i}": None for i in range(roots)}}
+    else:
+        assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["QUERY_TOO_COMPLEX"]
+        assert "data" not in response.json()
+
+
+def _fanned_out(levels: int) -> str:
+    """people > edges > node > F<levels>; each fragment spreads the one below twice: 6 * 2**levels."""
+    fragments = ["fragment F0 on Person { ref givenName familyName dateOfBirth postcode withheld }"]
+    fragments += [f"fragment F{i} on Person {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)]
+    return f"{{ people(first: 1) {{ edges {{ node {{ ...F{levels} }} }} }} }} {' '.join(fragments)}"
+
+
+@pytest.mark.parametrize(("levels", "allowed"), [(5, True), (6, False)])  # 195 and 387 fields
+async def test_fragments_are_counted_where_they_are_spread(
+    levels: int, allowed: bool, police: Partner
+) -> None:
+    response = await police.post(_fanned_out(levels))
+    assert response.status_code == 200, response.text
+    codes = [error["extensions"]["code"] for error in response.json().get("errors", [])]
+    assert codes == ([] if allowed else ["QUERY_TOO_COMPLEX"]), response.text
+
+
+async def test_the_standard_introspection_query_is_not_refused(police: Partner) -> None:
+    data = await police.data(get_introspection_query())
+    assert data["__schema"]["queryType"]["name"] == "Query"
+    assert "Person" in {kind["name"] for kind in data["__schema"]["types"]}
+
+
+# -- headers on every answer, and the other routes -------------------------------------------------
+
+
+async def test_every_graphql_answer_is_no_store(police: Partner, asgi: httpx.AsyncClient) -> None:
+    answers = [
+        await police.post("{ __typename }"),
+        await police.post("{ nothing }"),
+        await police.post(PAGE, {"first": 0}),
+        await police.post("{ __typename }", purpose=False),
+        await _raw(asgi, None, "{}"),
+        await asgi.get("/graphql"),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 400, 401, 405]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store", answer.text
+        assert answer.headers["pragma"] == "no-cache"
+
+
+async def test_healthz_reports_the_database(
+    asgi: httpx.AsyncClient, agreements: dict[str, Agreement]
+) -> None:
+    response = await asgi.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "agreements": sorted(agreements)}
+    assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/nowhere", 404, "NOT_FOUND"),
+        ("GET", "/oauth/tokens", 404, "NOT_FOUND"),
+        ("POST", "/healthz", 405, "METHOD_NOT_ALLOWED"),
+    ],
+)
+async def test_unknown_routes_get_json_errors(
+    method: str, path: str, status: int, code: str, asgi: httpx.AsyncClient
+) -> None:
+    response = await asgi.request(method, path)
+    _refused(response, status, code)
+    assert response.headers["content-type"] == "application/json"

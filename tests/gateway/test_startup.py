@@ -1,0 +1,61 @@
+"""Start-up refuses what would fail later: an unmigrated database. Liveness does not need the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.db import SchemaOutOfDateError, create_engine, head_revision, upgrade
+from gateway.keys import SigningKeys
+from tests.conftest import REF_SECRET
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}", ref_secret=SecretStr(REF_SECRET.decode())
+    )
+
+
+async def test_the_gateway_will_not_start_on_an_unmigrated_database(
+    tmp_path: Path, signing: SigningKeys
+) -> None:
+    app = create_app(_settings(tmp_path), signing=signing)
+    with pytest.raises(SchemaOutOfDateError, match=f"needs {head_revision()}: run `gateway db upgrade`"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
+async def test_the_gateway_starts_once_migrated(tmp_path: Path, signing: SigningKeys) -> None:
+    settings = _settings(tmp_path)
+    engine = create_engine(settings.database_url)
+    await upgrade(engine)
+    await engine.dispose()
+    app = create_app(settings, signing=signing)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        assert (await client.get("/healthz")).json()["database"] == "ok"
+
+
+async def test_liveness_answers_without_the_database(tmp_path: Path, signing: SigningKeys) -> None:
+    # A database file in a directory that does not exist: every query fails.
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'nowhere' / 'x.db'}",
+        ref_secret=SecretStr(REF_SECRET.decode()),
+    )
+    engine = create_engine(settings.database_url)
+    (tmp_path / "missing" / "nowhere").rmdir()
+    app = create_app(settings, signing=signing, engine=engine)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        assert (await client.get("/livez")).status_code == 200
+        ready = await client.get("/healthz")
+        assert ready.status_code == 503 and ready.json()["database"] == "unavailable"
+    await engine.dispose()
