@@ -21,7 +21,7 @@ _STANDARD_ATTRIBUTES: Final = frozenset(
 )
 # authlib logs issued tokens at DEBUG; strawberry's default error handler logs query text; the SQL
 # engine logs statements and, at DEBUG, rows.
-_QUIET: Final = ("authlib", "strawberry", "sqlalchemy", "aiosqlite", "asyncpg")
+_QUIET: Final = ("authlib", "strawberry", "sqlalchemy", "aiosqlite", "asyncpg", "alembic")
 
 
 class JsonFormatter(logging.Formatter):
