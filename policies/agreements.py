@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Final, Literal
 
 from policies._yaml import Value, YamlShapeError, compose
-from policies.fields import FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
-from policies.populations import POPULATIONS
+from policies.fields import FIELDS_BY_NAME, LEDGER_FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
+from policies.populations import LEDGER_POPULATION, POPULATIONS, is_known_population
 
 AGREEMENTS_DIR: Final[Path] = Path(__file__).parent / "agreements"
 
@@ -48,7 +48,12 @@ _TOP_KEYS = frozenset(
         "introspection",
     }
 )
-_REQUIRED_TOP_KEYS = _TOP_KEYS - {"match", "break_glass", "requires", "limits"}
+_OPTIONAL_TOP_KEYS = frozenset(
+    {"match", "break_glass", "requires", "limits", "honours_objection", "protected_address"}
+)
+_REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
+# Keys about people, required for a person population and meaningless for the access ledger.
+_PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass")
 _LIMIT_KEYS = frozenset({"max_page_size", "lookup"})
 MAX_PAGE_SIZE_CEILING: Final = 500
 
@@ -102,6 +107,11 @@ class Agreement:
     def label(self) -> str:
         return f"{self.id}@{self.version}"
 
+    @property
+    def is_ledger(self) -> bool:
+        """An agreement over the gateway's access ledger rather than over person records."""
+        return self.population == LEDGER_POPULATION
+
 
 def load_agreements(directory: Path = AGREEMENTS_DIR) -> dict[str, Agreement]:
     """Read every `*.yaml` in `directory`. The file name must be the agreement id."""
@@ -146,8 +156,14 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         raise top["review_due"].fail("must not be before effective.from")
 
     population = top["population"].text()
-    if population not in POPULATIONS:
-        raise top["population"].fail(f"unknown population (known: {', '.join(sorted(POPULATIONS))})")
+    if not is_known_population(population):
+        known = ", ".join(sorted([*POPULATIONS, LEDGER_POPULATION]))
+        raise top["population"].fail(f"unknown population (known: {known})")
+    if population == LEDGER_POPULATION:
+        return _parse_ledger(top, source, agreement_id, effective, review_due)
+    missing = [key for key in ("honours_objection", "protected_address") if key not in top]
+    if missing:
+        raise top["population"].fail(f"a person population needs {' and '.join(missing)}")
 
     fields = _field_names(top["fields"], allowed=frozenset(FIELDS_BY_NAME), what="field")
     if not fields:
@@ -182,25 +198,16 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     if break_glass and not fields_reveal_location(fields):
         raise top["break_glass"].fail("break-glass is pointless without a location or contact field")
 
-    requires: set[ContextRequirement] = set()
-    for item in top["requires"].words() if "requires" in top else ():
-        word = item.word(choices=("acting_user", "case_reference"))
-        if word in requires:
-            raise item.fail("listed twice")
-        requires.add("acting_user" if word == "acting_user" else "case_reference")
+    requires = _requirements(top)
     if break_glass and requires != {"acting_user", "case_reference"}:
         raise top["break_glass"].fail("break-glass requires both acting_user and case_reference")
-
-    lawful_basis = tuple(item.text() for item in top["lawful_basis"].words())
-    if not lawful_basis:
-        raise top["lawful_basis"].fail("at least one lawful basis is required")
 
     return Agreement(
         id=agreement_id,
         version=top["version"].integer(minimum=1, maximum=1_000_000),
         partner=top["partner"].text(),
         purpose=" ".join(top["purpose"].text().split()),
-        lawful_basis=lawful_basis,
+        lawful_basis=_lawful_basis(top),
         effective=effective,
         review_due=review_due,
         population=population,
@@ -210,11 +217,67 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         honours_objection=top["honours_objection"].boolean(),
         protected_address=protected_address,
         break_glass=break_glass,
-        requires=frozenset(requires),
+        requires=requires,
         limits=limits,
         introspection=top["introspection"].boolean(),
         source=source,
     )
+
+
+def _parse_ledger(
+    top: dict[str, Value], source: str, agreement_id: str, effective: Effective, review_due: date
+) -> Agreement:
+    for key in _PERSON_ONLY_KEYS:
+        if key in top:
+            raise top[key].fail("does not apply to the access ledger")
+    fields = _field_names(top["fields"], allowed=frozenset(LEDGER_FIELDS_BY_NAME), what="ledger field")
+    if not fields:
+        raise top["fields"].fail("an agreement must disclose at least one field")
+    limits = _limits(top["limits"]) if "limits" in top else Limits(max_page_size=None, lookup=None)
+    if limits.lookup is not None:
+        raise top["limits"].fail("limits.lookup does not apply to the access ledger")
+    listing = top["listing"].boolean()
+    if listing != ("auditEvents" in fields):
+        raise top["listing"].fail("listing is true exactly when auditEvents is among the fields")
+    if listing and limits.max_page_size is None:
+        raise top["listing"].fail("listing needs limits.max_page_size")
+    return Agreement(
+        id=agreement_id,
+        version=top["version"].integer(minimum=1, maximum=1_000_000),
+        partner=top["partner"].text(),
+        purpose=" ".join(top["purpose"].text().split()),
+        lawful_basis=_lawful_basis(top),
+        effective=effective,
+        review_due=review_due,
+        population=LEDGER_POPULATION,
+        fields=fields,
+        match=(),
+        listing=listing,
+        honours_objection=False,
+        protected_address="withhold",
+        break_glass=False,
+        requires=_requirements(top),
+        limits=limits,
+        introspection=top["introspection"].boolean(),
+        source=source,
+    )
+
+
+def _requirements(top: dict[str, Value]) -> frozenset[ContextRequirement]:
+    requires: set[ContextRequirement] = set()
+    for item in top["requires"].words() if "requires" in top else ():
+        word = item.word(choices=("acting_user", "case_reference"))
+        if word in requires:
+            raise item.fail("listed twice")
+        requires.add("acting_user" if word == "acting_user" else "case_reference")
+    return frozenset(requires)
+
+
+def _lawful_basis(top: dict[str, Value]) -> tuple[str, ...]:
+    lawful_basis = tuple(item.text() for item in top["lawful_basis"].words())
+    if not lawful_basis:
+        raise top["lawful_basis"].fail("at least one lawful basis is required")
+    return lawful_basis
 
 
 def _field_names(

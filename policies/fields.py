@@ -45,7 +45,14 @@ PERSON_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("members", "Other visible members of the person's household."),
 )
 
+# What an agreement over the access ledger (population access-ledger) may name in `fields:`.
+LEDGER_FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("auditEvents", "Search the audit events: one per request, allowed or refused."),
+    FieldSpec("disclosures", "Every disclosure of one person: partner, time, agreement, purpose, fields."),
+)
+
 FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSON_FIELDS}
+LEDGER_FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in LEDGER_FIELDS}
 LOCATION_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.reveals_location)
 MATCHABLE_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.matchable)
 

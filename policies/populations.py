@@ -28,5 +28,12 @@ POPULATIONS: Final[dict[str, str]] = {
 }
 
 
+# Not people at all: the gateway's own access ledger, for the council's security team.
+LEDGER_POPULATION: Final = "access-ledger"
+LEDGER_DESCRIPTION: Final = (
+    "The access ledger: who saw which fields of whom, when, why and under which agreement."
+)
+
+
 def is_known_population(name: str) -> bool:
-    return name in POPULATIONS
+    return name in POPULATIONS or name == LEDGER_POPULATION

@@ -1,4 +1,4 @@
-"""Loading agreement directories: the six shipped agreements, fixture directories, file-level errors."""
+"""Loading agreement directories: the shipped agreements, fixture directories, file-level errors."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SHIPPED_IDS = {
     "mash-safeguarding",
     "ons-evaluation",
     "police-prevention",
+    "security-audit",
     "youth-justice",
 }
 
