@@ -14,11 +14,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clients import clients
+from gateway.ledger_tables import ledger_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
 from resolvers import metadata
 from resolvers.models import addresses
 
-EXPECTED_TABLES = {"addresses", "households", "people", "assessments", "objections", "clients"}
+EXPECTED_TABLES = {
+    "addresses", "households", "people", "assessments", "objections", "clients",
+    "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints",
+}  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
 
@@ -27,6 +31,8 @@ def _target() -> MetaData:
     for table in metadata.tables.values():
         table.to_metadata(target)
     clients.to_metadata(target)
+    for table in ledger_metadata.tables.values():
+        table.to_metadata(target)
     return target
 
 
@@ -75,7 +81,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0001"
+    assert head == "0002"
     assert await current_revision(engine) == head
 
 
