@@ -1,0 +1,355 @@
+"""The audit ledger's writer: one event per request, committed before the response leaves.
+
+Requests hand an `EventDraft` to `LedgerWriter.record` and wait. One writer task per process takes
+whatever has queued up while the previous commit was in flight and commits it as one transaction
+(group commit): under load many requests share one round trip, and an idle gateway commits at once.
+
+Each process writes its own hash chain (its `chain_id`), so no lock is shared between replicas:
+event n carries the hash of event n-1, and its own hash covers its content, its disclosures and that
+predecessor. Every `checkpoint_every` events or `checkpoint_seconds`, and on close, the writer signs
+the chain head with the gateway's signing key. `gateway audit verify` checks all of it offline.
+
+If a batch cannot be committed, every request in it gets `AuditUnavailableError` and must send no
+data. A batch that failed after the database did commit it is recorded but not answered: the
+ledger may over-state, never under-state, what was disclosed.
+
+Exceptions:
+    AuditUnavailableError   the event could not be made durable; answer AUDIT_UNAVAILABLE, no data
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from joserfc import jws
+from sqlalchemy import exists, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.keys import ALGORITHM, SigningKeys
+from gateway.ledger_tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
+
+log = logging.getLogger("gateway.ledger")
+
+GENESIS: Final = "0" * 64
+CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
+# Every column of audit_events except `hash` is covered by the hash.
+HASHED_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "hash")
+
+
+class AuditUnavailableError(Exception):
+    pass
+
+
+def now_text() -> str:
+    """The current UTC time as the fixed-width text the ledger stores (microseconds, 'Z')."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """What the request handler knows of one request. Holds identifiers and field names only."""
+
+    endpoint: str
+    outcome: str  # allowed | denied | error
+    http_status: int
+    latency_us: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: str = field(default_factory=now_text)
+    client_id: str | None = None
+    agreement_id: str | None = None
+    agreement_version: int | None = None
+    purpose: str | None = None
+    lawful_basis: tuple[str, ...] = ()
+    decision_rule: str | None = None
+    acting_user: str | None = None
+    case_reference: str | None = None
+    break_glass_reason: str | None = None
+    operation_name: str | None = None
+    document_sha256: str | None = None
+    fields_disclosed: tuple[str, ...] = ()
+    fields_withheld: tuple[str, ...] = ()
+    error_code: str | None = None
+    client_address: str | None = None
+    trace_id: str | None = None
+    token_jti: str | None = None
+    # (internal person id, view fields sent for that person), one entry per person
+    disclosures: tuple[tuple[int, tuple[str, ...]], ...] = ()
+
+
+def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": draft.id,
+        "chain_id": chain_id,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "occurred_at": draft.occurred_at,
+        "endpoint": draft.endpoint,
+        "client_id": draft.client_id,
+        "agreement_id": draft.agreement_id,
+        "agreement_version": draft.agreement_version,
+        "purpose": draft.purpose,
+        "lawful_basis": "; ".join(draft.lawful_basis) or None,
+        "decision_rule": draft.decision_rule,
+        "acting_user": draft.acting_user,
+        "case_reference": draft.case_reference,
+        "break_glass_reason": draft.break_glass_reason,
+        "operation_name": draft.operation_name,
+        "document_sha256": draft.document_sha256,
+        "fields_disclosed": ",".join(draft.fields_disclosed),
+        "fields_withheld": ",".join(draft.fields_withheld),
+        "people_count": len(draft.disclosures),
+        "outcome": draft.outcome,
+        "error_code": draft.error_code,
+        "http_status": draft.http_status,
+        "client_address": draft.client_address,
+        "latency_us": draft.latency_us,
+        "trace_id": draft.trace_id,
+        "token_jti": draft.token_jti,
+    }
+    disclosures = [(person_id, ",".join(fields)) for person_id, fields in draft.disclosures]
+    row["hash"] = event_hash(row, disclosures)
+    return row
+
+
+def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> str:
+    """SHA-256 over the event's columns (its predecessor's hash among them) and its disclosures.
+
+    The same function checks a row read back from the database, so it reads exactly what is stored.
+    """
+    canonical = json.dumps(
+        {
+            "event": {name: row[name] for name in HASHED_COLUMNS},
+            "disclosures": sorted([int(person_id), fields] for person_id, fields in disclosures),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str) -> bytes:
+    body = {"chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass
+class _Pending:
+    draft: EventDraft
+    done: asyncio.Future[None]
+
+
+class LedgerWriter:
+    """Group-committing writer of one hash chain. Create one per process; `close()` on shutdown."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        signing: SigningKeys | None,
+        writer: str = "gateway",
+        max_batch: int = 256,
+        max_queue: int = 10_000,
+        commit_timeout: float = 10.0,
+        checkpoint_every: int = 1_000,
+        checkpoint_seconds: float = 60.0,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.chain_id = str(uuid.uuid4())
+        self._engine = engine
+        self._signing = signing
+        self._writer = writer
+        self._max_batch = max_batch
+        self._max_queue = max_queue
+        self._commit_timeout = commit_timeout
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_seconds = checkpoint_seconds
+        self._on_batch = on_batch
+        self._on_failure = on_failure
+        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        # What is known to be committed: None until read or written, and again after a failure.
+        self._head: tuple[int, str] | None = None
+        self._registered = False
+        self._checkpointed_seq = 0
+        self._checkpointed_at = time.monotonic()
+
+    async def record(self, draft: EventDraft) -> None:
+        """Return once the event and its disclosures are committed; else raise AuditUnavailableError."""
+        queue = self._running_queue()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            queue.put_nowait(_Pending(draft, done))
+        except asyncio.QueueFull:
+            raise AuditUnavailableError("the ledger's queue is full") from None
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout=self._commit_timeout)
+        except TimeoutError:
+            raise AuditUnavailableError("the ledger did not commit in time") from None
+
+    async def close(self) -> None:
+        """Write what is queued, sign the chain head, and stop."""
+        if self._task is None or self._queue is None:
+            return
+        await self._queue.put(None)
+        await self._task
+        self._task = None
+        if self._head is not None and self._head[0] > self._checkpointed_seq and self._signing is not None:
+            await self._standalone_checkpoint(*self._head)
+
+    def _running_queue(self) -> asyncio.Queue[_Pending | None]:
+        if self._task is None or self._task.done() or self._queue is None:
+            self._queue = asyncio.Queue(maxsize=self._max_queue)
+            self._task = asyncio.create_task(self._run(self._queue), name=f"ledger-writer-{self.chain_id}")
+        return self._queue
+
+    async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(queue.get(), timeout=self._checkpoint_seconds)
+            except TimeoutError:
+                await self._idle_checkpoint()
+                continue
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            if stopping:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            async with self._engine.begin() as conn:
+                if self._head is None:
+                    self._registered, self._head = await self._read_state(conn)
+                if not self._registered:
+                    await conn.execute(
+                        insert(audit_chains).values(
+                            chain_id=self.chain_id,
+                            started_at=now_text(),
+                            host=socket.gethostname()[:255],
+                            process_id=os.getpid(),
+                            writer=self._writer,
+                        )
+                    )
+                seq, prev_hash = self._head
+                rows, disclosures = [], []
+                for pending in batch:
+                    seq += 1
+                    row = event_row(pending.draft, chain_id=self.chain_id, seq=seq, prev_hash=prev_hash)
+                    prev_hash = row["hash"]
+                    rows.append(row)
+                    disclosures += [
+                        {"event_id": row["id"], "person_id": person_id, "fields": ",".join(fields)}
+                        for person_id, fields in pending.draft.disclosures
+                    ]
+                await conn.execute(insert(audit_events), rows)
+                if disclosures:
+                    await conn.execute(insert(audit_disclosures), disclosures)
+                checkpointed = self._checkpoint_due(seq)
+                if checkpointed:
+                    await self._checkpoint(conn, seq, prev_hash)
+        except Exception:
+            self._head = None
+            log.error(
+                "audit ledger write failed",
+                extra={"chain_id": self.chain_id, "batch": len(batch)},
+                exc_info=True,
+            )
+            if self._on_failure:
+                self._on_failure()
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(AuditUnavailableError("the ledger could not be written"))
+            return
+        self._registered, self._head = True, (seq, prev_hash)
+        if checkpointed:
+            self._checkpointed(seq)
+        if self._on_batch:
+            self._on_batch(len(batch), time.perf_counter() - started)
+        for pending in batch:
+            if not pending.done.done():
+                pending.done.set_result(None)
+
+    async def _read_state(self, conn: AsyncConnection) -> tuple[bool, tuple[int, str]]:
+        registered = bool(
+            (await conn.execute(select(exists().where(audit_chains.c.chain_id == self.chain_id)))).scalar()
+        )
+        last = (
+            await conn.execute(
+                select(audit_events.c.seq, audit_events.c.hash)
+                .where(audit_events.c.chain_id == self.chain_id)
+                .order_by(audit_events.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        return registered, ((int(last.seq), str(last.hash)) if last else (0, GENESIS))
+
+    def _checkpoint_due(self, seq: int) -> bool:
+        if self._signing is None or seq <= self._checkpointed_seq:
+            return False
+        return (
+            seq - self._checkpointed_seq >= self._checkpoint_every
+            or time.monotonic() - self._checkpointed_at >= self._checkpoint_seconds
+        )
+
+    async def _idle_checkpoint(self) -> None:
+        if self._head is not None and self._checkpoint_due(self._head[0]):
+            await self._standalone_checkpoint(*self._head)
+
+    async def _standalone_checkpoint(self, seq: int, head_hash: str) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await self._checkpoint(conn, seq, head_hash)
+        except Exception:
+            log.error("could not write a checkpoint", extra={"chain_id": self.chain_id}, exc_info=True)
+            return
+        self._checkpointed(seq)
+
+    def _checkpointed(self, seq: int) -> None:
+        self._checkpointed_seq = seq
+        self._checkpointed_at = time.monotonic()
+
+    async def _checkpoint(self, conn: AsyncConnection, seq: int, head_hash: str) -> None:
+        assert self._signing is not None
+        key = self._signing.active
+        signed_at = now_text()
+        signature = jws.serialize_compact(
+            {"alg": ALGORITHM, "kid": key.kid, "typ": CHECKPOINT_TYPE},
+            checkpoint_payload(self.chain_id, seq, head_hash, signed_at),
+            key,
+            algorithms=[ALGORITHM],
+        )
+        await conn.execute(
+            insert(audit_checkpoints).values(
+                chain_id=self.chain_id,
+                seq=seq,
+                head_hash=head_hash,
+                signed_at=signed_at,
+                key_id=key.kid or "",
+                signature=signature,
+            )
+        )

@@ -1,0 +1,152 @@
+"""Subject access reports: what the council holds about a person and every disclosure of it.
+
+For UK GDPR Art 15: the data held, and the recipients to whom it was disclosed (Art 15(1)(c)),
+with when, under which agreement, for which purpose and which fields. The individual officers at a
+partner (acting user) and the partner's case references are left out of the report to the person:
+they are other people's data and may concern an investigation; the security team sees them in the
+ledger itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.ledger_queries import LedgerQueries
+from policies import Agreement
+from resolvers.models import OUTCOMES, addresses, assessments, households, objections, people
+
+
+@dataclass(frozen=True)
+class SubjectAccessReport:
+    person_id: int
+    held: dict[str, Any]
+    disclosures: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"person_id": self.person_id, "held": self.held, "disclosures": self.disclosures}
+
+
+class UnknownPersonError(Exception):
+    pass
+
+
+async def subject_access_report(
+    engine: AsyncEngine, person_id: int, *, agreements: Mapping[str, Agreement]
+) -> SubjectAccessReport:
+    async with engine.connect() as conn:
+        person = (
+            await conn.execute(
+                select(people, addresses)
+                .select_from(
+                    people.join(households, households.c.id == people.c.household_id).join(
+                        addresses, addresses.c.id == households.c.address_id
+                    )
+                )
+                .where(people.c.id == person_id)
+            )
+        ).first()
+        if person is None:
+            raise UnknownPersonError(f"no person with id {person_id}")
+        row = person._mapping
+        assessment = (
+            await conn.execute(select(assessments).where(assessments.c.household_id == row["household_id"]))
+        ).first()
+        objected = (await conn.execute(select(objections).where(objections.c.person_id == person_id))).all()
+
+    held: dict[str, Any] = {
+        "given_name": row["given_name"],
+        "family_name": row["family_name"],
+        "date_of_birth": _day(row["date_of_birth"]),
+        "address": {part: row[part] for part in ("line1", "line2", "town", "postcode")},
+        "uprn": row["uprn"],
+        "phone": row["phone"],
+        "email": row["email"],
+        "school": row["school"],
+        "protected_address": bool(row["protected_address"]),
+        "restriction_of_processing": bool(row["restricted"]),
+        "retention_until": _day(row["retention_until"]),
+        "legal_hold": bool(row["legal_hold"]),
+        "supporting_families_assessment": None,
+        "objections": [
+            {
+                "agreement": o.agreement_id,
+                "partner": agreements[o.agreement_id].partner if o.agreement_id in agreements else None,
+                "recorded_on": _day(o.recorded_on),
+            }
+            for o in objected
+        ],
+    }
+    if assessment is not None:
+        a = assessment._mapping
+        held["supporting_families_assessment"] = {
+            "assessed_on": _day(a["assessed_on"]),
+            "needs": [label for name, label in OUTCOMES if a[name]],
+            "eligible": bool(a["eligible"]),
+            "coordinated_support": bool(a["coordinated_support"]),
+        }
+
+    records = await LedgerQueries(engine, agreements).all_disclosures_of(person_id)
+    disclosures = [
+        {
+            "time": record.occurred_at.isoformat(),
+            "partner": record.partner,
+            "agreement": record.agreement_id,
+            "agreement_version": record.agreement_version,
+            "purpose": record.purpose,
+            "lawful_basis": list(record.lawful_basis),
+            "fields": list(record.fields),
+        }
+        for record in records
+    ]
+    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures)
+
+
+def render_text(report: SubjectAccessReport) -> str:
+    held = report.held
+    lines = [
+        f"Subject access report for person {report.person_id}",
+        "",
+        "What the council holds",
+        f"  Name:            {held['given_name']} {held['family_name']}",
+        f"  Date of birth:   {held['date_of_birth']}",
+        "  Address:         " + ", ".join(p for p in held["address"].values() if p),
+        f"  UPRN:            {held['uprn'] or '-'}",
+        f"  Phone:           {held['phone'] or '-'}",
+        f"  Email:           {held['email'] or '-'}",
+        f"  School:          {held['school'] or '-'}",
+        f"  Protected address marker: {'yes' if held['protected_address'] else 'no'}",
+        f"  Restriction of processing: {'yes' if held['restriction_of_processing'] else 'no'}",
+        f"  Kept until:      {held['retention_until']}{' (legal hold)' if held['legal_hold'] else ''}",
+    ]
+    assessment = held["supporting_families_assessment"]
+    if assessment:
+        lines += [
+            f"  Supporting Families assessment on {assessment['assessed_on']}: "
+            f"{'eligible' if assessment['eligible'] else 'not eligible'}"
+            f"{', receiving coordinated support' if assessment['coordinated_support'] else ''}",
+            "    Needs: " + ("; ".join(assessment["needs"]) or "none"),
+        ]
+    for objection in held["objections"]:
+        recipient = objection["partner"] or objection["agreement"]
+        lines.append(f"  Objected on {objection['recorded_on']} to sharing with {recipient}")
+    lines += ["", f"Disclosures ({len(report.disclosures)})"]
+    if not report.disclosures:
+        lines.append("  None.")
+    for d in report.disclosures:
+        lines += [
+            f"  {d['time']}  {d['partner'] or '-'}  ({d['agreement']} version {d['agreement_version']})",
+            f"    Purpose: {d['purpose'] or '-'}",
+            f"    Lawful basis: {'; '.join(d['lawful_basis']) or '-'}",
+            f"    Fields: {', '.join(d['fields']) or '-'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _day(value: Any) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
