@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import Decision
 from resolvers import RefCodec
+from schema.ledger_records import LedgerReader
 
 
 class ConnectionFactory(Protocol):
@@ -27,6 +28,7 @@ class Disclosure:
     root: str  # response key (alias or name) of the root field whose result holds the person
     person_id: int  # internal id: for the audit ledger only, never serialised to a partner
     fields: tuple[str, ...]  # view fields sent for this person (withheld ones excluded)
+    withheld: tuple[str, ...]  # fields asked for but withheld for this person
 
 
 @dataclass(slots=True)
@@ -36,6 +38,7 @@ class ViewContext:
     connect: ConnectionFactory
     disclosures: list[Disclosure] = field(default_factory=list)
     operation_name: str | None = None  # the operation that ran, once the document is parsed
+    ledger: LedgerReader | None = None  # only for views over the access ledger
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import strawberry
 from graphql import NoSchemaIntrospectionCustomRule, OperationDefinitionNode
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.extensions import AddValidationRules, ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
@@ -36,7 +37,9 @@ from resolvers import (
 )
 from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
+from schema.ledger import ledger_query
 from schema.limits import QueryComplexityRule
+from schema.tracing import GraphQLTracing
 from schema.types import (
     FIELD_TYPES,
     Address,
@@ -112,11 +115,35 @@ class _RequestShape(SchemaExtension):
             execution.context.operation_name = execution.operation_name
 
 
-def build_views(agreements: Iterable[Agreement], *, max_tokens: int = 2_000) -> dict[str, View]:
-    return {agreement.id: build_view(agreement, max_tokens=max_tokens) for agreement in agreements}
+def build_views(
+    agreements: Iterable[Agreement], *, max_tokens: int = 2_000, tracer: Tracer | None = None
+) -> dict[str, View]:
+    return {
+        agreement.id: build_view(agreement, max_tokens=max_tokens, tracer=tracer) for agreement in agreements
+    }
 
 
-def build_view(agreement: Agreement, *, max_tokens: int = 2_000) -> View:
+def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer | None = None) -> View:
+    query = ledger_query(agreement) if agreement.is_ledger else _person_query(agreement)
+    rules: list[Any] = [QueryComplexityRule]
+    if not agreement.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    validation_rules = tuple(rules)  # built once, so the validation cache can hit
+    extensions: list[Callable[[], SchemaExtension]] = [lambda: _RequestShape(max_tokens)]
+    if tracer is not None:
+        extensions.append(lambda: GraphQLTracing(tracer))
+    extensions += [
+        lambda: ParserCache(maxsize=_CACHE_SIZE),
+        lambda: AddValidationRules(list(validation_rules)),
+        lambda: ValidationCache(maxsize=_CACHE_SIZE),
+    ]
+    schema = _ViewSchema(
+        query=query, config=StrawberryConfig(disable_field_suggestions=True), extensions=extensions
+    )
+    return View(agreement=agreement, schema=schema)
+
+
+def _person_query(agreement: Agreement) -> type:
     member = None
     if "members" in agreement.fields:
         member = person_type(
@@ -151,27 +178,12 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000) -> View:
             description="The one person matching every argument exactly (names ignore case), or null "
             "when no one or more than one person matches.",
         )
-    query = strawberry.type(
+    return strawberry.type(
         type("Query", (), {"__annotations__": {}, "__module__": __name__, **namespace}),
         name="Query",
         description=f"{agreement.partner}: agreement {agreement.id}, version {agreement.version}. "
         f"Purpose: {agreement.purpose}",
     )
-    rules: list[Any] = [QueryComplexityRule]
-    if not agreement.introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
-    validation_rules = tuple(rules)  # built once, so the validation cache can hit
-    schema = _ViewSchema(
-        query=query,
-        config=StrawberryConfig(disable_field_suggestions=True),
-        extensions=[
-            lambda: _RequestShape(max_tokens),
-            lambda: ParserCache(maxsize=_CACHE_SIZE),
-            lambda: AddValidationRules(list(validation_rules)),
-            lambda: ValidationCache(maxsize=_CACHE_SIZE),
-        ],
-    )
-    return View(agreement=agreement, schema=schema)
 
 
 # -- what a query asks for ----------------------------------------------------------------------
@@ -264,7 +276,10 @@ class _Presenter:
                 for other in members.get(record.person_id, [])
             ]
         sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in record.withheld)
-        context.disclosures.append(Disclosure(root=root, person_id=record.person_id, fields=sent))
+        withheld = tuple(f for f in wanted.fields if f in record.withheld)
+        context.disclosures.append(
+            Disclosure(root=root, person_id=record.person_id, fields=sent, withheld=withheld)
+        )
         return (self.member if as_member else self.person)(**values)  # type: ignore[misc]
 
 

@@ -77,8 +77,8 @@ async def test_disclosures_hold_exactly_the_fields_sent_keyed_by_alias(
         "hidden": {"ref": ref(police, bea), "postcode": None, "givenName": "Bea", "withheld": ["postcode"]},
     }
     assert by_root(ctx.disclosures) == [
-        Disclosure(root="hidden", person_id=bea, fields=("ref", "givenName")),
-        Disclosure(root="plain", person_id=ada, fields=("givenName", "postcode")),
+        Disclosure(root="hidden", person_id=bea, fields=("ref", "givenName"), withheld=("postcode",)),
+        Disclosure(root="plain", person_id=ada, fields=("givenName", "postcode"), withheld=()),
     ]
     assert by_root(ctx.disclosed_in(data)) == by_root(ctx.disclosures)
 
@@ -94,7 +94,7 @@ async def test_a_page_records_each_person_under_the_alias_of_the_connection(
     assert [e["node"]["familyName"] for e in data["page"]["edges"]] == [
         oracle.people[i].family_name for i in first_three
     ]
-    assert ctx.disclosures == [Disclosure("page", i, ("familyName",)) for i in first_three]
+    assert ctx.disclosures == [Disclosure("page", i, ("familyName",), ()) for i in first_three]
 
 
 async def test_a_page_without_edges_discloses_no_one(
@@ -131,10 +131,10 @@ async def test_household_members_are_recorded_with_their_own_fields(
         "members": [{"givenName": "Xan", "school": None}],
     }
     assert by_root(ctx.disclosures) == [
-        Disclosure("found", cases.id("mash_adult"), ("ref",)),
-        Disclosure("found", cases.id("mash_child"), ("givenName", "school")),
-        Disclosure("refuge", cases.id("refuge_adult"), ("givenName",)),
-        Disclosure("refuge", cases.id("refuge_child"), ("givenName",)),
+        Disclosure("found", cases.id("mash_adult"), ("ref",), ()),
+        Disclosure("found", cases.id("mash_child"), ("givenName", "school"), ()),
+        Disclosure("refuge", cases.id("refuge_adult"), ("givenName",), ("email",)),
+        Disclosure("refuge", cases.id("refuge_child"), ("givenName",), ("school",)),
     ]
 
 
@@ -149,7 +149,7 @@ async def test_disclosed_in_keeps_only_roots_that_reached_the_response(
     assert (
         ctx.disclosed_in(data)
         == ctx.disclosures
-        == [Disclosure("a", cases.id("cohort_plain"), ("givenName",))]
+        == [Disclosure("a", cases.id("cohort_plain"), ("givenName",), ())]
     )
 
     # people(first: 0) fails, and a failed non-null root field nulls the whole response.
@@ -163,9 +163,13 @@ def test_disclosed_in_drops_disclosures_whose_root_is_null_or_missing(
     agreements: dict[str, Agreement], engine: AsyncEngine
 ) -> None:
     ctx = context(engine, agreements["police-prevention"])
-    kept, nulled, absent = Disclosure("a", 1, ("ref",)), Disclosure("b", 2, ()), Disclosure("c", 3, ("ref",))
-    ctx.disclosures.extend([kept, nulled, absent, Disclosure("a", 4, ())])
-    assert ctx.disclosed_in({"a": {"edges": []}, "b": None}) == [kept, Disclosure("a", 4, ())]
+    kept, nulled, absent = (
+        Disclosure("a", 1, ("ref",), ()),
+        Disclosure("b", 2, (), ()),
+        Disclosure("c", 3, ("ref",), ()),
+    )
+    ctx.disclosures.extend([kept, nulled, absent, Disclosure("a", 4, (), ())])
+    assert ctx.disclosed_in({"a": {"edges": []}, "b": None}) == [kept, Disclosure("a", 4, (), ())]
     assert ctx.disclosed_in({}) == []
     assert ctx.disclosed_in(None) == []
 
@@ -208,7 +212,7 @@ async def test_skip_and_include_decide_what_is_fetched_and_recorded(
         data, errors, ctx = await execute(engine, police, QUERY, {"r": ref(police, ada), "w": included})
     assert errors == []
     assert set(data["x"]) == set(fields)
-    assert ctx.disclosures == [Disclosure("x", ada, fields)]
+    assert ctx.disclosures == [Disclosure("x", ada, fields, ())]
     assert len(seen) == 1
     assert all(f"people.{column}" in seen[0] for column in columns)
     assert not any(name in seen[0] for name in absent)

@@ -1,0 +1,263 @@
+"""The security-audit view: the access ledger as GraphQL, for the council's security team.
+
+Root fields, where the agreement names them: `auditEvents(filter, first, after)`, newest first, and
+`disclosures(personId, first, after)`, every disclosure of one person (the council's own person id).
+Reading a person's disclosures is itself recorded as a disclosure of that person, so a subject
+access report shows who looked.
+
+The records it reads, and the protocol the gateway implements, are in `schema.ledger_records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from typing import Any, Final
+
+import strawberry
+
+from policies import Agreement
+from schema.context import Disclosure, ViewContext
+from schema.errors import BadUserInputError
+from schema.ledger_records import (
+    AuditEventRecord,
+    DisclosureRecord,
+    EventFilter,
+    InvalidCursorError,
+    LedgerReader,
+)
+from schema.types import PageInfo
+
+DEFAULT_PAGE_SIZE: Final = 50
+
+
+# -- GraphQL types -------------------------------------------------------------------------------
+
+
+@strawberry.enum(description="What happened to a request.")
+class AuditOutcome(Enum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+@strawberry.input(description="Every given condition must hold.")
+class AuditEventFilter:
+    client: str | None = strawberry.field(default=None, description="OAuth client id.")
+    agreement: str | None = strawberry.field(default=None, description="Agreement id.")
+    outcome: AuditOutcome | None = None
+    from_: datetime | None = strawberry.field(default=None, name="from", description="At or after (UTC).")
+    to: datetime | None = strawberry.field(default=None, description="Before (UTC).")
+
+
+@strawberry.type(description="One request to the gateway, allowed or refused.")
+class AuditEvent:
+    id: strawberry.ID
+    time: datetime
+    endpoint: str
+    outcome: AuditOutcome
+    http_status: int
+    error_code: str | None
+    client_id: str | None
+    agreement_id: str | None
+    agreement_version: int | None
+    purpose: str | None
+    lawful_basis: list[str]
+    decision_rule: str | None
+    acting_user: str | None
+    case_reference: str | None
+    break_glass_reason: str | None
+    operation_name: str | None
+    document_sha256: str | None
+    fields_disclosed: list[str]
+    fields_withheld: list[str]
+    people_count: int
+    client_address: str | None
+    latency_ms: float
+    trace_id: str | None
+    token_jti: str | None
+
+
+@strawberry.type(description="One disclosure of a person: to whom, when, why and which fields.")
+class PersonDisclosure:
+    event_id: strawberry.ID
+    time: datetime
+    client_id: str | None
+    partner: str | None
+    agreement_id: str | None
+    agreement_version: int | None
+    purpose: str | None
+    lawful_basis: list[str]
+    fields: list[str]
+    acting_user: str | None
+    case_reference: str | None
+
+
+@strawberry.type
+class AuditEventEdge:
+    cursor: str
+    node: AuditEvent
+
+
+@strawberry.type
+class AuditEventConnection:
+    edges: list[AuditEventEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class PersonDisclosureEdge:
+    cursor: str
+    node: PersonDisclosure
+
+
+@strawberry.type
+class PersonDisclosureConnection:
+    edges: list[PersonDisclosureEdge]
+    page_info: PageInfo
+
+
+# -- the view ------------------------------------------------------------------------------------
+
+
+def ledger_query(agreement: Agreement) -> type:
+    """The Query type of a view over the access ledger, with the root fields the agreement names."""
+    maximum = agreement.limits.max_page_size or DEFAULT_PAGE_SIZE
+    default = min(DEFAULT_PAGE_SIZE, maximum)
+    namespace: dict[str, Any] = {}
+    if "auditEvents" in agreement.fields:
+        namespace["audit_events"] = strawberry.field(
+            resolver=_events_resolver(maximum, default),
+            description=f"Audit events, newest first (at most {maximum} per page).",
+        )
+    if "disclosures" in agreement.fields:
+        namespace["disclosures"] = strawberry.field(
+            resolver=_disclosures_resolver(maximum, default),
+            description="Every disclosure of the person with this council person id, newest first. "
+            "Reading them is recorded as a disclosure of that person.",
+        )
+    return strawberry.type(
+        type("Query", (), {"__annotations__": {}, "__module__": __name__, **namespace}),
+        name="Query",
+        description=f"{agreement.partner}: agreement {agreement.id}, version {agreement.version}. "
+        f"Purpose: {agreement.purpose}",
+    )
+
+
+def _reader(info: strawberry.Info) -> tuple[ViewContext, LedgerReader]:
+    context = info.context
+    if not isinstance(context, ViewContext) or context.ledger is None:  # pragma: no cover - wiring
+        raise TypeError("the ledger view was executed without a ledger reader")
+    return context, context.ledger
+
+
+def _page_size(first: int | None, default: int, maximum: int) -> int:
+    size = default if first is None else first
+    if not 1 <= size <= maximum:
+        raise BadUserInputError(f"first must be between 1 and {maximum}.")
+    return size
+
+
+def _events_resolver(maximum: int, default: int) -> Callable[..., Any]:
+    async def audit_events(
+        info: strawberry.Info,
+        filter: AuditEventFilter | None = None,
+        first: int | None = default,
+        after: str | None = None,
+    ) -> AuditEventConnection:
+        _, reader = _reader(info)
+        given = filter or AuditEventFilter()
+        criteria = EventFilter(
+            client=given.client,
+            agreement=given.agreement,
+            outcome=given.outcome.value if given.outcome else None,
+            start=given.from_,
+            end=given.to,
+        )
+        try:
+            page = await reader.search_events(
+                criteria, first=_page_size(first, default, maximum), after=after
+            )
+        except InvalidCursorError:
+            raise BadUserInputError("after must be a cursor returned by this view.") from None
+        edges = [AuditEventEdge(cursor=cursor, node=_event(record)) for cursor, record in page.items]
+        return AuditEventConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    return audit_events
+
+
+def _disclosures_resolver(maximum: int, default: int) -> Callable[..., Any]:
+    async def disclosures(
+        info: strawberry.Info, person_id: strawberry.ID, first: int | None = default, after: str | None = None
+    ) -> PersonDisclosureConnection:
+        context, reader = _reader(info)
+        if not str(person_id).isdigit() or len(str(person_id)) > 18:
+            raise BadUserInputError("personId must be a council person id (digits).")
+        internal = int(person_id)
+        try:
+            page = await reader.disclosures_of(
+                internal, first=_page_size(first, default, maximum), after=after
+            )
+        except InvalidCursorError:
+            raise BadUserInputError("after must be a cursor returned by this view.") from None
+        context.disclosures.append(
+            Disclosure(root=str(info.path.key), person_id=internal, fields=("disclosures",), withheld=())
+        )
+        edges = [
+            PersonDisclosureEdge(cursor=cursor, node=_disclosure(record)) for cursor, record in page.items
+        ]
+        return PersonDisclosureConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    return disclosures
+
+
+def _event(record: AuditEventRecord) -> AuditEvent:
+    return AuditEvent(
+        id=strawberry.ID(record.id),
+        time=record.occurred_at,
+        endpoint=record.endpoint,
+        outcome=AuditOutcome(record.outcome),
+        http_status=record.http_status,
+        error_code=record.error_code,
+        client_id=record.client_id,
+        agreement_id=record.agreement_id,
+        agreement_version=record.agreement_version,
+        purpose=record.purpose,
+        lawful_basis=list(record.lawful_basis),
+        decision_rule=record.decision_rule,
+        acting_user=record.acting_user,
+        case_reference=record.case_reference,
+        break_glass_reason=record.break_glass_reason,
+        operation_name=record.operation_name,
+        document_sha256=record.document_sha256,
+        fields_disclosed=list(record.fields_disclosed),
+        fields_withheld=list(record.fields_withheld),
+        people_count=record.people_count,
+        client_address=record.client_address,
+        latency_ms=record.latency_ms,
+        trace_id=record.trace_id,
+        token_jti=record.token_jti,
+    )
+
+
+def _disclosure(record: DisclosureRecord) -> PersonDisclosure:
+    return PersonDisclosure(
+        event_id=strawberry.ID(record.event_id),
+        time=record.occurred_at,
+        client_id=record.client_id,
+        partner=record.partner,
+        agreement_id=record.agreement_id,
+        agreement_version=record.agreement_version,
+        purpose=record.purpose,
+        lawful_basis=list(record.lawful_basis),
+        fields=list(record.fields),
+        acting_user=record.acting_user,
+        case_reference=record.case_reference,
+    )

@@ -1,0 +1,88 @@
+"""What the security-audit view reads from the access ledger, as plain records.
+
+The ledger's tables belong to the gateway; this layer declares what it needs (`LedgerReader`) and
+the gateway passes an implementation in through the request's `ViewContext`.
+
+Exceptions:
+    InvalidCursorError   a cursor the reader did not issue
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class InvalidCursorError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEventRecord:
+    id: str
+    occurred_at: datetime
+    endpoint: str
+    outcome: str
+    http_status: int
+    latency_ms: float
+    people_count: int
+    client_id: str | None
+    agreement_id: str | None
+    agreement_version: int | None
+    purpose: str | None
+    lawful_basis: tuple[str, ...]
+    decision_rule: str | None
+    acting_user: str | None
+    case_reference: str | None
+    break_glass_reason: str | None
+    operation_name: str | None
+    document_sha256: str | None
+    fields_disclosed: tuple[str, ...]
+    fields_withheld: tuple[str, ...]
+    error_code: str | None
+    client_address: str | None
+    trace_id: str | None
+    token_jti: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRecord:
+    event_id: str
+    occurred_at: datetime
+    client_id: str | None
+    partner: str | None
+    agreement_id: str | None
+    agreement_version: int | None
+    purpose: str | None
+    lawful_basis: tuple[str, ...]
+    fields: tuple[str, ...]
+    acting_user: str | None
+    case_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    client: str | None = None
+    agreement: str | None = None
+    outcome: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPage(Generic[T]):
+    items: list[tuple[str, T]]  # (cursor, record)
+    has_next: bool
+
+
+class LedgerReader(Protocol):
+    async def search_events(
+        self, criteria: EventFilter, *, first: int, after: str | None
+    ) -> LedgerPage[AuditEventRecord]: ...
+
+    async def disclosures_of(
+        self, person_id: int, *, first: int, after: str | None
+    ) -> LedgerPage[DisclosureRecord]: ...
