@@ -1,13 +1,15 @@
 """The ASGI application, assembled top to bottom from Settings.
 
 `create_app` loads and checks the agreements (a bad file stops start-up), builds one GraphQL view
-per agreement, reads the signing keys and the ref secret, and wires the routes. Tests pass their
-own engine, clock, keys or secret; production passes nothing but Settings.
+per agreement, reads the signing keys and the ref secret, starts the audit ledger's writer and the
+telemetry, and wires the routes. Tests pass their own engine, clock, keys, secret or telemetry;
+production passes nothing but Settings.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,16 +18,21 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.audit import RequestAuditor, graphql_event, graphql_unavailable, token_event, token_unavailable
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
 from gateway.http import graphql_error_response, json_response
 from gateway.keys import SigningKeys, load_key_file
+from gateway.ledger import LedgerWriter
+from gateway.ledger_queries import LedgerQueries
 from gateway.oauth import TokenEndpoint, authorization_server_metadata
+from gateway.telemetry import Telemetry, TracingMiddleware, telemetry_from_environment, trace_sql
 from gateway.tokens import TokenVerifier
 from policies import Agreement, load_agreements
 from resolvers import RefCodec
@@ -44,6 +51,8 @@ class Gateway:
     views: dict[str, View]
     signing: SigningKeys
     refs: dict[str, RefCodec]
+    ledger: LedgerWriter | None
+    telemetry: Telemetry
 
 
 def create_app(
@@ -53,12 +62,32 @@ def create_app(
     signing: SigningKeys | None = None,
     ref_secret: bytes | None = None,
     today: Callable[[], date] = council_today,
+    telemetry: Telemetry | None = None,
+    unaudited_for_benchmarks: bool = False,
 ) -> Starlette:
+    """Build the app. `unaudited_for_benchmarks` switches the ledger off: only bench/ uses it,
+    to measure what the ledger costs; no setting or variable can reach it."""
     agreements = load_agreements(settings.agreements_dir)
-    views = build_views(agreements.values(), max_tokens=settings.max_query_tokens)
+    owns_telemetry = telemetry is None
+    telemetry = telemetry or telemetry_from_environment()
+    views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
     signing = signing or load_key_file(settings.signing_key_file)
     secret = ref_secret or settings.read_ref_secret()
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    trace_sql(engine, telemetry.tracer)
+    ledger = None
+    if not unaudited_for_benchmarks:
+
+        def batch_committed(size: int, seconds: float) -> None:
+            telemetry.audit_batch_size.record(size)
+            telemetry.audit_commit_duration.record(seconds * 1000)
+
+        ledger = LedgerWriter(
+            engine,
+            signing=signing,
+            on_batch=batch_committed,
+            on_failure=lambda: telemetry.audit_failures.add(1),
+        )
     gateway = Gateway(
         settings=settings,
         engine=engine,
@@ -66,6 +95,8 @@ def create_app(
         views=views,
         signing=signing,
         refs={agreement_id: RefCodec(secret, agreement_id) for agreement_id in agreements},
+        ledger=ledger,
+        telemetry=telemetry,
     )
 
     tokens = TokenEndpoint(
@@ -87,16 +118,22 @@ def create_app(
         refs=gateway.refs,
         today=today,
         max_body_bytes=settings.max_body_bytes,
+        ledger=LedgerQueries(engine, agreements),
     )
+    auditor = RequestAuditor(ledger, telemetry)
     metadata = authorization_server_metadata(issuer=settings.issuer, scopes=list(agreements))
 
     async def token(request: Request) -> Response:
-        response, _outcome = await tokens.handle(request)
-        return response
+        started = time.perf_counter()
+        response, outcome = await tokens.handle(request)
+        draft = token_event(outcome, request, started, agreements.get(outcome.agreement_id or ""))
+        return await auditor.seal(draft, response, started=started, unavailable=token_unavailable)
 
     async def run_graphql(request: Request) -> Response:
-        response, _outcome = await graphql.handle(request)
-        return response
+        started = time.perf_counter()
+        response, outcome = await graphql.handle(request)
+        draft = graphql_event(outcome, request, started)
+        return await auditor.seal(draft, response, started=started, unavailable=graphql_unavailable)
 
     async def graphql_wrong_method(request: Request) -> Response:
         return graphql_error_response(
@@ -118,6 +155,9 @@ def create_app(
             return json_response({"status": "unavailable", "database": "unavailable"}, status=503)
         return json_response({"status": "ok", "database": "ok", "agreements": sorted(agreements)})
 
+    async def livez(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return graphql_error_response(404, "NOT_FOUND", "No such endpoint.")
 
@@ -129,14 +169,15 @@ def create_app(
         log.error("unhandled error", exc_info=exc)
         return graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
 
-    async def livez(request: Request) -> Response:
-        return json_response({"status": "ok"})
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Serving against a database the migrations have not reached would fail later and worse.
         await require_current_schema(engine)
         yield
+        if ledger is not None:
+            await ledger.close()  # commit what is queued and sign the chain head
+        if owns_telemetry:
+            telemetry.shutdown()
         await engine.dispose()
 
     app = Starlette(
@@ -149,6 +190,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/livez", livez, methods=["GET"]),
         ],
+        middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: unexpected},
         lifespan=lifespan,
     )

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
 import sys
 import textwrap
-from collections.abc import Callable, Coroutine
 from datetime import date
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from gateway.clients import ClientError, NewClient, add_client, disable_client, list_clients
+from gateway.cli_audit import audit, sar
+from gateway.cli_support import fail, load_settings, run, settings_with
+from gateway.clients import NewClient, add_client, disable_client, list_clients
 from gateway.config import Settings, SettingsError, council_today
 from gateway.db import create_engine, is_sqlite, upgrade
 from gateway.keys import SigningKeyError, generate_key, write_key_file
@@ -24,52 +23,19 @@ from gateway.logs import configure_logging, uvicorn_log_config
 from gateway.oauth import TOKEN_PATH
 from policies import AgreementFileError, evaluate, load_agreements
 from policies.decisions import PurposeContext
-from resolvers import PopulationNotEmptyError, seed_population
-
-T = TypeVar("T")
+from resolvers import seed_population
 
 DEMO_PEOPLE = 10_000
 DEMO_CLIENTS_FILE = Path("var/demo-clients.json")
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            f"GATEWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
-        )
-        _fail(problems)
-
-
-def _settings_with(**overrides: Any) -> Settings:
-    try:
-        return Settings(**overrides)
-    except ValidationError as error:
-        _fail("; ".join(str(e["msg"]) for e in error.errors()))
-
-
-def _run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        return asyncio.run(factory())
-    except (
-        SettingsError,
-        SigningKeyError,
-        AgreementFileError,
-        ClientError,
-        PopulationNotEmptyError,
-    ) as error:
-        _fail(str(error))
-
-
 @click.group(help="Partner data-sharing gateway. Configure with GATEWAY_* environment variables.")
 def main() -> None:
     pass
+
+
+main.add_command(audit)
+main.add_command(sar)
 
 
 # -- database and population ---------------------------------------------------------------------
@@ -82,8 +48,8 @@ def db() -> None:
 
 @db.command("upgrade", help="Apply every migration (SQLite or PostgreSQL, from GATEWAY_DATABASE_URL).")
 def db_upgrade() -> None:
-    settings = _settings()
-    _run(lambda: _upgrade(settings))
+    settings = load_settings()
+    run(lambda: _upgrade(settings))
     click.echo("database is up to date")
 
 
@@ -107,9 +73,9 @@ async def _upgrade(settings: Settings) -> None:
     help="Reference date (default: today).",
 )
 def seed(people_count: int, seed: int, today: Any) -> None:
-    settings = _settings()
+    settings = load_settings()
     reference = today.date() if today else council_today()
-    summary = _run(lambda: _seed(settings, people_count, seed, reference, show_progress=True))
+    summary = run(lambda: _seed(settings, people_count, seed, reference, show_progress=True))
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -161,8 +127,8 @@ def clients() -> None:
 @click.option("--agreement", "agreement_id", required=True)
 @click.option("--name", default=None)
 def clients_add(agreement_id: str, name: str | None) -> None:
-    settings = _settings()
-    [created] = _run(lambda: _add_clients(settings, [(agreement_id, name)]))
+    settings = load_settings()
+    [created] = run(lambda: _add_clients(settings, [(agreement_id, name)]))
     click.echo(json.dumps(_client_json(settings, created), indent=2))
 
 
@@ -192,7 +158,7 @@ def _client_json(settings: Settings, created: NewClient) -> dict[str, str]:
 @clients.command("list", help="List clients (never their secrets).")
 @click.option("--json", "as_json", is_flag=True)
 def clients_list(as_json: bool) -> None:
-    settings = _settings()
+    settings = load_settings()
 
     async def fetch() -> list[Any]:
         engine = create_engine(settings.database_url)
@@ -202,7 +168,7 @@ def clients_list(as_json: bool) -> None:
         finally:
             await engine.dispose()
 
-    records = _run(fetch)
+    records = run(fetch)
     rows = [
         {
             "client_id": r.client_id,
@@ -225,7 +191,7 @@ def clients_list(as_json: bool) -> None:
 @clients.command("disable", help="Disable a client: its new token requests and its live tokens stop working.")
 @click.argument("client_id")
 def clients_disable(client_id: str) -> None:
-    settings = _settings()
+    settings = load_settings()
 
     async def disable() -> None:
         engine = create_engine(settings.database_url)
@@ -235,7 +201,7 @@ def clients_disable(client_id: str) -> None:
         finally:
             await engine.dispose()
 
-    _run(disable)
+    run(disable)
     click.echo(f"disabled {client_id}")
 
 
@@ -249,11 +215,11 @@ def policies() -> None:
 
 @policies.command("check", help="Validate every agreement file and show whether it is in force today.")
 def policies_check() -> None:
-    settings = _settings()
+    settings = load_settings()
     try:
         agreements = load_agreements(settings.agreements_dir)
     except AgreementFileError as error:
-        _fail(str(error))
+        fail(str(error))
     today = council_today()
     for agreement in agreements.values():
         decision = evaluate(
@@ -277,15 +243,15 @@ def schema_export(check: bool) -> None:
     from schema import build_views
     from schema.snapshots import stale_snapshots, write_snapshots
 
-    settings = _settings()
+    settings = load_settings()
     try:
         views = build_views(load_agreements(settings.agreements_dir).values())
     except AgreementFileError as error:
-        _fail(str(error))
+        fail(str(error))
     if check:
         stale = stale_snapshots(views)
         if stale:
-            _fail(f"out of date: {', '.join(stale)} (run `gateway schema export`)")
+            fail(f"out of date: {', '.join(stale)} (run `gateway schema export`)")
         click.echo(f"{len(views)} view snapshots are up to date")
         return
     changed = write_snapshots(views)
@@ -302,7 +268,7 @@ def keys() -> None:
 
 @keys.command("generate", help="Create the signing key file and the ref secret file (never overwrites).")
 def keys_generate() -> None:
-    settings = _settings()
+    settings = load_settings()
     created = _ensure_secrets(settings)
     click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
 
@@ -324,7 +290,7 @@ def _ensure_secrets(settings: Settings) -> list[str]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 def serve(host: str, port: int) -> None:
-    settings = _settings()
+    settings = load_settings()
     _serve(settings, host, port)
 
 
@@ -337,7 +303,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     try:
         app = create_app(settings)
     except (SettingsError, SigningKeyError, AgreementFileError) as error:
-        _fail(str(error))
+        fail(str(error))
     uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(), server_header=False)
 
 
@@ -349,22 +315,22 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Prepare everything and exit.")
 def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
-    settings = _settings()
+    settings = load_settings()
     if "GATEWAY_ISSUER" not in os.environ:
         # Tokens name the address the demo actually serves on, so the metadata points at it.
-        settings = _settings_with(issuer=f"http://{host}:{port}")
+        settings = settings_with(issuer=f"http://{host}:{port}")
     if not is_sqlite(settings.database_url):
-        _fail(
+        fail(
             "the demo builds a fresh SQLite database; unset GATEWAY_DATABASE_URL or point it at a sqlite file"
         )
     database = Path(settings.database_url.split("///", 1)[1])
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     _ensure_secrets(settings)
-    _run(lambda: _upgrade(settings))
-    summary = _run(lambda: _seed(settings, people_count, 1, council_today(), show_progress=True))
+    run(lambda: _upgrade(settings))
+    summary = run(lambda: _seed(settings, people_count, 1, council_today(), show_progress=True))
     known = sorted(load_agreements(settings.agreements_dir))
-    demo_clients = _run(lambda: _add_clients(settings, [(a, f"Demo {a}") for a in known]))
+    demo_clients = run(lambda: _add_clients(settings, [(a, f"Demo {a}") for a in known]))
     created = dict(zip(known, demo_clients, strict=True))
     DEMO_CLIENTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     DEMO_CLIENTS_FILE.write_text(

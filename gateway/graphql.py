@@ -36,6 +36,7 @@ from gateway.tokens import AccessClaims, InvalidTokenError, TokenVerifier
 from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
+from schema.ledger_records import LedgerReader
 
 log = logging.getLogger("gateway.graphql")
 
@@ -68,6 +69,7 @@ class Outcome:
     status: int = 200
     error_codes: list[str] = field(default_factory=list)
     disclosures: list[Disclosure] = field(default_factory=list)
+    token_jti: str | None = None
 
     @property
     def code(self) -> str | None:
@@ -90,6 +92,7 @@ class GraphQLEndpoint:
         refs: Mapping[str, RefCodec],
         today: Callable[[], date],
         max_body_bytes: int,
+        ledger: LedgerReader,
     ) -> None:
         self._engine = engine
         self._views = views
@@ -97,12 +100,14 @@ class GraphQLEndpoint:
         self._refs = refs
         self._today = today
         self._max_body_bytes = max_body_bytes
+        self._ledger = ledger
 
     async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
         outcome = Outcome()
         try:
             claims = self._bearer_claims(request)
             outcome.client_id = claims.client_id
+            outcome.token_jti = claims.jti
             client = await self._enabled_client(claims)
             view = self._view_for(client, claims)
             outcome.agreement = view.agreement
@@ -220,6 +225,7 @@ class GraphQLEndpoint:
 
         errors = [self._public_error(error, outcome) for error in result.errors or []]
         outcome.disclosures = context.disclosed_in(result.data)
+        outcome.operation_name = context.operation_name or outcome.operation_name
         body: dict[str, Any] = {}
         executed = result.data is not None or any(error.path for error in result.errors or [])
         if executed:

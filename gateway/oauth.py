@@ -12,6 +12,8 @@ loaded beforehand.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,10 +44,11 @@ TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password
 class TokenOutcome:
     """What the token endpoint did, for the audit ledger: never the secret or the token."""
 
-    client_id: str | None
+    client_id: str | None  # as claimed in the request; authenticated only when status is 200
     agreement_id: str | None
     status: int
     error: str | None
+    token_jti: str | None = None
 
 
 class _PartnerClient(ClientMixin):  # type: ignore[misc]
@@ -177,16 +180,28 @@ class TokenEndpoint:
         status, payload, headers = self._server.create_token_response(oauth_request)
         response = JSONResponse(payload, status_code=status, headers={**dict(headers), **NO_STORE})
         error = payload.get("error") if isinstance(payload, dict) else None
+        token = payload.get("access_token") if isinstance(payload, dict) and status == 200 else None
         return response, TokenOutcome(
-            client_id=client.get_client_id() if client and status == 200 else client_id or None,
+            client_id=client_id[:64] if client_id else None,
             agreement_id=record.agreement_id if record is not None else None,
             status=status,
             error=error,
+            token_jti=_jti_of(token) if isinstance(token, str) else None,
         )
 
     def _error(self, status: int, error: str, description: str) -> tuple[JSONResponse, TokenOutcome]:
         body = {"error": error, "error_description": description}
         return json_response(body, status=status), TokenOutcome(None, None, status, error)
+
+
+def _jti_of(access_token: str) -> str | None:
+    """The jti of a token this endpoint has just signed, read back from its payload."""
+    try:
+        segment = access_token.split(".")[1]
+        jti = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))["jti"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+    return jti if isinstance(jti, str) else None
 
 
 def _parse_form(body: bytes) -> dict[str, str] | None:

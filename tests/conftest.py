@@ -107,8 +107,12 @@ def build_app(settings: Settings, signing: SigningKeys, engine: AsyncEngine | No
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings, signing: SigningKeys, engine: AsyncEngine) -> Starlette:
-    return build_app(settings, signing, engine)
+async def app(settings: Settings, signing: SigningKeys, engine: AsyncEngine) -> AsyncIterator[Starlette]:
+    built = build_app(settings, signing, engine)
+    yield built
+    ledger = built.state.gateway.ledger
+    if ledger is not None:
+        await ledger.close()
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ def test_the_readme_example_returns_police_data_from_the_demo(
     clients = json.loads((tmp_path / "var" / "demo-clients.json").read_text())
     assert set(clients) == {
         "police-prevention", "dwp-worklessness", "ons-evaluation",
-        "family-hub-outreach", "youth-justice", "mash-safeguarding",
+        "family-hub-outreach", "youth-justice", "mash-safeguarding", "security-audit",
     }  # fmt: skip
     metadata = httpx.get(f"{running_demo}/.well-known/oauth-authorization-server").json()
     assert metadata["token_endpoint"] == f"{running_demo}/oauth/token"

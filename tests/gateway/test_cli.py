@@ -87,7 +87,7 @@ def test_policies_check_names_file_line_and_key_of_a_bad_agreement(
 ) -> None:
     good = run(env, "policies", "check")
     assert good.exit_code == 0
-    assert good.output.count("ok ") == 6
+    assert good.output.count("ok ") == 7
 
     broken = tmp_path / "agreements"
     broken.mkdir()
@@ -105,7 +105,7 @@ def test_policies_check_names_file_line_and_key_of_a_bad_agreement(
 def test_schema_export_check_passes_on_the_committed_snapshots(env: dict[str, str]) -> None:
     result = run(env, "schema", "export", "--check")
     assert result.exit_code == 0, result.output
-    assert "6 view snapshots are up to date" in result.output
+    assert "7 view snapshots are up to date" in result.output
 
 
 def test_keys_generate_writes_private_files_once(env: dict[str, str]) -> None:
