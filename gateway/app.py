@@ -87,6 +87,7 @@ def create_app(
             signing=signing,
             on_batch=batch_committed,
             on_failure=lambda: telemetry.audit_failures.add(1),
+            tracer=telemetry.tracer,
         )
     gateway = Gateway(
         settings=settings,

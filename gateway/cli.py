@@ -304,7 +304,11 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         app = create_app(settings)
     except (SettingsError, SigningKeyError, AgreementFileError) as error:
         fail(str(error))
-    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(), server_header=False)
+    # No access log: it quotes the URL, query string included. Each request's own JSON line (gateway.requests)
+    # carries what operations needs, and no personal data.
+    uvicorn.run(
+        app, host=host, port=port, log_config=uvicorn_log_config(), server_header=False, access_log=False
+    )
 
 
 @main.command(help="Fresh SQLite database, synthetic population, a demo client per agreement, then serve.")

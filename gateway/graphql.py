@@ -108,6 +108,11 @@ class GraphQLEndpoint:
             claims = self._bearer_claims(request)
             outcome.client_id = claims.client_id
             outcome.token_jti = claims.jti
+            if request.url.query:
+                # URLs end up in proxies' and servers' logs: nothing may travel in them.
+                raise _bad_request(
+                    400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body."
+                )
             client = await self._enabled_client(claims)
             view = self._view_for(client, claims)
             outcome.agreement = view.agreement
@@ -206,7 +211,10 @@ class GraphQLEndpoint:
     ) -> JSONResponse:
         assert decision.agreement_id is not None
         context = ViewContext(
-            decision=decision, refs=self._refs[decision.agreement_id], connect=self._engine.connect
+            decision=decision,
+            refs=self._refs[decision.agreement_id],
+            connect=self._engine.connect,
+            ledger=self._ledger if view.agreement.is_ledger else None,
         )
         try:
             result = await view.schema.execute(

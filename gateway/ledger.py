@@ -20,6 +20,7 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -33,6 +34,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from joserfc import jws
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
 from sqlalchemy import exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -148,6 +151,7 @@ def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str) 
 class _Pending:
     draft: EventDraft
     done: asyncio.Future[None]
+    request_span: SpanContext  # the request waiting on this event: its trace is linked from the commit
 
 
 class LedgerWriter:
@@ -166,6 +170,7 @@ class LedgerWriter:
         checkpoint_seconds: float = 60.0,
         on_batch: Callable[[int, float], None] | None = None,
         on_failure: Callable[[], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.chain_id = str(uuid.uuid4())
         self._engine = engine
@@ -178,6 +183,7 @@ class LedgerWriter:
         self._checkpoint_seconds = checkpoint_seconds
         self._on_batch = on_batch
         self._on_failure = on_failure
+        self._tracer = tracer or trace.NoOpTracer()
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._task: asyncio.Task[None] | None = None
         # What is known to be committed: None until read or written, and again after a failure.
@@ -191,7 +197,7 @@ class LedgerWriter:
         queue = self._running_queue()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            queue.put_nowait(_Pending(draft, done))
+            queue.put_nowait(_Pending(draft, done, trace.get_current_span().get_span_context()))
         except asyncio.QueueFull:
             raise AuditUnavailableError("the ledger's queue is full") from None
         try:
@@ -212,7 +218,11 @@ class LedgerWriter:
     def _running_queue(self) -> asyncio.Queue[_Pending | None]:
         if self._task is None or self._task.done() or self._queue is None:
             self._queue = asyncio.Queue(maxsize=self._max_queue)
-            self._task = asyncio.create_task(self._run(self._queue), name=f"ledger-writer-{self.chain_id}")
+            # An empty context: the writer serves every request, and must not run inside the trace of
+            # whichever request happened to start it.
+            self._task = asyncio.create_task(
+                self._run(self._queue), name=f"ledger-writer-{self.chain_id}", context=contextvars.Context()
+            )
         return self._queue
 
     async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
@@ -240,6 +250,18 @@ class LedgerWriter:
                 return
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        links = [Link(p.request_span) for p in batch if p.request_span.is_valid]
+        with self._tracer.start_as_current_span(
+            "audit.commit",
+            links=links,
+            attributes={"gateway.audit.batch_size": len(batch), "gateway.audit.chain_id": self.chain_id},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            if not await self._commit_batch(batch):
+                span.set_status(Status(StatusCode.ERROR, "AuditUnavailableError"))
+
+    async def _commit_batch(self, batch: list[_Pending]) -> bool:
         started = time.perf_counter()
         try:
             async with self._engine.begin() as conn:
@@ -284,7 +306,7 @@ class LedgerWriter:
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_exception(AuditUnavailableError("the ledger could not be written"))
-            return
+            return False
         self._registered, self._head = True, (seq, prev_hash)
         if checkpointed:
             self._checkpointed(seq)
@@ -293,6 +315,7 @@ class LedgerWriter:
         for pending in batch:
             if not pending.done.done():
                 pending.done.set_result(None)
+        return True
 
     async def _read_state(self, conn: AsyncConnection) -> tuple[bool, tuple[int, str]]:
         registered = bool(

@@ -56,6 +56,8 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # The access log quotes URLs with their query strings: never at INFO, whatever else is configured.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
 def uvicorn_log_config() -> dict[str, Any]:

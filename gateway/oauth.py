@@ -157,6 +157,8 @@ class TokenEndpoint:
         )
 
     async def handle(self, request: Request) -> tuple[JSONResponse, TokenOutcome]:
+        if request.url.query:
+            return self._error(400, "invalid_request", "send parameters in the body, never in the URL")
         if media_type(request) != "application/x-www-form-urlencoded":
             return self._error(400, "invalid_request", "the body must be application/x-www-form-urlencoded")
         try:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import datetime
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import strawberry
-from graphql import NoSchemaIntrospectionCustomRule, OperationDefinitionNode
-from opentelemetry.trace import Tracer
+from graphql import NoSchemaIntrospectionCustomRule
+from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy.ext.asyncio import AsyncConnection
-from strawberry.extensions import AddValidationRules, ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionContext
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
@@ -39,7 +37,7 @@ from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_query
 from schema.limits import QueryComplexityRule
-from schema.tracing import GraphQLTracing
+from schema.pipeline import OperationPipeline
 from schema.types import (
     FIELD_TYPES,
     Address,
@@ -85,36 +83,6 @@ class _ViewSchema(strawberry.Schema):
         """
 
 
-class _RequestShape(SchemaExtension):
-    """Bounds the parser's work, and settles which one operation runs before anything else does.
-
-    strawberry falls back to the first operation when the request names none; the GraphQL spec
-    makes that a request error when the document holds several, and the audit must record the
-    operation that actually ran. Raising strawberry's own CannotGetOperationTypeError makes
-    `Schema.execute` re-raise it, so the gateway answers 400 before validation or execution.
-    """
-
-    def __init__(self, max_tokens: int) -> None:
-        super().__init__()
-        self.max_tokens = max_tokens
-
-    def on_operation(self) -> Iterator[None]:
-        self.execution_context.parse_options["max_tokens"] = self.max_tokens
-        yield
-
-    def on_parse(self) -> Iterator[None]:
-        yield
-        execution = self.execution_context
-        document = execution.graphql_document
-        if document is None:
-            return
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if len(operations) > 1 and execution._provided_operation_name is None:
-            raise CannotGetOperationTypeError(None)
-        if isinstance(execution.context, ViewContext):
-            execution.context.operation_name = execution.operation_name
-
-
 def build_views(
     agreements: Iterable[Agreement], *, max_tokens: int = 2_000, tracer: Tracer | None = None
 ) -> dict[str, View]:
@@ -129,16 +97,13 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
     if not agreement.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     validation_rules = tuple(rules)  # built once, so the validation cache can hit
-    extensions: list[Callable[[], SchemaExtension]] = [lambda: _RequestShape(max_tokens)]
-    if tracer is not None:
-        extensions.append(lambda: GraphQLTracing(tracer))
-    extensions += [
-        lambda: ParserCache(maxsize=_CACHE_SIZE),
-        lambda: AddValidationRules(list(validation_rules)),
-        lambda: ValidationCache(maxsize=_CACHE_SIZE),
-    ]
+    used_tracer = tracer or NoOpTracer()
     schema = _ViewSchema(
-        query=query, config=StrawberryConfig(disable_field_suggestions=True), extensions=extensions
+        query=query,
+        config=StrawberryConfig(disable_field_suggestions=True),
+        extensions=[
+            lambda: OperationPipeline(tracer=used_tracer, max_tokens=max_tokens, rules=validation_rules)
+        ],
     )
     return View(agreement=agreement, schema=schema)
 
