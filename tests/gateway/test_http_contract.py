@@ -529,3 +529,25 @@ async def test_unknown_routes_get_json_errors(
     response = await asgi.request(method, path)
     _refused(response, status, code)
     assert response.headers["content-type"] == "application/json"
+
+
+async def test_nothing_may_travel_in_the_url(asgi: httpx.AsyncClient, token: str, police: Partner) -> None:
+    query = {"familyName": "Brackenridge-Vale", "dateOfBirth": "1992-10-13"}
+    refused = await asgi.post(
+        "/graphql",
+        params=query,
+        json={"query": "{ __typename }"},
+        headers={"Authorization": f"Bearer {token}", **PURPOSE},
+    )
+    _refused(refused, 400, "BAD_REQUEST")
+    unauthenticated = await asgi.post("/graphql", params=query, json={"query": "{ __typename }"})
+    assert unauthenticated.status_code == 401  # who is asking is settled first
+    token_refused = await asgi.post(
+        "/oauth/token",
+        params={"client_secret": police.secret},
+        data={"grant_type": "client_credentials"},
+        auth=(police.client_id, police.secret),
+    )
+    assert token_refused.status_code == 400
+    assert token_refused.json()["error"] == "invalid_request"
+    assert "access_token" not in token_refused.json()

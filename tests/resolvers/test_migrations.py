@@ -14,8 +14,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clients import clients
-from gateway.ledger_tables import ledger_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
+from gateway.ledger_tables import ledger_metadata
 from resolvers import metadata
 from resolvers.models import addresses
 

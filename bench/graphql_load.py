@@ -1,0 +1,221 @@
+"""What the audit ledger costs: the police page and lookup under load, ledger on and off.
+
+    .venv/bin/python -m bench.graphql_load [--people 100000] [--runs 3] [--seconds 15] [--connections 8]
+
+A real load generator (wrk, from Debian's packages: `apt-get install wrk`) against uvicorn on
+127.0.0.1, on a fresh PostgreSQL database (created on the server named by GATEWAY_TEST_POSTGRES_URL
+and dropped afterwards) seeded with synthetic people. Each round runs every workload with the ledger
+on and off, alternating, so both see the same machine; the figures are medians over the rounds.
+"Off" is `create_app(..., unaudited_for_benchmarks=True)`, which nothing outside bench/ uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from gateway.app import create_app
+from gateway.clients import add_client
+from gateway.config import Settings
+from gateway.db import create_engine, upgrade
+from gateway.keys import SigningKeys, generate_key
+from gateway.ledger_tables import audit_events
+from gateway.ledger_verify import verify_ledger
+from policies import load_agreements
+from resolvers import seed_population
+from resolvers.models import assessments, people
+from tests.support.databases import postgres_database
+from tests.support.server import serve_in_thread
+
+TODAY = date(2026, 11, 22)
+SECRET = b"benchmark ref secret, at least thirty-two bytes"
+PAGE = (
+    "query Page { people(first: 100) { edges { node { ref givenName familyName dateOfBirth postcode } } } }"
+)
+LOOKUP = (
+    'query Lookup { findPeople(familyName: "{family}", dateOfBirth: "{born}") '
+    "{ ref givenName familyName dateOfBirth postcode } }"
+)
+
+
+@dataclass
+class Run:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def _lua(body: str, token: str) -> str:
+    quoted = body.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{quoted}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        'wrk.headers["X-Acting-User"] = "bench-officer"\n'
+        'wrk.headers["X-Case-Reference"] = "BENCH-1"\n'
+    )
+
+
+def _wrk(url: str, script: Path, seconds: int, connections: int) -> Run:
+    result = subprocess.run(  # noqa: S603 - a fixed command line of our own
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = result.stdout
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        assert match, out
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Run(
+        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        requests=requests,
+        errors=int(errors.group(1)) if errors else 0,
+    )
+
+
+def _measure(
+    settings: Settings,
+    signing: SigningKeys,
+    client_id: str,
+    secret: str,
+    workloads: dict[str, str],
+    *,
+    runs: int,
+    seconds: int,
+    connections: int,
+) -> dict[tuple[str, str], list[Run]]:
+    """Serve each mode in turn on uvicorn and load it with wrk; blocking, so it runs on a thread."""
+    results: dict[tuple[str, str], list[Run]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_number in range(runs):
+            for mode in ("ledger on", "ledger off"):
+                app = create_app(
+                    settings,
+                    signing=signing,
+                    ref_secret=SECRET,
+                    today=lambda: TODAY,
+                    unaudited_for_benchmarks=mode == "ledger off",
+                )
+                with serve_in_thread(app) as base:
+                    token = httpx.post(
+                        f"{base}/oauth/token",
+                        data={"grant_type": "client_credentials"},
+                        auth=(client_id, secret),
+                    ).json()["access_token"]
+                    for name, query in workloads.items():
+                        script = Path(scratch) / "post.lua"
+                        script.write_text(_lua(json.dumps({"query": query}), token), encoding="utf-8")
+                        _wrk(f"{base}/graphql", script, 3, connections)  # warm-up
+                        run = _wrk(f"{base}/graphql", script, seconds, connections)
+                        results.setdefault((name, mode), []).append(run)
+                        print(
+                            f"  round {round_number + 1} {name:<28} {mode:<10} "
+                            f"{run.requests_per_second:8.1f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                            f"p99 {run.p99_ms:6.2f} ms  non-2xx {run.errors}",
+                            flush=True,
+                        )
+    return results
+
+
+def _report(results: dict[tuple[str, str], list[Run]], workloads: dict[str, str], heading: str) -> None:
+    print(f"\n{heading}")
+    print(f"  {'workload':<28} {'mode':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for name in workloads:
+        medians = {}
+        for mode in ("ledger on", "ledger off"):
+            series = results[(name, mode)]
+            medians[mode] = statistics.median(r.requests_per_second for r in series)
+            p50 = statistics.median(r.p50_ms for r in series)
+            p99 = statistics.median(r.p99_ms for r in series)
+            print(f"  {name:<28} {mode:<10} {medians[mode]:8.1f} {p50:8.2f} {p99:8.2f}")
+        print(f"  {'':<28} {'on / off':<10} {medians['ledger on'] / medians['ledger off']:8.2f}")
+    errors = sum(r.errors for series in results.values() for r in series)
+    print(f"  non-2xx responses in all runs: {errors}")
+
+
+async def main(people_count: int, runs: int, seconds: int, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    async with postgres_database() as url:
+        engine = create_engine(url)
+        await upgrade(engine)
+        print(f"seeding {people_count:,} synthetic people into a fresh PostgreSQL database ...", flush=True)
+        async with engine.begin() as conn:
+            await seed_population(conn, people_count=people_count, seed=1, today=TODAY)
+            client = await add_client(
+                conn, agreement_id="police-prevention", known_agreements=set(load_agreements())
+            )
+        async with engine.connect() as conn:
+            member = (
+                await conn.execute(
+                    select(people.c.family_name, people.c.date_of_birth)
+                    .join(assessments, assessments.c.household_id == people.c.household_id)
+                    .where(assessments.c.eligible.is_(True), people.c.restricted.is_(False))
+                    .order_by(people.c.id)
+                    .limit(1)
+                )
+            ).one()
+        await engine.dispose()
+
+        settings = Settings(database_url=url, ref_secret=SecretStr(SECRET.decode()), token_ttl_seconds=3600)
+        signing = SigningKeys.from_keys([generate_key()])
+        lookup = LOOKUP.replace("{family}", member.family_name).replace(
+            "{born}", member.date_of_birth.isoformat()
+        )
+        workloads = {"police page (100 people)": PAGE, "police lookup (findPeople)": lookup}
+        results = await asyncio.to_thread(
+            _measure, settings, signing, client.record.client_id, client.secret, workloads,
+            runs=runs, seconds=seconds, connections=connections,
+        )  # fmt: skip
+        _report(
+            results,
+            workloads,
+            f"medians over {runs} rounds, {seconds} s each, wrk -t1 -c{connections}, "
+            f"PostgreSQL, {people_count:,} people",
+        )
+
+        engine = create_engine(url)
+        async with engine.connect() as conn:
+            recorded = len((await conn.execute(select(audit_events.c.id))).all())
+        reports = await verify_ledger(engine, signing.verification)
+        await engine.dispose()
+        state = "intact" if all(r.ok for r in reports) else "NOT INTACT"
+        print(f"  ledger after the runs: {recorded:,} events, {len(reports)} chains, {state}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=8)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.people, arguments.runs, arguments.seconds, arguments.connections))
