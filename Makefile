@@ -37,7 +37,9 @@ check-schema: install
 test: install lint typecheck check-schema
 	$(BIN)/pytest
 
+# Benchmarks print figures (PostgreSQL from GATEWAY_TEST_POSTGRES_URL; the load test needs wrk).
 bench: install
+	$(BIN)/python -m bench.seed_population
 	$(BIN)/python -m bench.graphql_load
 
 clean:

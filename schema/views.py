@@ -308,6 +308,8 @@ def _people_resolver(
                 raise BadUserInputError("after must be a cursor returned by this view.")
         selected = _by_name(info.selected_fields[0].selections)
         edges_selected = "edges" in selected
+        # Encrypting a cursor per edge costs as much as a ref: only when the query asks for them.
+        cursors_selected = any("cursor" in _by_name(edges.selections) for edges in selected.get("edges", []))
         nodes = [
             selection
             for edges in selected.get("edges", [])
@@ -322,7 +324,7 @@ def _people_resolver(
             members = await _members_of(conn, context, wanted, page.people) if edges_selected else {}
         built = [
             edge(
-                cursor=context.refs.encode(RefKind.CURSOR, record.person_id),
+                cursor=context.refs.encode(RefKind.CURSOR, record.person_id) if cursors_selected else "",
                 node=presenter.present(context, str(info.path.key), record, wanted, members),
             )
             for record in (page.people if edges_selected else [])

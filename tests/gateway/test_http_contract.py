@@ -367,6 +367,13 @@ async def test_a_cursor_continues_exactly_after_the_previous_page(police: Partne
     assert first_page + second_page == both
 
 
+async def test_each_edge_cursor_continues_after_its_own_edge(police: Partner) -> None:
+    edges = (await police.data(PAGE, {"first": 6}))["people"]["edges"]
+    assert all(edge["cursor"].startswith("cur_") for edge in edges)
+    after_third = (await police.data(PAGE, {"first": 3, "after": edges[2]["cursor"]}))["people"]["edges"]
+    assert [e["node"]["ref"] for e in after_third] == [e["node"]["ref"] for e in edges[3:]]
+
+
 @pytest.mark.parametrize("source", ["not a cursor", "another partner's cursor", "a person ref", "altered"])
 async def test_after_must_be_a_cursor_this_view_issued(
     source: str, police: Partner, local_partner: PartnerFactory
