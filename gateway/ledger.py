@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -36,7 +37,7 @@ from typing import Any, Final
 from joserfc import jws
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
-from sqlalchemy import exists, insert, select
+from sqlalchemy import String, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.keys import ALGORITHM, SigningKeys
@@ -52,6 +53,10 @@ HASHED_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != 
 
 class AuditUnavailableError(Exception):
     pass
+
+
+class _WithdrawnError(Exception):
+    """A request in the batch stopped waiting before the commit: roll back and write the others."""
 
 
 def now_text() -> str:
@@ -90,6 +95,23 @@ class EventDraft:
     disclosures: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
+# Stored text is cut to its column and stripped of control characters before it is hashed: a value the
+# database would refuse (PostgreSQL rejects NUL and over-long text; SQLite takes both) must not fail the
+# group commit it shares with other requests, and a terminal must be able to print what is stored.
+_LENGTHS: Final = {
+    c.name: c.type.length for c in audit_events.columns if isinstance(c.type, String) and c.type.length
+}
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _stored(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    clean = _CONTROL.sub("", value)
+    limit = _LENGTHS.get(name)
+    return clean[:limit] if limit else clean
+
+
 def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "id": draft.id,
@@ -120,6 +142,7 @@ def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> 
         "trace_id": draft.trace_id,
         "token_jti": draft.token_jti,
     }
+    row = {name: _stored(name, value) for name, value in row.items()}
     disclosures = [(person_id, ",".join(fields)) for person_id, fields in draft.disclosures]
     row["hash"] = event_hash(row, disclosures)
     return row
@@ -142,8 +165,9 @@ def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> st
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str) -> bytes:
-    body = {"chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at}
+def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str, final: bool) -> bytes:
+    """What a checkpoint signs. `final`: the writer closed the chain here; nothing may follow."""
+    body = {"chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at, "final": final}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -191,9 +215,12 @@ class LedgerWriter:
         self._registered = False
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
+        self._closed = False
 
     async def record(self, draft: EventDraft) -> None:
         """Return once the event and its disclosures are committed; else raise AuditUnavailableError."""
+        if self._closed:
+            raise AuditUnavailableError("the ledger writer is closed")
         queue = self._running_queue()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
@@ -202,18 +229,30 @@ class LedgerWriter:
             raise AuditUnavailableError("the ledger's queue is full") from None
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout=self._commit_timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as stopped:
+            if done.done() and not done.cancelled() and done.exception() is None:
+                if isinstance(stopped, asyncio.CancelledError):
+                    raise
+                return  # committed just as the wait ran out: the request may answer after all
+            # The request will send nothing, so withdraw its event: the writer skips withdrawn
+            # events. One already being written is recorded anyway (the ledger may over-state).
+            done.cancel()
+            if isinstance(stopped, asyncio.CancelledError):
+                raise
             raise AuditUnavailableError("the ledger did not commit in time") from None
 
     async def close(self) -> None:
-        """Write what is queued, sign the chain head, and stop."""
-        if self._task is None or self._queue is None:
-            return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
-        if self._head is not None and self._head[0] > self._checkpointed_seq and self._signing is not None:
-            await self._standalone_checkpoint(*self._head)
+        """Write what is queued, sign the chain head as final, and stop. Later records are refused."""
+        self._closed = True
+        if self._task is not None and self._queue is not None:
+            try:
+                await asyncio.wait_for(self._queue.put(None), timeout=self._commit_timeout)
+                await self._task
+            except Exception:
+                log.error("the ledger writer stopped badly", extra={"chain_id": self.chain_id}, exc_info=True)
+            self._task = None
+        if self._head is not None and self._head[0] > 0 and self._signing is not None:
+            await self._standalone_checkpoint(*self._head, final=True)
 
     def _running_queue(self) -> asyncio.Queue[_Pending | None]:
         if self._task is None or self._task.done() or self._queue is None:
@@ -226,16 +265,20 @@ class LedgerWriter:
         return self._queue
 
     async def _run(self, queue: asyncio.Queue[_Pending | None]) -> None:
+        stopping = False
         while True:
-            try:
-                first = await asyncio.wait_for(queue.get(), timeout=self._checkpoint_seconds)
-            except TimeoutError:
-                await self._idle_checkpoint()
-                continue
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
+            if not stopping:
+                try:
+                    first = await asyncio.wait_for(queue.get(), timeout=self._checkpoint_seconds)
+                except TimeoutError:
+                    await self._idle_checkpoint()
+                    continue
+                if first is None:
+                    stopping = True
+                batch = [] if first is None else [first]
+            else:
+                batch = []
+            # Take what has queued up, up to a batch; once stopping, drain everything that is left.
             while len(batch) < self._max_batch:
                 try:
                     item = queue.get_nowait()
@@ -243,10 +286,11 @@ class LedgerWriter:
                     break
                 if item is None:
                     stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stopping:
+                else:
+                    batch.append(item)
+            if batch:
+                await self._commit(batch)
+            if stopping and queue.empty():
                 return
 
     async def _commit(self, batch: list[_Pending]) -> None:
@@ -262,51 +306,19 @@ class LedgerWriter:
                 span.set_status(Status(StatusCode.ERROR, "AuditUnavailableError"))
 
     async def _commit_batch(self, batch: list[_Pending]) -> bool:
+        """Commit the events of the batch whose requests still wait; True if none was refused."""
         started = time.perf_counter()
-        try:
-            async with self._engine.begin() as conn:
-                if self._head is None:
-                    self._registered, self._head = await self._read_state(conn)
-                if not self._registered:
-                    await conn.execute(
-                        insert(audit_chains).values(
-                            chain_id=self.chain_id,
-                            started_at=now_text(),
-                            host=socket.gethostname()[:255],
-                            process_id=os.getpid(),
-                            writer=self._writer,
-                        )
-                    )
-                seq, prev_hash = self._head
-                rows, disclosures = [], []
-                for pending in batch:
-                    seq += 1
-                    row = event_row(pending.draft, chain_id=self.chain_id, seq=seq, prev_hash=prev_hash)
-                    prev_hash = row["hash"]
-                    rows.append(row)
-                    disclosures += [
-                        {"event_id": row["id"], "person_id": person_id, "fields": ",".join(fields)}
-                        for person_id, fields in pending.draft.disclosures
-                    ]
-                await conn.execute(insert(audit_events), rows)
-                if disclosures:
-                    await conn.execute(insert(audit_disclosures), disclosures)
-                checkpointed = self._checkpoint_due(seq)
-                if checkpointed:
-                    await self._checkpoint(conn, seq, prev_hash)
-        except Exception:
-            self._head = None
-            log.error(
-                "audit ledger write failed",
-                extra={"chain_id": self.chain_id, "batch": len(batch)},
-                exc_info=True,
-            )
-            if self._on_failure:
-                self._on_failure()
-            for pending in batch:
-                if not pending.done.done():
-                    pending.done.set_exception(AuditUnavailableError("the ledger could not be written"))
-            return False
+        while True:
+            batch = [pending for pending in batch if not pending.done.done()]  # withdrawn: never answered
+            if not batch:
+                return True
+            try:
+                seq, prev_hash, checkpointed = await self._write(batch)
+            except _WithdrawnError:
+                continue  # rolled back; write the others again, without the withdrawn events
+            except Exception:
+                return await self._refuse(batch)
+            break
         self._registered, self._head = True, (seq, prev_hash)
         if checkpointed:
             self._checkpointed(seq)
@@ -316,6 +328,59 @@ class LedgerWriter:
             if not pending.done.done():
                 pending.done.set_result(None)
         return True
+
+    async def _write(self, batch: list[_Pending]) -> tuple[int, str, bool]:
+        async with self._engine.begin() as conn:
+            registered, head = (self._registered, self._head) if self._head else await self._read_state(conn)
+            if not registered:
+                await conn.execute(
+                    insert(audit_chains).values(
+                        chain_id=self.chain_id,
+                        started_at=now_text(),
+                        host=socket.gethostname()[:255],
+                        process_id=os.getpid(),
+                        writer=self._writer,
+                    )
+                )
+            seq, prev_hash = head
+            rows, disclosures = [], []
+            for pending in batch:
+                seq += 1
+                row = event_row(pending.draft, chain_id=self.chain_id, seq=seq, prev_hash=prev_hash)
+                prev_hash = row["hash"]
+                rows.append(row)
+                disclosures += [
+                    {"event_id": row["id"], "person_id": person_id, "fields": ",".join(fields)}
+                    for person_id, fields in pending.draft.disclosures
+                ]
+            await conn.execute(insert(audit_events), rows)
+            if disclosures:
+                await conn.execute(insert(audit_disclosures), disclosures)
+            checkpointed = self._checkpoint_due(seq)
+            if checkpointed:
+                await self._checkpoint(conn, seq, prev_hash)
+            # A request that gave up while its event was being written sends nothing: its event must
+            # not be committed as a disclosure. Checked as late as possible, just before COMMIT.
+            if any(pending.done.done() for pending in batch):
+                raise _WithdrawnError
+        return seq, prev_hash, checkpointed
+
+    async def _refuse(self, batch: list[_Pending]) -> bool:
+        self._head = None  # the next write reads the chain's state again
+        log.error(
+            "audit ledger write failed", extra={"chain_id": self.chain_id, "batch": len(batch)}, exc_info=True
+        )
+        if self._on_failure:
+            self._on_failure()
+        if len(batch) > 1:
+            # Whatever failed may be one event's doing: write them one at a time, so that only the
+            # events that cannot be written are refused.
+            written = [await self._commit_batch([pending]) for pending in batch]
+            return all(written)
+        for pending in batch:
+            if not pending.done.done():
+                pending.done.set_exception(AuditUnavailableError("the ledger could not be written"))
+        return False
 
     async def _read_state(self, conn: AsyncConnection) -> tuple[bool, tuple[int, str]]:
         registered = bool(
@@ -343,10 +408,10 @@ class LedgerWriter:
         if self._head is not None and self._checkpoint_due(self._head[0]):
             await self._standalone_checkpoint(*self._head)
 
-    async def _standalone_checkpoint(self, seq: int, head_hash: str) -> None:
+    async def _standalone_checkpoint(self, seq: int, head_hash: str, *, final: bool = False) -> None:
         try:
             async with self._engine.begin() as conn:
-                await self._checkpoint(conn, seq, head_hash)
+                await self._checkpoint(conn, seq, head_hash, final=final)
         except Exception:
             log.error("could not write a checkpoint", extra={"chain_id": self.chain_id}, exc_info=True)
             return
@@ -356,13 +421,15 @@ class LedgerWriter:
         self._checkpointed_seq = seq
         self._checkpointed_at = time.monotonic()
 
-    async def _checkpoint(self, conn: AsyncConnection, seq: int, head_hash: str) -> None:
+    async def _checkpoint(
+        self, conn: AsyncConnection, seq: int, head_hash: str, *, final: bool = False
+    ) -> None:
         assert self._signing is not None
         key = self._signing.active
         signed_at = now_text()
         signature = jws.serialize_compact(
             {"alg": ALGORITHM, "kid": key.kid, "typ": CHECKPOINT_TYPE},
-            checkpoint_payload(self.chain_id, seq, head_hash, signed_at),
+            checkpoint_payload(self.chain_id, seq, head_hash, signed_at, final),
             key,
             algorithms=[ALGORITHM],
         )
@@ -370,6 +437,7 @@ class LedgerWriter:
             insert(audit_checkpoints).values(
                 chain_id=self.chain_id,
                 seq=seq,
+                final=final,
                 head_hash=head_hash,
                 signed_at=signed_at,
                 key_id=key.kid or "",

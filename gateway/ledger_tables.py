@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -85,6 +86,8 @@ audit_checkpoints = Table(
     ledger_metadata,
     Column("chain_id", String(36), ForeignKey("audit_chains.chain_id"), primary_key=True),
     Column("seq", BigInteger, primary_key=True),
+    # Written at shutdown: the chain ends here, and an event after it is a forgery.
+    Column("final", Boolean, primary_key=True),
     Column("head_hash", String(64), nullable=False),
     Column("signed_at", String(27), nullable=False),
     Column("key_id", String(100), nullable=False),

@@ -73,6 +73,7 @@ def upgrade() -> None:
         "audit_checkpoints",
         sa.Column("chain_id", sa.String(36), sa.ForeignKey("audit_chains.chain_id"), primary_key=True),
         sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("final", sa.Boolean, primary_key=True),
         sa.Column("head_hash", sa.String(64), nullable=False),
         sa.Column("signed_at", sa.String(27), nullable=False),
         sa.Column("key_id", sa.String(100), nullable=False),
