@@ -18,7 +18,7 @@ from gateway.cli_support import fail, load_settings, run, settings_with
 from gateway.clients import NewClient, add_client, disable_client, list_clients
 from gateway.config import Settings, SettingsError, council_today
 from gateway.db import create_engine, is_sqlite, upgrade
-from gateway.keys import SigningKeyError, generate_key, write_key_file
+from gateway.keys import SigningKeyError, generate_key, load_key_file, write_key_file
 from gateway.logs import configure_logging, uvicorn_log_config
 from gateway.oauth import TOKEN_PATH
 from policies import AgreementFileError, evaluate, load_agreements
@@ -271,6 +271,16 @@ def keys_generate() -> None:
     settings = load_settings()
     created = _ensure_secrets(settings)
     click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
+
+
+@keys.command("public", help="Print the public keys (JWKS): archive them before retiring a key.")
+def keys_public() -> None:
+    settings = load_settings()
+    try:
+        signing = load_key_file(settings.signing_key_file)
+    except SigningKeyError as error:
+        fail(str(error))
+    click.echo(json.dumps(signing.public_jwks, indent=2))
 
 
 def _ensure_secrets(settings: Settings) -> list[str]:

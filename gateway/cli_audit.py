@@ -10,7 +10,7 @@ import getpass
 import json
 import time
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +89,23 @@ def audit_search(
 
 @audit.command("verify", help="Check every chain's hashes and signed checkpoints; exit 1 on the first fault.")
 @click.option(
-    "--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Public keys to check signatures with (default: those of GATEWAY_SIGNING_KEY_FILE).",
+    "--strict", is_flag=True,
+    help="Also fail on events left unsigned for more than five minutes (a live writer signs every minute).",
+)  # fmt: skip
+@click.option(
+    "--jwks", "jwks_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+    help="Public keys to check signatures with, repeatable: the current set and every retired key's "
+    "archive (default: the keys of GATEWAY_SIGNING_KEY_FILE).",
 )  # fmt: skip
 @_who
 @_why
-def audit_verify(jwks_file: Path | None, acting_user: str | None, case_reference: str | None) -> None:
+def audit_verify(
+    strict: bool, jwks_files: tuple[Path, ...], acting_user: str | None, case_reference: str | None
+) -> None:
     settings = load_settings()
-    if jwks_file is not None:
-        keys = KeySet.import_key_set(json.loads(jwks_file.read_text(encoding="utf-8")))
+    if jwks_files:
+        found = [key for path in jwks_files for key in json.loads(path.read_text(encoding="utf-8"))["keys"]]
+        keys = KeySet.import_key_set({"keys": found})
     else:
         signing = _signing_keys(settings)
         if signing is None:
@@ -107,7 +115,7 @@ def audit_verify(jwks_file: Path | None, acting_user: str | None, case_reference
     async def verify() -> list[ChainReport]:
         engine = create_engine(settings.database_url)
         try:
-            reports = await verify_ledger(engine, keys)
+            reports = await verify_ledger(engine, keys, strict_age=timedelta(minutes=5) if strict else None)
             await _record(settings, engine, "audit verify", acting_user, case_reference)
             return reports
         finally:

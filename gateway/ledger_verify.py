@@ -2,22 +2,26 @@
 
 For every chain: sequence numbers run 1, 2, 3... without a gap; each event's hash, recomputed from
 its stored columns and disclosures, equals the stored hash; each event names its predecessor's
-hash; and every checkpoint carries a valid signature by one of the given public keys over a head
-that is in the chain. The first failure is named by event id and position:
+hash; every checkpoint carries a valid signature by one of the given public keys over a head that is
+in the chain; and nothing follows a chain's final checkpoint (signed when its writer shut down).
+The first failure is named by event id and position:
 
 - an UPDATE of an event or of one of its disclosures: that event's content no longer matches;
 - a DELETE in the middle: a gap, named by the event that follows it;
-- a DELETE of the newest events: a signed checkpoint that names a position the chain no longer has.
+- a DELETE of the newest events: a signed checkpoint that names a position the chain no longer has;
+- an INSERT after a chain was closed: an event after its final checkpoint.
 
-Events written after a chain's last checkpoint are protected by the chain alone, so deleting the
-very newest of them cannot be detected here; checkpoints are written every 1,000 events, every
-minute and at shutdown to keep that window small.
+Events after a chain's last checkpoint are protected by the chain alone: a live writer signs every
+minute, so an unsigned tail older than that means the writer died or the events were forged. Such
+tails are reported; with `strict_age` they fail. A DBA who deletes a whole chain, its registration
+and its checkpoints included, is not detected here: that needs checkpoints anchored elsewhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from joserfc import jws
@@ -28,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.keys import ALGORITHM
 from gateway.ledger import GENESIS, checkpoint_payload, event_hash
+from gateway.ledger_queries import parse_time_text
 from gateway.ledger_tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 
 _BATCH: Final = 2_000
@@ -41,25 +46,50 @@ class ChainReport:
     problem: str | None = None
     event_id: str | None = None
     seq: int | None = None
+    closed: bool = False
+    unsigned_events: int = 0  # events after the last checkpoint
+    unsigned_since: str | None = None  # time of the oldest of them
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
     def describe(self) -> str:
-        if self.ok:
-            return f"chain {self.chain_id}: {self.events} events, {self.checkpoints} checkpoints: intact"
-        where = f"event {self.event_id} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
-        return f"chain {self.chain_id}: FAILED at {where}: {self.problem}"
+        if not self.ok:
+            where = f"event {self.event_id} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
+            return f"chain {self.chain_id}: FAILED at {where}: {self.problem}"
+        state = "closed" if self.closed else "open"
+        tail = (
+            f"; {self.unsigned_events} events since {self.unsigned_since} not yet signed"
+            if self.unsigned_events
+            else ""
+        )
+        counts = f"{self.events} events, {self.checkpoints} checkpoints"
+        return f"chain {self.chain_id}: {counts}, {state}: intact{tail}"
 
 
-async def verify_ledger(engine: AsyncEngine, keys: KeySet) -> list[ChainReport]:
+async def verify_ledger(
+    engine: AsyncEngine, keys: KeySet, *, strict_age: timedelta | None = None, now: datetime | None = None
+) -> list[ChainReport]:
+    """Verify every chain. With `strict_age`, an unsigned tail older than that is a failure."""
     async with engine.connect() as conn:
-        registered = {row.chain_id for row in await conn.execute(select(audit_chains.c.chain_id))}
+        # Chains with events first: a chain's registration commits with its first events, so every
+        # chain seen here is also seen registered below, however the two reads interleave with writers.
         written = {row.chain_id for row in await conn.execute(select(audit_events.c.chain_id).distinct())}
+        registered = {row.chain_id for row in await conn.execute(select(audit_chains.c.chain_id))}
     reports = []
     for chain_id in sorted(registered | written):
-        reports.append(await _verify_chain(engine, chain_id, keys, registered=chain_id in registered))
+        report = await _verify_chain(engine, chain_id, keys, registered=chain_id in registered)
+        if report.ok and strict_age is not None and report.unsigned_since is not None:
+            moment = now or datetime.now(UTC)
+            if moment - parse_time_text(report.unsigned_since) > strict_age:
+                report = ChainReport(
+                    chain_id, report.events, report.checkpoints,
+                    f"{report.unsigned_events} events older than {strict_age} were never signed "
+                    "(the writer died, or they were forged)",
+                    seq=report.events - report.unsigned_events + 1,
+                )  # fmt: skip
+        reports.append(report)
     return reports
 
 
@@ -70,53 +100,79 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
             for row in await conn.execute(
                 select(audit_checkpoints)
                 .where(audit_checkpoints.c.chain_id == chain_id)
-                .order_by(audit_checkpoints.c.seq)
+                .order_by(audit_checkpoints.c.seq, audit_checkpoints.c.final)
             )
         ]
+    count_checkpoints = len(checkpoints)
     if not registered:
-        return ChainReport(chain_id, 0, len(checkpoints), "events of a chain that was never registered")
+        return ChainReport(chain_id, 0, count_checkpoints, "events of a chain that was never registered")
     for checkpoint in checkpoints:
         if not _signature_holds(checkpoint, keys):
             return ChainReport(
                 chain_id,
                 0,
-                len(checkpoints),
+                count_checkpoints,
                 "a checkpoint's signature does not verify",
                 seq=int(checkpoint["seq"]),
             )
+    finals = [int(c["seq"]) for c in checkpoints if c["final"]]
+    if len(finals) > 1:
+        return ChainReport(chain_id, 0, count_checkpoints, "the chain was closed twice", seq=finals[1])
+    closed_at = finals[0] if finals else None
     wanted = {int(c["seq"]): c["head_hash"] for c in checkpoints}
+    last_signed = max(wanted, default=0)
 
     expected_seq, prev_hash, count = 1, GENESIS, 0
+    unsigned_since: str | None = None
     async for row, disclosures in _events(engine, chain_id):
         seq = int(row["seq"])
         if seq != expected_seq:
             return ChainReport(
-                chain_id, count, len(checkpoints),
+                chain_id, count, count_checkpoints,
                 f"events {expected_seq} to {seq - 1} are missing (deleted)", row["id"], seq,
+            )  # fmt: skip
+        if closed_at is not None and seq > closed_at:
+            return ChainReport(
+                chain_id, count, count_checkpoints,
+                f"written after the chain was closed at event {closed_at} (added later)", row["id"], seq,
             )  # fmt: skip
         if row["prev_hash"] != prev_hash:
             return ChainReport(
-                chain_id, count, len(checkpoints),
+                chain_id, count, count_checkpoints,
                 "does not follow from the event before it (altered or deleted)", row["id"], seq,
             )  # fmt: skip
         if event_hash(row, disclosures) != row["hash"]:
             return ChainReport(
-                chain_id, count, len(checkpoints),
+                chain_id, count, count_checkpoints,
                 "its content or its disclosures were altered after it was written", row["id"], seq,
             )  # fmt: skip
         if seq in wanted and wanted.pop(seq) != row["hash"]:
             return ChainReport(
-                chain_id, count, len(checkpoints), "differs from the head a checkpoint signed", row["id"], seq
+                chain_id,
+                count,
+                count_checkpoints,
+                "differs from the head a checkpoint signed",
+                row["id"],
+                seq,
             )
+        if seq > last_signed and unsigned_since is None:
+            unsigned_since = row["occurred_at"]
         prev_hash, expected_seq, count = row["hash"], seq + 1, count + 1
     if wanted:
         missing = min(wanted)
         return ChainReport(
-            chain_id, count, len(checkpoints),
+            chain_id, count, count_checkpoints,
             f"a signed checkpoint names event {missing}, which is missing (the newest events were deleted)",
             seq=missing,
         )  # fmt: skip
-    return ChainReport(chain_id, count, len(checkpoints))
+    return ChainReport(
+        chain_id,
+        count,
+        count_checkpoints,
+        closed=closed_at is not None,
+        unsigned_events=max(0, count - last_signed),
+        unsigned_since=unsigned_since,
+    )
 
 
 async def _events(
@@ -152,6 +208,10 @@ def _signature_holds(checkpoint: dict[str, Any], keys: KeySet) -> bool:
     except (JoseError, ValueError):
         return False
     expected = checkpoint_payload(
-        checkpoint["chain_id"], int(checkpoint["seq"]), checkpoint["head_hash"], checkpoint["signed_at"]
+        checkpoint["chain_id"],
+        int(checkpoint["seq"]),
+        checkpoint["head_hash"],
+        checkpoint["signed_at"],
+        bool(checkpoint["final"]),
     )
     return bool(signed.payload == expected)
