@@ -23,12 +23,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.audit import RequestAuditor, graphql_event, graphql_unavailable, token_event, token_unavailable
+from gateway.audit import (
+    RequestAuditor,
+    failed_event,
+    graphql_event,
+    graphql_unavailable,
+    token_event,
+    token_unavailable,
+)
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
 from gateway.http import graphql_error_response, json_response
-from gateway.keys import SigningKeys, load_key_file
+from gateway.keys import SigningKeys, derive_key, load_key_file
 from gateway.ledger import LedgerWriter
 from gateway.ledger_queries import LedgerQueries
 from gateway.oauth import TokenEndpoint, authorization_server_metadata
@@ -73,8 +80,14 @@ def create_app(
     views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
     signing = signing or load_key_file(settings.signing_key_file)
     secret = ref_secret or settings.read_ref_secret()
+    owns_engine = engine is None
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    # The ledger writes through connections of its own, so a burst of reads waiting for the request
+    # pool cannot hold up the commits every response is waiting for.
+    ledger_engine = create_engine(settings.database_url, pool_size=2) if owns_engine else engine
     trace_sql(engine, telemetry.tracer)
+    if ledger_engine is not engine:
+        trace_sql(ledger_engine, telemetry.tracer)
     ledger = None
     if not unaudited_for_benchmarks:
 
@@ -83,7 +96,7 @@ def create_app(
             telemetry.audit_commit_duration.record(seconds * 1000)
 
         ledger = LedgerWriter(
-            engine,
+            ledger_engine,
             signing=signing,
             on_batch=batch_committed,
             on_failure=lambda: telemetry.audit_failures.add(1),
@@ -121,24 +134,65 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         ledger=LedgerQueries(engine, agreements),
     )
-    auditor = RequestAuditor(ledger, telemetry)
+    auditor = RequestAuditor(ledger, telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash"))
     metadata = authorization_server_metadata(issuer=settings.issuer, scopes=list(agreements))
+
+    # Every request to /oauth/token and /graphql ends in exactly one audit event, whatever happens.
 
     async def token(request: Request) -> Response:
         started = time.perf_counter()
-        response, outcome = await tokens.handle(request)
+        try:
+            response, outcome = await tokens.handle(request)
+        except Exception:
+            log.error("token endpoint failed", exc_info=True)
+            failed = failed_event("token", request, started, "server_error", 500)
+            body = {"error": "server_error", "error_description": "unexpected error"}
+            response = json_response(body, status=500)
+            return await auditor.seal(
+                failed, response, started=started, unavailable=token_unavailable, client_verified=False
+            )
         draft = token_event(outcome, request, started, agreements.get(outcome.agreement_id or ""))
-        return await auditor.seal(draft, response, started=started, unavailable=token_unavailable)
+        return await auditor.seal(
+            draft,
+            response,
+            started=started,
+            unavailable=token_unavailable,
+            client_verified=outcome.status == 200,
+        )
 
     async def run_graphql(request: Request) -> Response:
         started = time.perf_counter()
-        response, outcome = await graphql.handle(request)
+        try:
+            response, outcome = await graphql.handle(request)
+        except Exception:
+            log.error("graphql endpoint failed", exc_info=True)
+            failed = failed_event("graphql", request, started, "INTERNAL_SERVER_ERROR", 500)
+            response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+            return await auditor.seal(
+                failed, response, started=started, unavailable=graphql_unavailable, client_verified=False
+            )
         draft = graphql_event(outcome, request, started)
-        return await auditor.seal(draft, response, started=started, unavailable=graphql_unavailable)
+        return await auditor.seal(
+            draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
+        )
 
     async def graphql_wrong_method(request: Request) -> Response:
-        return graphql_error_response(
+        started = time.perf_counter()
+        response = graphql_error_response(
             405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
+        )
+        failed = failed_event("graphql", request, started, "METHOD_NOT_ALLOWED", 405)
+        return await auditor.seal(
+            failed, response, started=started, unavailable=graphql_unavailable, client_verified=False
+        )
+
+    async def token_wrong_method(request: Request) -> Response:
+        started = time.perf_counter()
+        body = {"error": "invalid_request", "error_description": "use POST"}
+        response = json_response(body, status=405, headers={"Allow": "POST"})
+        failed = failed_event("token", request, started, "invalid_request", 405)
+        return await auditor.seal(
+            failed, response, started=started, unavailable=token_unavailable, client_verified=False
         )
 
     async def jwks(request: Request) -> Response:
@@ -180,12 +234,15 @@ def create_app(
         if owns_telemetry:
             telemetry.shutdown()
         await engine.dispose()
+        if ledger_engine is not engine:
+            await ledger_engine.dispose()
 
     app = Starlette(
         routes=[
             Route("/oauth/token", token, methods=["POST"]),
+            Route("/oauth/token", token_wrong_method, methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             Route("/graphql", run_graphql, methods=["POST"]),
-            Route("/graphql", graphql_wrong_method, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route("/graphql", graphql_wrong_method, methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             Route("/.well-known/jwks.json", jwks, methods=["GET"]),
             Route("/.well-known/oauth-authorization-server", server_metadata, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

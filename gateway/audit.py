@@ -9,6 +9,8 @@ trace and the trace names the audit event. Nothing here logs or measures a perso
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -89,22 +91,53 @@ def token_event(
     return _with_agreement(draft, agreement)
 
 
+def failed_event(endpoint: str, request: Request, started: float, code: str, status: int) -> EventDraft:
+    """The event of a request that failed before its handler could say more (a bug, a broken database)."""
+    return EventDraft(
+        endpoint=endpoint,
+        outcome="error" if status >= 500 else "denied",
+        http_status=status,
+        latency_us=_micros(started),
+        error_code=code,
+        client_address=request.client.host if request.client else None,
+        trace_id=trace_id_hex(),
+    )
+
+
 class RequestAuditor:
-    def __init__(self, ledger: LedgerWriter | None, telemetry: Telemetry) -> None:
+    def __init__(self, ledger: LedgerWriter | None, telemetry: Telemetry, *, telemetry_key: bytes) -> None:
         self._ledger = ledger
         self._telemetry = telemetry
+        self._telemetry_key = telemetry_key
+
+    def document_hash(self, document_sha256: str) -> str:
+        """A keyed hash of the document for telemetry. The plain SHA-256 stays in the ledger: a short
+        document with literals (a family name and a date of birth) could be found again from its plain
+        hash by trying names and dates, and telemetry is kept with less care than the ledger."""
+        return hmac.new(self._telemetry_key, document_sha256.encode(), hashlib.sha256).hexdigest()
 
     async def seal(
-        self, draft: EventDraft, response: Response, *, started: float, unavailable: Callable[[], Response]
+        self,
+        draft: EventDraft,
+        response: Response,
+        *,
+        started: float,
+        unavailable: Callable[[], Response],
+        client_verified: bool,
     ) -> Response:
+        """`client_verified`: the client id was authenticated; otherwise it is only what the caller
+        claimed, which the ledger keeps as evidence but telemetry and logs do not repeat."""
         span = trace.get_current_span()
         for key, value in (
-            ("gateway.client_id", draft.client_id),
+            ("gateway.client_id", draft.client_id if client_verified else None),
             ("gateway.agreement", draft.agreement_id),
             ("gateway.outcome", draft.outcome),
             ("gateway.error_code", draft.error_code),
             ("graphql.operation.name", draft.operation_name),
-            ("graphql.document.sha256", draft.document_sha256),
+            (
+                "graphql.document.hash",
+                self.document_hash(draft.document_sha256) if draft.document_sha256 else None,
+            ),
         ):
             if value is not None:
                 span.set_attribute(key, value)
@@ -116,7 +149,10 @@ class RequestAuditor:
             except AuditUnavailableError:
                 span.set_attribute("gateway.error_code", "AUDIT_UNAVAILABLE")
                 self._telemetry.requests.add(1, {**labels, "outcome": "audit_unavailable"})
-                log.error("request refused: the audit ledger is unavailable", extra=_log_fields(draft, 503))
+                log.error(
+                    "request refused: the audit ledger is unavailable",
+                    extra=_log_fields(draft, 503, client_verified),
+                )
                 return unavailable()
             span.set_attribute("gateway.audit.event_id", draft.id)
             response.headers[AUDIT_HEADER] = draft.id
@@ -126,7 +162,7 @@ class RequestAuditor:
             self._telemetry.people_disclosed.add(
                 len(draft.disclosures), {"agreement": draft.agreement_id or "none"}
             )
-        log.info("request", extra=_log_fields(draft, response.status_code))
+        log.info("request", extra=_log_fields(draft, response.status_code, client_verified))
         return response
 
 
@@ -165,10 +201,10 @@ def _micros(started: float) -> int:
     return int((time.perf_counter() - started) * 1_000_000)
 
 
-def _log_fields(draft: EventDraft, status: int) -> dict[str, object]:
+def _log_fields(draft: EventDraft, status: int, client_verified: bool) -> dict[str, object]:
     return {
         "endpoint": draft.endpoint,
-        "client_id": draft.client_id,
+        "client_id": draft.client_id if client_verified else None,
         "agreement": draft.agreement_id,
         "status": status,
         "outcome": draft.outcome,

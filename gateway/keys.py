@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, KeySet
 
 ALGORITHM: Final = "ES256"
@@ -42,6 +44,13 @@ class SigningKeys:
             verification=KeySet.import_key_set({"keys": public}),
             public_jwks={"keys": public},
         )
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from the gateway's secret (HKDF-SHA256)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"partner-gateway/derived/v1", info=purpose.encode()
+    ).derive(secret)
 
 
 def generate_key() -> ECKey:

@@ -171,7 +171,10 @@ class TokenEndpoint:
         if "client_secret" in form or "client_assertion" in form:
             return self._error(400, "invalid_request", "authenticate with HTTP Basic (client_secret_basic)")
 
-        client_id, _ = extract_basic_authorization(request.headers)
+        try:
+            client_id, _ = extract_basic_authorization(request.headers)
+        except ValueError:  # undecodable Basic credentials (not base64, not UTF-8)
+            return self._error(401, "invalid_client", "the client credentials cannot be read")
         record = None
         if client_id and len(client_id) <= 64:
             async with self._engine.connect() as conn:
@@ -193,7 +196,8 @@ class TokenEndpoint:
 
     def _error(self, status: int, error: str, description: str) -> tuple[JSONResponse, TokenOutcome]:
         body = {"error": error, "error_description": description}
-        return json_response(body, status=status), TokenOutcome(None, None, status, error)
+        headers = {"WWW-Authenticate": f'Basic error="{error}"'} if status == 401 else None
+        return json_response(body, status=status, headers=headers), TokenOutcome(None, None, status, error)
 
 
 def _jti_of(access_token: str) -> str | None:
