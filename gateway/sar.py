@@ -4,7 +4,9 @@ For UK GDPR Art 15: the data held, and the recipients to whom it was disclosed (
 with when, under which agreement, for which purpose and which fields. The individual officers at a
 partner (acting user) and the partner's case references are left out of the report to the person:
 they are other people's data and may concern an investigation; the security team sees them in the
-ledger itself.
+ledger itself. The council's own reads of the ledger (the security team, earlier reports) are not
+disclosures to a recipient and are left out too: listing them could tip off an investigation.
+A person whose record has been erased still has the disclosures the ledger holds reported.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from resolvers.models import OUTCOMES, addresses, assessments, households, objec
 @dataclass(frozen=True)
 class SubjectAccessReport:
     person_id: int
-    held: dict[str, Any]
+    held: dict[str, Any] | None  # None: the record has been erased; its disclosures remain
     disclosures: list[dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
@@ -39,6 +41,30 @@ class UnknownPersonError(Exception):
 async def subject_access_report(
     engine: AsyncEngine, person_id: int, *, agreements: Mapping[str, Agreement]
 ) -> SubjectAccessReport:
+    held = await _held(engine, person_id, agreements)
+    internal = {agreement_id for agreement_id, agreement in agreements.items() if agreement.is_ledger}
+    records = await LedgerQueries(engine, agreements).all_disclosures_of(person_id)
+    disclosures = [
+        {
+            "time": record.occurred_at.isoformat(),
+            "partner": record.partner,
+            "agreement": record.agreement_id,
+            "agreement_version": record.agreement_version,
+            "purpose": record.purpose,
+            "lawful_basis": list(record.lawful_basis),
+            "fields": list(record.fields),
+        }
+        for record in records
+        if record.agreement_id not in internal
+    ]
+    if held is None and not records:
+        raise UnknownPersonError(f"no person with id {person_id}")
+    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures)
+
+
+async def _held(
+    engine: AsyncEngine, person_id: int, agreements: Mapping[str, Agreement]
+) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         person = (
             await conn.execute(
@@ -52,7 +78,7 @@ async def subject_access_report(
             )
         ).first()
         if person is None:
-            raise UnknownPersonError(f"no person with id {person_id}")
+            return None
         row = person._mapping
         assessment = (
             await conn.execute(select(assessments).where(assessments.c.household_id == row["household_id"]))
@@ -90,28 +116,30 @@ async def subject_access_report(
             "eligible": bool(a["eligible"]),
             "coordinated_support": bool(a["coordinated_support"]),
         }
-
-    records = await LedgerQueries(engine, agreements).all_disclosures_of(person_id)
-    disclosures = [
-        {
-            "time": record.occurred_at.isoformat(),
-            "partner": record.partner,
-            "agreement": record.agreement_id,
-            "agreement_version": record.agreement_version,
-            "purpose": record.purpose,
-            "lawful_basis": list(record.lawful_basis),
-            "fields": list(record.fields),
-        }
-        for record in records
-    ]
-    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures)
+    return held
 
 
 def render_text(report: SubjectAccessReport) -> str:
-    held = report.held
+    lines = [f"Subject access report for person {report.person_id}", ""]
+    if report.held is None:
+        lines += ["What the council holds", "  Nothing: the record has been erased."]
+    else:
+        lines += _render_held(report.held)
+    lines += ["", f"Disclosures ({len(report.disclosures)})"]
+    if not report.disclosures:
+        lines.append("  None.")
+    for d in report.disclosures:
+        lines += [
+            f"  {d['time']}  {d['partner'] or '-'}  ({d['agreement']} version {d['agreement_version']})",
+            f"    Purpose: {d['purpose'] or '-'}",
+            f"    Lawful basis: {'; '.join(d['lawful_basis']) or '-'}",
+            f"    Fields: {', '.join(d['fields']) or '-'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _render_held(held: dict[str, Any]) -> list[str]:
     lines = [
-        f"Subject access report for person {report.person_id}",
-        "",
         "What the council holds",
         f"  Name:            {held['given_name']} {held['family_name']}",
         f"  Date of birth:   {held['date_of_birth']}",
@@ -135,17 +163,7 @@ def render_text(report: SubjectAccessReport) -> str:
     for objection in held["objections"]:
         recipient = objection["partner"] or objection["agreement"]
         lines.append(f"  Objected on {objection['recorded_on']} to sharing with {recipient}")
-    lines += ["", f"Disclosures ({len(report.disclosures)})"]
-    if not report.disclosures:
-        lines.append("  None.")
-    for d in report.disclosures:
-        lines += [
-            f"  {d['time']}  {d['partner'] or '-'}  ({d['agreement']} version {d['agreement_version']})",
-            f"    Purpose: {d['purpose'] or '-'}",
-            f"    Lawful basis: {'; '.join(d['lawful_basis']) or '-'}",
-            f"    Fields: {', '.join(d['fields']) or '-'}",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _day(value: Any) -> str:

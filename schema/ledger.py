@@ -10,6 +10,7 @@ The records it reads, and the protocol the gateway implements, are in `schema.le
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
@@ -30,6 +31,8 @@ from schema.ledger_records import (
 from schema.types import PageInfo
 
 DEFAULT_PAGE_SIZE: Final = 50
+_PERSON_ID: Final = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() also takes '²'
+_MAX_PERSON_ID: Final = 2**31 - 1  # the people table's integer ids
 
 
 # -- GraphQL types -------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def _disclosures_resolver(maximum: int, default: int) -> Callable[..., Any]:
         info: strawberry.Info, person_id: strawberry.ID, first: int | None = default, after: str | None = None
     ) -> PersonDisclosureConnection:
         context, reader = _reader(info)
-        if not str(person_id).isdigit() or len(str(person_id)) > 18:
+        if not _PERSON_ID.fullmatch(str(person_id)) or int(person_id) > _MAX_PERSON_ID:
             raise BadUserInputError("personId must be a council person id (digits).")
         internal = int(person_id)
         try:

@@ -187,6 +187,12 @@ def _by_name(selections: Iterable[Selection]) -> dict[str, list[SelectedField]]:
     return out
 
 
+def _selections(info: strawberry.Info) -> list[Selection]:
+    """What the query selects under this root field, from every field node merged under its
+    response key: `{ person(ref: $r) { givenName } person(ref: $r) { familyName } }` asks for both."""
+    return [selection for field in info.selected_fields for selection in field.selections]
+
+
 def _skipped(directives: dict[str, dict[str, Any]]) -> bool:
     skip, include = directives.get("skip"), directives.get("include")
     return bool(skip and skip.get("if")) or (include is not None and not include.get("if"))
@@ -277,7 +283,7 @@ def _person_resolver(presenter: _Presenter) -> Callable[..., Any]:
         person_id = context.refs.decode(RefKind.PERSON, ref)
         if person_id is None:
             return None
-        wanted = _wanted(info.selected_fields[0].selections, context.decision.fields)
+        wanted = _wanted(_selections(info), context.decision.fields)
         async with context.connect() as conn:
             record = await get_person(
                 conn, decision=context.decision, fields=wanted.fields, person_id=person_id
@@ -306,7 +312,7 @@ def _people_resolver(
             after_id = context.refs.decode(RefKind.CURSOR, after)
             if after_id is None:
                 raise BadUserInputError("after must be a cursor returned by this view.")
-        selected = _by_name(info.selected_fields[0].selections)
+        selected = _by_name(_selections(info))
         edges_selected = "edges" in selected
         # Encrypting a cursor per edge costs as much as a ref: only when the query asks for them.
         cursors_selected = any("cursor" in _by_name(edges.selections) for edges in selected.get("edges", []))
@@ -350,7 +356,7 @@ def _find_resolver(presenter: _Presenter, agreement: Agreement) -> Callable[...,
                 if not 1 <= len(value) <= MAX_MATCH_TEXT:
                     raise BadUserInputError(f"{name} must be 1 to {MAX_MATCH_TEXT} characters.")
             criteria[name] = value
-        wanted = _wanted(info.selected_fields[0].selections, context.decision.fields)
+        wanted = _wanted(_selections(info), context.decision.fields)
         async with context.connect() as conn:
             # Two rows are enough to know a match is not single; more would only be read and dropped.
             found = await match_people(
