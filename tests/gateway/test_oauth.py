@@ -289,7 +289,10 @@ async def test_an_oversized_body_without_content_length_is_413(
 async def test_get_on_the_token_endpoint_is_405(asgi: httpx.AsyncClient) -> None:
     response = await asgi.get(TOKEN, params={"grant_type": "client_credentials"})
     assert response.status_code == 405
-    assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+    assert response.headers["allow"] == "POST"
+    # The token endpoint answers in OAuth's error shape (RFC 6749 5.2), like its other errors.
+    assert response.json() == {"error": "invalid_request", "error_description": "use POST"}
+    assert "x-audit-event-id" in response.headers
 
 
 # -- discovery -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import hmac
 import io
 import json
 import re
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.keys import SigningKeys
+from gateway.keys import SigningKeys, derive_key
 from gateway.ledger_tables import audit_events
 from gateway.telemetry import Telemetry, telemetry_from_environment
 from tests.conftest import FIXED_TODAY, REF_SECRET
@@ -124,7 +125,13 @@ async def test_request_span_names_the_audit_event_and_the_event_names_the_trace(
     span = _server_span(rig, response)
     assert span.attributes["gateway.client_id"] == registered[POLICE][0]
     assert span.attributes["gateway.agreement"] == POLICE
-    assert span.attributes["graphql.document.sha256"] == hashlib.sha256(PAGE.encode()).hexdigest()
+    # A keyed hash of the document on the span; the plain SHA-256 only in the ledger.
+    plain = hashlib.sha256(PAGE.encode()).hexdigest()
+    key = derive_key(REF_SECRET, "telemetry-document-hash")
+    assert (
+        span.attributes["graphql.document.hash"] == hmac.new(key, plain.encode(), hashlib.sha256).hexdigest()
+    )
+    assert plain not in {str(v) for s in rig.spans() for v in s.attributes.values()}
     assert span.attributes["gateway.people_count"] == len(people) == 7
     assert span.attributes["http.route"] == "/graphql" and span.attributes["http.response.status_code"] == 200
     event_id = response.headers["x-audit-event-id"]
@@ -336,3 +343,21 @@ async def test_audit_commit_spans_never_join_a_request_that_has_ended(rig: Rig) 
         and s.start_time > by_id[s.parent.span_id].end_time
     ]
     assert not late, late
+
+
+async def test_a_caller_s_unverified_client_id_reaches_neither_spans_nor_logs(
+    rig: Rig, logs: io.StringIO
+) -> None:
+    claimed = "Brackenridge-Vale-1992"  # an unauthenticated caller may type anything here
+    response = await rig.http.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(claimed, "not-the-secret")
+    )
+    assert response.status_code == 401
+    event_id = response.headers["x-audit-event-id"]
+    [span] = [s for s in rig.spans() if s.attributes.get("gateway.audit.event_id") == event_id]
+    assert span.name == "POST /oauth/token"
+    assert "gateway.client_id" not in span.attributes
+    assert claimed not in " ".join(text for _, text in span_places(rig.spans()))
+    assert claimed not in logs.getvalue()
+    [line] = [json.loads(x) for x in logs.getvalue().splitlines() if '"endpoint": "token"' in x]
+    assert line["client_id"] is None and line["code"] == "invalid_client"
