@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 from gateway.audit import (
     RequestAuditor,
-    failed_event,
     graphql_event,
     graphql_unavailable,
     token_event,
@@ -145,19 +144,16 @@ def create_app(
             response, outcome = await tokens.handle(request)
         except Exception:
             log.error("token endpoint failed", exc_info=True)
-            failed = failed_event("token", request, started, "server_error", 500)
-            body = {"error": "server_error", "error_description": "unexpected error"}
-            response = json_response(body, status=500)
-            return await auditor.seal(
-                failed, response, started=started, unavailable=token_unavailable, client_verified=False
+            failed = json_response(
+                {"error": "server_error", "error_description": "unexpected error"}, status=500
+            )
+            return await auditor.seal_failure(
+                "token", request, failed, code="server_error", started=started, unavailable=token_unavailable
             )
         draft = token_event(outcome, request, started, agreements.get(outcome.agreement_id or ""))
+        verified = outcome.status == 200
         return await auditor.seal(
-            draft,
-            response,
-            started=started,
-            unavailable=token_unavailable,
-            client_verified=outcome.status == 200,
+            draft, response, started=started, unavailable=token_unavailable, client_verified=verified
         )
 
     async def run_graphql(request: Request) -> Response:
@@ -166,34 +162,33 @@ def create_app(
             response, outcome = await graphql.handle(request)
         except Exception:
             log.error("graphql endpoint failed", exc_info=True)
-            failed = failed_event("graphql", request, started, "INTERNAL_SERVER_ERROR", 500)
-            response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
-            return await auditor.seal(
-                failed, response, started=started, unavailable=graphql_unavailable, client_verified=False
-            )
+            failed = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+            return await auditor.seal_failure(
+                "graphql", request, failed, code="INTERNAL_SERVER_ERROR", started=started,
+                unavailable=graphql_unavailable,
+            )  # fmt: skip
         draft = graphql_event(outcome, request, started)
+        # Only a verified token sets the client id of a /graphql outcome.
         return await auditor.seal(
             draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
         )
 
     async def graphql_wrong_method(request: Request) -> Response:
-        started = time.perf_counter()
-        response = graphql_error_response(
+        refused = graphql_error_response(
             405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
         )
-        failed = failed_event("graphql", request, started, "METHOD_NOT_ALLOWED", 405)
-        return await auditor.seal(
-            failed, response, started=started, unavailable=graphql_unavailable, client_verified=False
-        )
+        return await auditor.seal_failure(
+            "graphql", request, refused, code="METHOD_NOT_ALLOWED", started=time.perf_counter(),
+            unavailable=graphql_unavailable,
+        )  # fmt: skip
 
     async def token_wrong_method(request: Request) -> Response:
-        started = time.perf_counter()
         body = {"error": "invalid_request", "error_description": "use POST"}
-        response = json_response(body, status=405, headers={"Allow": "POST"})
-        failed = failed_event("token", request, started, "invalid_request", 405)
-        return await auditor.seal(
-            failed, response, started=started, unavailable=token_unavailable, client_verified=False
-        )
+        refused = json_response(body, status=405, headers={"Allow": "POST"})
+        return await auditor.seal_failure(
+            "token", request, refused, code="invalid_request", started=time.perf_counter(),
+            unavailable=token_unavailable,
+        )  # fmt: skip
 
     async def jwks(request: Request) -> Response:
         return JSONResponse(signing.public_jwks, headers={"Cache-Control": "public, max-age=300"})

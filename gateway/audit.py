@@ -91,19 +91,6 @@ def token_event(
     return _with_agreement(draft, agreement)
 
 
-def failed_event(endpoint: str, request: Request, started: float, code: str, status: int) -> EventDraft:
-    """The event of a request that failed before its handler could say more (a bug, a broken database)."""
-    return EventDraft(
-        endpoint=endpoint,
-        outcome="error" if status >= 500 else "denied",
-        http_status=status,
-        latency_us=_micros(started),
-        error_code=code,
-        client_address=request.client.host if request.client else None,
-        trace_id=trace_id_hex(),
-    )
-
-
 class RequestAuditor:
     def __init__(self, ledger: LedgerWriter | None, telemetry: Telemetry, *, telemetry_key: bytes) -> None:
         self._ledger = ledger
@@ -164,6 +151,31 @@ class RequestAuditor:
             )
         log.info("request", extra=_log_fields(draft, response.status_code, client_verified))
         return response
+
+    async def seal_failure(
+        self,
+        endpoint: str,
+        request: Request,
+        response: Response,
+        *,
+        code: str,
+        started: float,
+        unavailable: Callable[[], Response],
+    ) -> Response:
+        """Record a request that ended before its handler could say more: a wrong method, a bug or a
+        broken database. Nothing about the caller is known, so nothing about it is recorded."""
+        draft = EventDraft(
+            endpoint=endpoint,
+            outcome="error" if response.status_code >= 500 else "denied",
+            http_status=response.status_code,
+            latency_us=_micros(started),
+            error_code=code,
+            client_address=request.client.host if request.client else None,
+            trace_id=trace_id_hex(),
+        )
+        return await self.seal(
+            draft, response, started=started, unavailable=unavailable, client_verified=False
+        )
 
 
 def graphql_unavailable() -> JSONResponse:

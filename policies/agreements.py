@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from policies._yaml import Value, YamlShapeError, compose
 from policies.fields import FIELDS_BY_NAME, LEDGER_FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
@@ -159,8 +159,20 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     if not is_known_population(population):
         known = ", ".join(sorted([*POPULATIONS, LEDGER_POPULATION]))
         raise top["population"].fail(f"unknown population (known: {known})")
+    # What every agreement states, whatever it is about.
+    common: dict[str, Any] = {
+        "id": agreement_id,
+        "version": top["version"].integer(minimum=1, maximum=1_000_000),
+        "partner": top["partner"].text(),
+        "purpose": " ".join(top["purpose"].text().split()),
+        "lawful_basis": _lawful_basis(top),
+        "effective": effective,
+        "review_due": review_due,
+        "introspection": top["introspection"].boolean(),
+        "source": source,
+    }
     if population == LEDGER_POPULATION:
-        return _parse_ledger(top, source, agreement_id, effective, review_due)
+        return _parse_ledger(top, common)
     missing = [key for key in ("honours_objection", "protected_address") if key not in top]
     if missing:
         raise top["population"].fail(f"a person population needs {' and '.join(missing)}")
@@ -203,13 +215,7 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         raise top["break_glass"].fail("break-glass requires both acting_user and case_reference")
 
     return Agreement(
-        id=agreement_id,
-        version=top["version"].integer(minimum=1, maximum=1_000_000),
-        partner=top["partner"].text(),
-        purpose=" ".join(top["purpose"].text().split()),
-        lawful_basis=_lawful_basis(top),
-        effective=effective,
-        review_due=review_due,
+        **common,
         population=population,
         fields=fields,
         match=match,
@@ -219,14 +225,10 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         break_glass=break_glass,
         requires=requires,
         limits=limits,
-        introspection=top["introspection"].boolean(),
-        source=source,
     )
 
 
-def _parse_ledger(
-    top: dict[str, Value], source: str, agreement_id: str, effective: Effective, review_due: date
-) -> Agreement:
+def _parse_ledger(top: dict[str, Value], common: dict[str, Any]) -> Agreement:
     for key in _PERSON_ONLY_KEYS:
         if key in top:
             raise top[key].fail("does not apply to the access ledger")
@@ -242,13 +244,7 @@ def _parse_ledger(
     if listing and limits.max_page_size is None:
         raise top["listing"].fail("listing needs limits.max_page_size")
     return Agreement(
-        id=agreement_id,
-        version=top["version"].integer(minimum=1, maximum=1_000_000),
-        partner=top["partner"].text(),
-        purpose=" ".join(top["purpose"].text().split()),
-        lawful_basis=_lawful_basis(top),
-        effective=effective,
-        review_due=review_due,
+        **common,
         population=LEDGER_POPULATION,
         fields=fields,
         match=(),
@@ -258,8 +254,6 @@ def _parse_ledger(
         break_glass=False,
         requires=_requirements(top),
         limits=limits,
-        introspection=top["introspection"].boolean(),
-        source=source,
     )
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from policies import Agreement, Decision, PurposeContext, evaluate
@@ -32,6 +31,7 @@ from resolvers.models import objections
 from tests.conftest import FIXED_TODAY
 from tests.support.oracle import Oracle
 from tests.support.population import EdgeCases, date_of_birth
+from tests.support.sql import statements
 
 PURPOSE = PurposeContext(acting_user="u", case_reference="c")
 MASH_FIELDS = ("givenName", "familyName", "dateOfBirth", "address", "uprn", "phone", "email", "school")
@@ -46,20 +46,6 @@ def decide(agreement: Agreement, context: PurposeContext = PURPOSE) -> Decision:
 @pytest.fixture(scope="module")
 def decisions(agreements: dict[str, Agreement]) -> dict[str, Decision]:
     return {agreement_id: decide(agreement) for agreement_id, agreement in agreements.items()}
-
-
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def fetch(engine: AsyncEngine, decision: Decision, person_id: int, fields: tuple[str, ...] = ()) -> Any:

@@ -6,12 +6,9 @@ them, keyed by the root field's response key, so the gateway can write the audit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from policies import Agreement, PurposeContext, evaluate
@@ -20,6 +17,7 @@ from schema import Disclosure, View, ViewContext, build_view
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.oracle import Oracle
 from tests.support.population import EdgeCases, date_of_birth
+from tests.support.sql import statements
 
 VIEWS: dict[str, View] = {}
 
@@ -45,20 +43,6 @@ def ref(agreement: Agreement, person_id: int) -> str:
 
 def by_root(disclosures: list[Disclosure]) -> list[Disclosure]:
     return sorted(disclosures, key=lambda d: (d.root, d.person_id))
-
-
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_disclosures_hold_exactly_the_fields_sent_keyed_by_alias(
