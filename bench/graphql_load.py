@@ -29,12 +29,12 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from gateway.app import create_app
-from gateway.clients import add_client
+from gateway.audit import verify_ledger
+from gateway.audit.tables import audit_events
 from gateway.config import Settings
 from gateway.db import create_engine, upgrade
 from gateway.keys import SigningKeys, generate_key
-from gateway.ledger_tables import audit_events
-from gateway.ledger_verify import verify_ledger
+from gateway.oauth import add_client
 from policies import load_agreements
 from resolvers import seed_population
 from resolvers.models import assessments, people

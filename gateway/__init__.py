@@ -1,6 +1,9 @@
-"""The gateway: ASGI app, OAuth server and token checks, configuration and CLI.
+"""The gateway: the only layer that knows about HTTP. Imports from `schema`, `resolvers` and `policies`.
 
-The only layer that knows about HTTP. Imports from `schema`, `resolvers` and `policies`.
+Read it top down: `cli/` (the `gateway` command) <- `app` (the composition root) <- the endpoints
+(`routes`, `graphql`) <- the subsystems (`oauth/`, `audit/`) <- what they all stand on (`config`, `db`,
+`http`, `keys`, `telemetry`, `logs`, `migrations/`). Imports point down that list only, with no cycle
+(`.ci/check_layers.py`).
 """
 
 from gateway.app import Gateway, create_app

@@ -30,9 +30,8 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from gateway.clients import ClientRecord, get_client
 from gateway.http import BodyTooLargeError, graphql_error_response, json_response, media_type, read_body
-from gateway.tokens import AccessClaims, InvalidTokenError, TokenVerifier
+from gateway.oauth import AccessClaims, ClientRecord, InvalidTokenError, TokenVerifier, get_client
 from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.clients import add_client
 from gateway.config import Settings
 from gateway.db import create_engine, upgrade
 from gateway.keys import SigningKeys, generate_key
+from gateway.oauth import add_client
 from policies import Agreement, load_agreements
 from resolvers import RefCodec, seed_population
 from tests.support.databases import postgres_database, sqlite_database

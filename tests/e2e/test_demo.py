@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.cli import demo_example
+from gateway.cli.demo import demo_example
 
 README_BASE = "http://127.0.0.1:8000"
 _BLOCK = re.compile(r"<!-- demo-example:start -->\s*```sh\n(.*?)```\s*<!-- demo-example:end -->", re.DOTALL)

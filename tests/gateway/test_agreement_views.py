@@ -373,7 +373,7 @@ async def test_uprn_is_served_as_a_twelve_digit_string(partner: PartnerFactory, 
 async def test_a_disabled_client_gets_no_new_token_and_its_live_token_stops_working(
     http: Any, engine: Any, agreements: dict[str, Agreement]
 ) -> None:
-    from gateway.clients import add_client, disable_client
+    from gateway.oauth import add_client, disable_client
     from resolvers import RefCodec
     from tests.conftest import REF_SECRET
 

@@ -28,9 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
+from gateway.audit.tables import audit_events
 from gateway.config import Settings
 from gateway.keys import SigningKeys, derive_key
-from gateway.ledger_tables import audit_events
 from gateway.telemetry import Telemetry, telemetry_from_environment
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.oracle import Oracle

@@ -13,9 +13,9 @@ from sqlalchemy import Connection, MetaData, insert, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.clients import clients
+from gateway.audit.tables import ledger_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
-from gateway.ledger_tables import ledger_metadata
+from gateway.oauth.clients import clients
 from resolvers import metadata
 from resolvers.models import addresses
 

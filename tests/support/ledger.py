@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.clients import add_client
 from gateway.config import Settings
 from gateway.db import create_engine, is_sqlite, upgrade
 from gateway.keys import SigningKeys
+from gateway.oauth import add_client
 from policies import load_agreements
 from resolvers import RefCodec, seed_population
 from tests.support.databases import postgres_database

@@ -30,10 +30,9 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit.events import GENESIS, checkpoint_payload, event_hash, parse_time_text
+from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 from gateway.keys import ALGORITHM
-from gateway.ledger import GENESIS, checkpoint_payload, event_hash
-from gateway.ledger_queries import parse_time_text
-from gateway.ledger_tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 
 _BATCH: Final = 2_000
 

@@ -91,7 +91,7 @@ def test_policies_check_names_file_line_and_key_of_a_bad_agreement(
 
     broken = tmp_path / "agreements"
     broken.mkdir()
-    source = Path(__file__).resolve().parents[2] / "policies" / "agreements" / "police-prevention.yaml"
+    source = Path(__file__).resolve().parents[3] / "policies" / "agreements" / "police-prevention.yaml"
     text = source.read_text(encoding="utf-8").replace("fields: [givenName,", "fields: [nhsNumber, givenName,")
     (broken / "police-prevention.yaml").write_text(text, encoding="utf-8")
     line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("fields:"))

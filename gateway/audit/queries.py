@@ -10,13 +10,13 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.ledger_tables import audit_disclosures, audit_events
+from gateway.audit.events import parse_time_text, time_text
+from gateway.audit.tables import audit_disclosures, audit_events
 from policies import Agreement
 from schema.ledger_records import (
     AuditEventRecord,
@@ -28,17 +28,6 @@ from schema.ledger_records import (
 
 _TIME_TEXT: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _EVENT_ID: Final = re.compile(r"^[0-9a-f]{32}$")
-
-
-def time_text(moment: datetime) -> str:
-    """A datetime as the ledger's fixed-width UTC text; a naive datetime is taken to be UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time_text(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def _cursor(occurred_at: str, event_id: str) -> str:

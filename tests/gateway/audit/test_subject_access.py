@@ -12,9 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.ledger_queries import parse_time_text
-from gateway.ledger_tables import audit_disclosures, audit_events
-from gateway.sar import UnknownPersonError, render_text, subject_access_report
+from gateway.audit import UnknownPersonError, parse_time_text, render_text, subject_access_report
+from gateway.audit.tables import audit_disclosures, audit_events
 from policies import Agreement
 from resolvers.models import OUTCOMES
 from tests.conftest import FIXED_TODAY

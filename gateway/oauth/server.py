@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.clients import ClientRecord, get_client
 from gateway.http import NO_STORE, BodyTooLargeError, json_response, media_type, read_body
 from gateway.keys import ALGORITHM, SigningKeys
+from gateway.oauth.clients import ClientRecord, get_client
 
 MAX_TOKEN_REQUEST_BYTES: Final = 4096
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password

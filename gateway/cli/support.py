@@ -10,11 +10,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from pydantic import ValidationError
 
-from gateway.clients import ClientError
+from gateway.audit import AuditUnavailableError, UnknownPersonError
 from gateway.config import Settings, SettingsError
 from gateway.keys import SigningKeyError
-from gateway.ledger import AuditUnavailableError
-from gateway.sar import UnknownPersonError
+from gateway.oauth import ClientError
 from policies import AgreementFileError
 from resolvers import PopulationNotEmptyError
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.ledger_tables import audit_disclosures, audit_events
+from gateway.audit.tables import audit_disclosures, audit_events
 from policies import Agreement
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import EdgeCases

@@ -16,13 +16,12 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import EventDraft, LedgerWriter, verify_ledger
+from gateway.audit.tables import audit_checkpoints, audit_disclosures, audit_events
 from gateway.cli import main
-from gateway.clients import add_client
 from gateway.config import Settings
 from gateway.keys import SigningKeys, write_key_file
-from gateway.ledger import EventDraft, LedgerWriter
-from gateway.ledger_tables import audit_checkpoints, audit_disclosures, audit_events
-from gateway.ledger_verify import verify_ledger
+from gateway.oauth import add_client
 from policies import Agreement
 from resolvers import RefCodec
 from tests.conftest import FIXED_TODAY, REF_SECRET
@@ -273,7 +272,7 @@ async def test_verify_names_the_event_after_tampering_made_directly_in_the_datab
             await conn.execute(delete(audit_events).where(audit_events.c.id == ids[-1]))
         elif tamper == "rehash":
             # Change an event and give it a hash that matches its new content: the next link breaks.
-            from gateway.ledger import event_hash
+            from gateway.audit.events import event_hash
 
             row = dict(
                 (await conn.execute(select(audit_events).where(audit_events.c.id == victim))).one()._mapping
@@ -387,7 +386,7 @@ async def test_concurrent_events_share_commits_and_form_one_unbroken_chain(
 async def test_the_writer_reports_failure_and_continues_its_chain_afterwards(
     fresh: Fresh, signing: SigningKeys
 ) -> None:
-    from gateway.ledger import AuditUnavailableError
+    from gateway.audit import AuditUnavailableError
 
     writer = LedgerWriter(fresh.engine, signing=signing)
     draft = lambda: EventDraft(endpoint="graphql", outcome="allowed", http_status=200, latency_us=1)  # noqa: E731

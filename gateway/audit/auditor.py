@@ -2,7 +2,7 @@
 
 `RequestAuditor.seal` writes the request's event (and, for /graphql, the people disclosed) to the
 ledger and only then releases the response, with the event id in `X-Audit-Event-Id`. If the ledger
-cannot be written the client gets 503 AUDIT_UNAVAILABLE instead, and the data never leaves.
+cannot be written the client gets the endpoint's own 503 instead, and the data never leaves.
 The same moment annotates the request's span and records metrics, so the audit event names the
 trace and the trace names the audit event. Nothing here logs or measures a personal value.
 """
@@ -14,81 +14,19 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Final
 
 from opentelemetry import trace
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from gateway.graphql import Outcome
-from gateway.http import graphql_error_response, json_response
-from gateway.ledger import AuditUnavailableError, EventDraft, LedgerWriter
-from gateway.oauth import TokenOutcome
+from gateway.audit.events import EventDraft, micros_since
+from gateway.audit.writer import AuditUnavailableError, LedgerWriter
 from gateway.telemetry import Telemetry, trace_id_hex
-from policies import Agreement
 
 log = logging.getLogger("gateway.requests")
 
 AUDIT_HEADER: Final = "X-Audit-Event-Id"
-# Refused before the view ran: the document was not executed, whatever the HTTP status.
-_NOT_EXECUTED: Final = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "QUERY_TOO_COMPLEX"})
-
-
-def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDraft:
-    agreement, decision = outcome.agreement, outcome.decision
-    sent: dict[int, list[str]] = {}
-    withheld: list[str] = []
-    for disclosure in outcome.disclosures:
-        fields = sent.setdefault(disclosure.person_id, [])
-        fields += [f for f in disclosure.fields if f not in fields]
-        withheld += [f for f in disclosure.withheld if f not in withheld]
-    refused = outcome.status >= 400 or decision is None or not decision.allowed
-    if refused or _NOT_EXECUTED.intersection(outcome.error_codes):
-        kind = "denied"
-    else:
-        kind = "error" if outcome.error_codes else "allowed"
-    disclosed: list[str] = []
-    for fields in sent.values():
-        disclosed += [f for f in fields if f not in disclosed]
-    draft = EventDraft(
-        endpoint="graphql",
-        outcome=kind,
-        http_status=outcome.status,
-        latency_us=_micros(started),
-        client_id=outcome.client_id,
-        decision_rule=decision.rule if decision else None,
-        acting_user=outcome.purpose.acting_user,
-        case_reference=outcome.purpose.case_reference,
-        break_glass_reason=outcome.purpose.break_glass_reason,
-        operation_name=outcome.operation_name,
-        document_sha256=outcome.document_sha256,
-        fields_disclosed=_in_view_order(disclosed, agreement),
-        fields_withheld=_in_view_order(withheld, agreement),
-        error_code=outcome.code,
-        client_address=request.client.host if request.client else None,
-        trace_id=trace_id_hex(),
-        token_jti=outcome.token_jti,
-        disclosures=tuple(sorted((person_id, tuple(fields)) for person_id, fields in sent.items())),
-    )
-    return _with_agreement(draft, agreement)
-
-
-def token_event(
-    outcome: TokenOutcome, request: Request, started: float, agreement: Agreement | None
-) -> EventDraft:
-    draft = EventDraft(
-        endpoint="token",
-        outcome="allowed" if outcome.status == 200 else "denied",
-        http_status=outcome.status,
-        latency_us=_micros(started),
-        client_id=outcome.client_id,
-        error_code=outcome.error,
-        client_address=request.client.host if request.client else None,
-        trace_id=trace_id_hex(),
-        token_jti=outcome.token_jti,
-    )
-    return _with_agreement(draft, agreement)
 
 
 class RequestAuditor:
@@ -168,7 +106,7 @@ class RequestAuditor:
             endpoint=endpoint,
             outcome="error" if response.status_code >= 500 else "denied",
             http_status=response.status_code,
-            latency_us=_micros(started),
+            latency_us=micros_since(started),
             error_code=code,
             client_address=request.client.host if request.client else None,
             trace_id=trace_id_hex(),
@@ -176,41 +114,6 @@ class RequestAuditor:
         return await self.seal(
             draft, response, started=started, unavailable=unavailable, client_verified=False
         )
-
-
-def graphql_unavailable() -> JSONResponse:
-    return graphql_error_response(
-        503,
-        "AUDIT_UNAVAILABLE",
-        "The audit ledger cannot be written, so nothing is disclosed. Try again shortly.",
-        headers={"Retry-After": "5"},
-    )
-
-
-def token_unavailable() -> JSONResponse:
-    body = {"error": "temporarily_unavailable", "error_description": "the audit ledger cannot be written"}
-    return json_response(body, status=503, headers={"Retry-After": "5"})
-
-
-def _with_agreement(draft: EventDraft, agreement: Agreement | None) -> EventDraft:
-    if agreement is None:
-        return draft
-    return replace(
-        draft,
-        agreement_id=agreement.id,
-        agreement_version=agreement.version,
-        purpose=agreement.purpose,
-        lawful_basis=agreement.lawful_basis,
-    )
-
-
-def _in_view_order(fields: list[str], agreement: Agreement | None) -> tuple[str, ...]:
-    order = ["ref", *(agreement.fields if agreement else ())]
-    return tuple(sorted(fields, key=lambda f: order.index(f) if f in order else len(order)))
-
-
-def _micros(started: float) -> int:
-    return int((time.perf_counter() - started) * 1_000_000)
 
 
 def _log_fields(draft: EventDraft, status: int, client_verified: bool) -> dict[str, object]:

@@ -17,14 +17,21 @@ from typing import Any
 import click
 from joserfc.jwk import KeySet
 
-from gateway.cli_support import fail, load_settings, run
+from gateway.audit import (
+    ChainReport,
+    EventDraft,
+    LedgerQueries,
+    LedgerWriter,
+    SubjectAccessReport,
+    render_text,
+    subject_access_report,
+    time_text,
+    verify_ledger,
+)
+from gateway.cli.support import fail, load_settings, run
 from gateway.config import Settings
 from gateway.db import create_engine
 from gateway.keys import SigningKeyError, SigningKeys, load_key_file
-from gateway.ledger import EventDraft, LedgerWriter
-from gateway.ledger_queries import LedgerQueries, time_text
-from gateway.ledger_verify import ChainReport, verify_ledger
-from gateway.sar import SubjectAccessReport, render_text, subject_access_report
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
 

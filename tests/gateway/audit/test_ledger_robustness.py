@@ -16,12 +16,17 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import (
+    AuditUnavailableError,
+    EventDraft,
+    LedgerWriter,
+    subject_access_report,
+    verify_ledger,
+)
+from gateway.audit.events import event_row
+from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings
 from gateway.keys import SigningKeys
-from gateway.ledger import AuditUnavailableError, EventDraft, LedgerWriter, event_row
-from gateway.ledger_tables import audit_disclosures, audit_events
-from gateway.ledger_verify import verify_ledger
-from gateway.sar import subject_access_report
 from policies import Agreement
 from resolvers.models import objections, people
 from tests.conftest import FIXED_TODAY, REF_SECRET

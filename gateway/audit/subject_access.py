@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.ledger_queries import LedgerQueries
+from gateway.audit.queries import LedgerQueries
 from policies import Agreement
 from resolvers.models import OUTCOMES, addresses, assessments, households, objections, people
 

@@ -14,9 +14,9 @@ import pytest
 from joserfc import jwt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.clients import add_client, disable_client
 from gateway.config import Settings
 from gateway.keys import SigningKeys
+from gateway.oauth import add_client, disable_client
 from policies import Agreement
 from tests.support.partners import PURPOSE
 

@@ -19,11 +19,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import now_text, subject_access_report
+from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.cli import main
 from gateway.keys import SigningKeys, generate_key, write_key_file
-from gateway.ledger import now_text
-from gateway.ledger_tables import audit_disclosures, audit_events
-from gateway.sar import subject_access_report
 from policies import Agreement
 from tests.conftest import REF_SECRET
 from tests.support.partners import Partner

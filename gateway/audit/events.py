@@ -1,0 +1,156 @@
+"""The ledger's stored form: an event as a row, its hash, a checkpoint's signed payload, time as text.
+
+The writer builds rows and hashes with these functions and the verifier recomputes them from what it
+reads back, so both sides of the tamper evidence share one definition. Times are fixed-width UTC text
+(see `gateway.audit.tables`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import String
+
+from gateway.audit.tables import audit_events
+
+GENESIS: Final = "0" * 64
+CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
+# Every column of audit_events except `hash` is covered by the hash.
+HASHED_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "hash")
+_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def now_text() -> str:
+    """The current UTC time as the fixed-width text the ledger stores (microseconds, 'Z')."""
+    return datetime.now(UTC).strftime(_TIME_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """What the request handler knows of one request. Holds identifiers and field names only."""
+
+    endpoint: str
+    outcome: str  # allowed | denied | error
+    http_status: int
+    latency_us: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: str = field(default_factory=now_text)
+    client_id: str | None = None
+    agreement_id: str | None = None
+    agreement_version: int | None = None
+    purpose: str | None = None
+    lawful_basis: tuple[str, ...] = ()
+    decision_rule: str | None = None
+    acting_user: str | None = None
+    case_reference: str | None = None
+    break_glass_reason: str | None = None
+    operation_name: str | None = None
+    document_sha256: str | None = None
+    fields_disclosed: tuple[str, ...] = ()
+    fields_withheld: tuple[str, ...] = ()
+    error_code: str | None = None
+    client_address: str | None = None
+    trace_id: str | None = None
+    token_jti: str | None = None
+    # (internal person id, view fields sent for that person), one entry per person
+    disclosures: tuple[tuple[int, tuple[str, ...]], ...] = ()
+
+
+# Stored text is cut to its column and stripped of control characters before it is hashed: a value the
+# database would refuse (PostgreSQL rejects NUL and over-long text; SQLite takes both) must not fail the
+# group commit it shares with other requests, and a terminal must be able to print what is stored.
+_LENGTHS: Final = {
+    c.name: c.type.length for c in audit_events.columns if isinstance(c.type, String) and c.type.length
+}
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _stored(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    clean = _CONTROL.sub("", value)
+    limit = _LENGTHS.get(name)
+    return clean[:limit] if limit else clean
+
+
+def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": draft.id,
+        "chain_id": chain_id,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "occurred_at": draft.occurred_at,
+        "endpoint": draft.endpoint,
+        "client_id": draft.client_id,
+        "agreement_id": draft.agreement_id,
+        "agreement_version": draft.agreement_version,
+        "purpose": draft.purpose,
+        "lawful_basis": "; ".join(draft.lawful_basis) or None,
+        "decision_rule": draft.decision_rule,
+        "acting_user": draft.acting_user,
+        "case_reference": draft.case_reference,
+        "break_glass_reason": draft.break_glass_reason,
+        "operation_name": draft.operation_name,
+        "document_sha256": draft.document_sha256,
+        "fields_disclosed": ",".join(draft.fields_disclosed),
+        "fields_withheld": ",".join(draft.fields_withheld),
+        "people_count": len(draft.disclosures),
+        "outcome": draft.outcome,
+        "error_code": draft.error_code,
+        "http_status": draft.http_status,
+        "client_address": draft.client_address,
+        "latency_us": draft.latency_us,
+        "trace_id": draft.trace_id,
+        "token_jti": draft.token_jti,
+    }
+    row = {name: _stored(name, value) for name, value in row.items()}
+    disclosures = [(person_id, ",".join(fields)) for person_id, fields in draft.disclosures]
+    row["hash"] = event_hash(row, disclosures)
+    return row
+
+
+def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> str:
+    """SHA-256 over the event's columns (its predecessor's hash among them) and its disclosures.
+
+    The same function checks a row read back from the database, so it reads exactly what is stored.
+    """
+    canonical = json.dumps(
+        {
+            "event": {name: row[name] for name in HASHED_COLUMNS},
+            "disclosures": sorted([int(person_id), fields] for person_id, fields in disclosures),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str, final: bool) -> bytes:
+    """What a checkpoint signs. `final`: the writer closed the chain here; nothing may follow."""
+    body = {"chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at, "final": final}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def time_text(moment: datetime) -> str:
+    """A datetime as the ledger's fixed-width UTC text; a naive datetime is taken to be UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_time_text(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def micros_since(started: float) -> int:
+    """Microseconds since a `time.perf_counter()` reading: an event's latency."""
+    return int((time.perf_counter() - started) * 1_000_000)

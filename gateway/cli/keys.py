@@ -1,0 +1,48 @@
+"""`gateway keys generate|public`: the token-signing key and the ref secret."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import click
+
+from gateway.cli.support import fail, load_settings
+from gateway.config import Settings
+from gateway.keys import SigningKeyError, generate_key, load_key_file, write_key_file
+
+
+@click.group(help="Signing key and ref secret.")
+def keys() -> None:
+    pass
+
+
+@keys.command("generate", help="Create the signing key file and the ref secret file (never overwrites).")
+def keys_generate() -> None:
+    settings = load_settings()
+    created = ensure_secrets(settings)
+    click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
+
+
+@keys.command("public", help="Print the public keys (JWKS): archive them before retiring a key.")
+def keys_public() -> None:
+    settings = load_settings()
+    try:
+        signing = load_key_file(settings.signing_key_file)
+    except SigningKeyError as error:
+        fail(str(error))
+    click.echo(json.dumps(signing.public_jwks, indent=2))
+
+
+def ensure_secrets(settings: Settings) -> list[str]:
+    """Create whichever of the signing key file and the ref secret file is missing; never overwrite."""
+    created = []
+    if not settings.signing_key_file.exists():
+        write_key_file(settings.signing_key_file, [generate_key()])
+        created.append(str(settings.signing_key_file))
+    if settings.ref_secret is None and not settings.ref_secret_file.exists():
+        settings.ref_secret_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.ref_secret_file.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
+        settings.ref_secret_file.chmod(0o600)
+        created.append(str(settings.ref_secret_file))
+    return created

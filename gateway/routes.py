@@ -1,0 +1,256 @@
+"""The HTTP routes, and the one audit event every request to /oauth/token or /graphql leaves.
+
+Each audited route calls its endpoint, describes what happened as an `EventDraft`, and hands the
+response to the `RequestAuditor`, which releases it only once the event is durable. A request that
+fails in a way its endpoint did not foresee (a wrong method, a bug, a broken database) is still
+recorded, with nothing about the caller that was not verified.
+
+The well-known documents and the health probes are not audited: they disclose nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.audit import EventDraft, RequestAuditor, micros_since
+from gateway.graphql import GraphQLEndpoint, Outcome
+from gateway.http import graphql_error_response, json_response
+from gateway.oauth import TOKEN_PATH, TokenEndpoint, TokenOutcome
+from gateway.telemetry import trace_id_hex
+from policies import Agreement
+
+log = logging.getLogger("gateway.app")
+
+_OTHER_METHODS: Final = ["GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_PUBLIC_CACHE: Final = {"Cache-Control": "public, max-age=300"}
+# Refused before the view ran: the document was not executed, whatever the HTTP status.
+_NOT_EXECUTED: Final = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "QUERY_TOO_COMPLEX"})
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the routes serve, as the composition root assembled it."""
+
+    tokens: TokenEndpoint
+    graphql: GraphQLEndpoint
+    auditor: RequestAuditor
+    agreements: Mapping[str, Agreement]
+    engine: AsyncEngine
+    public_jwks: dict[str, Any]
+    server_metadata: dict[str, Any]
+
+
+def build_routes(endpoints: Endpoints) -> list[Route]:
+    handlers = _Handlers(endpoints)
+    return [
+        Route(TOKEN_PATH, handlers.token, methods=["POST"]),
+        Route(TOKEN_PATH, handlers.token_wrong_method, methods=_OTHER_METHODS),
+        Route("/graphql", handlers.graphql, methods=["POST"]),
+        Route("/graphql", handlers.graphql_wrong_method, methods=_OTHER_METHODS),
+        Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", handlers.server_metadata, methods=["GET"]),
+        Route("/healthz", handlers.healthz, methods=["GET"]),
+        Route("/livez", handlers.livez, methods=["GET"]),
+    ]
+
+
+class _Handlers:
+    def __init__(self, endpoints: Endpoints) -> None:
+        self._e = endpoints
+
+    # -- audited: every request ends in exactly one event, whatever happens -----------------------
+
+    async def token(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response, outcome = await self._e.tokens.handle(request)
+        except Exception:
+            log.error("token endpoint failed", exc_info=True)
+            failed = json_response(
+                {"error": "server_error", "error_description": "unexpected error"}, status=500
+            )
+            return await self._e.auditor.seal_failure(
+                "token", request, failed, code="server_error", started=started, unavailable=token_unavailable
+            )
+        draft = token_event(outcome, request, started, self._e.agreements.get(outcome.agreement_id or ""))
+        return await self._e.auditor.seal(
+            draft,
+            response,
+            started=started,
+            unavailable=token_unavailable,
+            client_verified=outcome.status == 200,
+        )
+
+    async def graphql(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response, outcome = await self._e.graphql.handle(request)
+        except Exception:
+            log.error("graphql endpoint failed", exc_info=True)
+            failed = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+            return await self._e.auditor.seal_failure(
+                "graphql", request, failed, code="INTERNAL_SERVER_ERROR", started=started,
+                unavailable=graphql_unavailable,
+            )  # fmt: skip
+        # Only a verified token sets the client id of a /graphql outcome.
+        return await self._e.auditor.seal(
+            graphql_event(outcome, request, started), response, started=started,
+            unavailable=graphql_unavailable, client_verified=True,
+        )  # fmt: skip
+
+    async def graphql_wrong_method(self, request: Request) -> Response:
+        refused = graphql_error_response(
+            405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
+        )
+        return await self._e.auditor.seal_failure(
+            "graphql", request, refused, code="METHOD_NOT_ALLOWED", started=time.perf_counter(),
+            unavailable=graphql_unavailable,
+        )  # fmt: skip
+
+    async def token_wrong_method(self, request: Request) -> Response:
+        body = {"error": "invalid_request", "error_description": "use POST"}
+        refused = json_response(body, status=405, headers={"Allow": "POST"})
+        return await self._e.auditor.seal_failure(
+            "token", request, refused, code="invalid_request", started=time.perf_counter(),
+            unavailable=token_unavailable,
+        )  # fmt: skip
+
+    # -- not audited: nothing personal is disclosed -----------------------------------------------
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse(self._e.public_jwks, headers=_PUBLIC_CACHE)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse(self._e.server_metadata, headers=_PUBLIC_CACHE)
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            async with self._e.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("health check: database unavailable", exc_info=True)
+            return json_response({"status": "unavailable", "database": "unavailable"}, status=503)
+        return json_response({"status": "ok", "database": "ok", "agreements": sorted(self._e.agreements)})
+
+    async def livez(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+
+# -- what Starlette answers when no route does ---------------------------------------------------
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return graphql_error_response(404, "NOT_FOUND", "No such endpoint.")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    allowed = getattr(exc, "headers", None) or {}  # Starlette names the allowed methods (RFC 9110)
+    return graphql_error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed.", headers=dict(allowed))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+
+
+EXCEPTION_HANDLERS: Final = {404: _not_found, 405: _method_not_allowed, 500: _unexpected}
+
+
+# -- the audit event of each endpoint's outcome --------------------------------------------------
+
+
+def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDraft:
+    agreement, decision = outcome.agreement, outcome.decision
+    sent: dict[int, list[str]] = {}
+    withheld: list[str] = []
+    for disclosure in outcome.disclosures:
+        fields = sent.setdefault(disclosure.person_id, [])
+        fields += [f for f in disclosure.fields if f not in fields]
+        withheld += [f for f in disclosure.withheld if f not in withheld]
+    refused = outcome.status >= 400 or decision is None or not decision.allowed
+    if refused or _NOT_EXECUTED.intersection(outcome.error_codes):
+        kind = "denied"
+    else:
+        kind = "error" if outcome.error_codes else "allowed"
+    disclosed: list[str] = []
+    for fields in sent.values():
+        disclosed += [f for f in fields if f not in disclosed]
+    draft = EventDraft(
+        endpoint="graphql",
+        outcome=kind,
+        http_status=outcome.status,
+        latency_us=micros_since(started),
+        client_id=outcome.client_id,
+        decision_rule=decision.rule if decision else None,
+        acting_user=outcome.purpose.acting_user,
+        case_reference=outcome.purpose.case_reference,
+        break_glass_reason=outcome.purpose.break_glass_reason,
+        operation_name=outcome.operation_name,
+        document_sha256=outcome.document_sha256,
+        fields_disclosed=_in_view_order(disclosed, agreement),
+        fields_withheld=_in_view_order(withheld, agreement),
+        error_code=outcome.code,
+        client_address=request.client.host if request.client else None,
+        trace_id=trace_id_hex(),
+        token_jti=outcome.token_jti,
+        disclosures=tuple(sorted((person_id, tuple(fields)) for person_id, fields in sent.items())),
+    )
+    return _with_agreement(draft, agreement)
+
+
+def token_event(
+    outcome: TokenOutcome, request: Request, started: float, agreement: Agreement | None
+) -> EventDraft:
+    draft = EventDraft(
+        endpoint="token",
+        outcome="allowed" if outcome.status == 200 else "denied",
+        http_status=outcome.status,
+        latency_us=micros_since(started),
+        client_id=outcome.client_id,
+        error_code=outcome.error,
+        client_address=request.client.host if request.client else None,
+        trace_id=trace_id_hex(),
+        token_jti=outcome.token_jti,
+    )
+    return _with_agreement(draft, agreement)
+
+
+def graphql_unavailable() -> JSONResponse:
+    return graphql_error_response(
+        503,
+        "AUDIT_UNAVAILABLE",
+        "The audit ledger cannot be written, so nothing is disclosed. Try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def token_unavailable() -> JSONResponse:
+    body = {"error": "temporarily_unavailable", "error_description": "the audit ledger cannot be written"}
+    return json_response(body, status=503, headers={"Retry-After": "5"})
+
+
+def _with_agreement(draft: EventDraft, agreement: Agreement | None) -> EventDraft:
+    if agreement is None:
+        return draft
+    return replace(
+        draft,
+        agreement_id=agreement.id,
+        agreement_version=agreement.version,
+        purpose=agreement.purpose,
+        lawful_basis=agreement.lawful_basis,
+    )
+
+
+def _in_view_order(fields: list[str], agreement: Agreement | None) -> tuple[str, ...]:
+    order = ["ref", *(agreement.fields if agreement else ())]
+    return tuple(sorted(fields, key=lambda f: order.index(f) if f in order else len(order)))
