@@ -6,6 +6,7 @@ Nothing below `gateway/` reads the environment. Secrets are `SecretStr` (masked 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.db import check_url
+from gateway.http import IPNetwork, parse_networks
 from policies import AGREEMENTS_DIR
 
 DEFAULT_STATE_DIR = Path("var")
@@ -23,6 +26,31 @@ COUNCIL_TIMEZONE = ZoneInfo("Europe/London")
 def council_today() -> date:
     """Agreement dates are UK dates: a UTC clock would be a day out for an hour each summer night."""
     return datetime.now(COUNCIL_TIMEZONE).date()
+
+
+@dataclass(frozen=True)
+class WitnessTarget:
+    """Where the audit witness appends: a directory of files, or a syslog server over TCP."""
+
+    directory: Path | None = None
+    syslog: tuple[str, int] | None = None
+
+
+def parse_witness(value: str) -> WitnessTarget | None:
+    """A directory (or file:///dir), syslog+tcp://host:port, or none/off/empty for no witness."""
+    value = value.strip()
+    if value.lower() in {"", "none", "off"}:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme == "syslog+tcp":
+        if not parts.hostname or not parts.port:
+            raise ValueError("syslog+tcp needs a host and a port: syslog+tcp://host:514")
+        return WitnessTarget(syslog=(parts.hostname, parts.port))
+    if parts.scheme == "file":
+        return WitnessTarget(directory=Path(parts.path))
+    if parts.scheme:
+        raise ValueError("use a directory, file:///dir, syslog+tcp://host:port or none")
+    return WitnessTarget(directory=Path(value))
 
 
 class SettingsError(Exception):
@@ -48,6 +76,21 @@ class Settings(BaseSettings):
     max_query_tokens: int = Field(default=2_000, ge=100, le=50_000)
     db_pool_size: int = Field(default=10, ge=1, le=100)
     log_level: str = Field(default="INFO")
+    audit_witness: str = Field(
+        default=str(DEFAULT_STATE_DIR / "witness"),
+        description="Where checkpoints are also appended, outside the database: a directory (on other "
+        "storage in production), syslog+tcp://host:port, or none",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; "
+        "empty: the TCP peer is the client",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        return check_url(value)
 
     @field_validator("issuer")
     @classmethod
@@ -57,7 +100,30 @@ class Settings(BaseSettings):
             return value.rstrip("/")
         if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
             return value.rstrip("/")
-        raise ValueError("GATEWAY_ISSUER must be an https URL (plain http only on a loopback address)")
+        raise ValueError("must be an https URL (plain http only on a loopback address)")
+
+    @field_validator("audit_witness")
+    @classmethod
+    def _witness(cls, value: str) -> str:
+        parse_witness(value)
+        return value
+
+    @property
+    def witness(self) -> WitnessTarget | None:
+        return parse_witness(self.audit_witness)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        try:
+            parse_networks(value.split(","))
+        except ValueError as error:
+            raise ValueError(f"must be comma-separated CIDRs ({error})") from None
+        return value
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies.split(","))
 
     @property
     def token_audience(self) -> str:

@@ -8,36 +8,97 @@ parameter may be a name or a date of birth.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+# PostgreSQL SQLSTATE classes that mean "the database cannot serve you now", not "your SQL is wrong":
+# connection exceptions, invalid authorization, no such database, insufficient resources (too many
+# connections, disk full), operator intervention (shutdown, restart, cancelled by a timeout); and a
+# lock that was not granted in time (55P03).
+_UNAVAILABLE_SQLSTATE_CLASSES: Final = frozenset({"08", "28", "3D", "53", "57"})
+_UNAVAILABLE_SQLSTATES: Final = frozenset({"55P03"})
+# SQLite primary result codes of the same kind: busy, locked, I/O error, full, cannot open.
+_UNAVAILABLE_SQLITE_CODES: Final = frozenset({5, 6, 10, 13, 14})
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means the database could not be reached or could not serve the request now
+    (answered with 503 and Retry-After), as opposed to a fault in the gateway (500)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | exc.TimeoutError | exc.InterfaceError | exc.DisconnectionError):
+            return True
+        if isinstance(current, exc.DBAPIError):
+            if current.connection_invalidated:
+                return True
+            orig = current.orig
+            state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+            if isinstance(state, str) and (
+                state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or state in _UNAVAILABLE_SQLSTATES
+            ):
+                return True
+            code = getattr(orig, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_SQLITE_CODES:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+SUPPORTED_DRIVERS: Final = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def check_url(url: str) -> str:
+    """The URL, if it names a database this gateway can use; ValueError otherwise (never quoting it:
+    it may hold a password)."""
+    try:
+        driver = make_url(url).drivername
+    except exc.ArgumentError:
+        raise ValueError("not a database URL") from None
+    if driver not in SUPPORTED_DRIVERS:
+        raise ValueError(f"use {' or '.join(SUPPORTED_DRIVERS)}, not {driver}")
+    return url
+
+
+def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+    """`read_only`: every connection refuses to write (SQLite opens the file read-only; PostgreSQL
+    starts every transaction READ ONLY), for checking a replica, a restored backup or a copy."""
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    parsed = make_url(url)
     if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
+        database = parsed.database
+        if read_only and database and database != ":memory:":
+            url = parsed.set(
+                database=f"file:{database}", query={"mode": "ro", "uri": "true"}
+            ).render_as_string(hide_password=False)
+        elif database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
     else:
         options["pool_size"] = pool_size
         options["max_overflow"] = pool_size
+        if read_only:
+            options["connect_args"] = {"server_settings": {"default_transaction_read_only": "on"}}
     engine = create_async_engine(url, **options)
     if is_sqlite(url):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(
+            engine.sync_engine, "connect", _sqlite_read_only_pragmas if read_only else _sqlite_pragmas
+        )
     return engine
 
 
@@ -47,6 +108,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a committed audit event survives a power cut, not only a crash of the process.
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

@@ -12,7 +12,6 @@ The order matters and reads top to bottom in `handle`:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -30,7 +29,19 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from gateway.http import BodyTooLargeError, graphql_error_response, json_response, media_type, read_body
+from gateway.db import is_unavailable
+from gateway.http import (
+    CLIENT_CLOSED_REQUEST,
+    CLIENT_DISCONNECTED,
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    InvalidJsonError,
+    graphql_error_response,
+    json_response,
+    media_type,
+    parse_json,
+    read_body,
+)
 from gateway.oauth import AccessClaims, ClientRecord, InvalidTokenError, TokenVerifier, get_client
 from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
 from resolvers import RefCodec
@@ -102,40 +113,63 @@ class GraphQLEndpoint:
         self._ledger = ledger
 
     async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
+        """Never raises: whatever happens, the outcome keeps what was verified before it happened."""
+        outcome = Outcome()
+        try:
+            response = await self._handle(request, outcome)
+        except _Refusal as refusal:
+            response = refusal.response
+            outcome.error_codes = [refusal.code]
+        except Exception as error:
+            if is_unavailable(error):
+                log.warning("database unavailable", extra={"error_type": type(error).__name__})
+                response, code = database_unavailable(), "DATABASE_UNAVAILABLE"
+            else:
+                log.error("graphql endpoint failed", exc_info=True, extra={"client_id": outcome.client_id})
+                response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+                code = "INTERNAL_SERVER_ERROR"
+            outcome.error_codes = [code]
+        outcome.status = response.status_code
+        return response, outcome
+
+    def identify(self, request: Request) -> Outcome:
+        """Who is calling, if a valid token says so; nothing else is read. For requests refused
+        before the endpoint runs (a wrong method), so their events still name a verified client."""
         outcome = Outcome()
         try:
             claims = self._bearer_claims(request)
-            outcome.client_id = claims.client_id
-            outcome.token_jti = claims.jti
-            if request.url.query:
-                # URLs end up in proxies' and servers' logs: nothing may travel in them.
-                raise _bad_request(
-                    400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body."
-                )
-            client = await self._enabled_client(claims)
-            view = self._view_for(client, claims)
-            outcome.agreement = view.agreement
-            payload = await self._payload(request)
-            outcome.operation_name = _operation_name(payload)
-            outcome.document_sha256 = _sha256(payload["query"])
-            outcome.purpose = _purpose_context(request)
-            decision = evaluate(view.agreement, outcome.purpose, today=self._today())
-            outcome.decision = decision
-            if not decision.allowed:
-                assert decision.code is not None
-                raise _Refusal(
-                    graphql_error_response(
-                        _DENY_STATUS[decision.code], decision.code, _sentence(decision.reason)
-                    ),
-                    decision.code,
-                )
-            response = await self._execute(view, decision, payload, outcome)
-        except _Refusal as refusal:
-            outcome.status = refusal.response.status_code
-            outcome.error_codes = [refusal.code]
-            return refusal.response, outcome
-        outcome.status = response.status_code
-        return response, outcome
+        except _Refusal:
+            return outcome
+        outcome.client_id, outcome.token_jti = claims.client_id, claims.jti
+        view = self._views.get(claims.scope)
+        outcome.agreement = view.agreement if view is not None else None
+        return outcome
+
+    async def _handle(self, request: Request, outcome: Outcome) -> JSONResponse:
+        claims = self._bearer_claims(request)
+        outcome.client_id = claims.client_id
+        outcome.token_jti = claims.jti
+        client = await self._enabled_client(claims)
+        view = self._view_for(client, claims)
+        outcome.agreement = view.agreement
+        if request.url.query:
+            # URLs end up in proxies' and servers' logs: nothing may travel in them.
+            raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
+        payload = await self._payload(request)
+        outcome.operation_name = _operation_name(payload)
+        outcome.document_sha256 = _sha256(payload["query"])
+        outcome.purpose = _purpose_context(request)
+        decision = evaluate(view.agreement, outcome.purpose, today=self._today())
+        outcome.decision = decision
+        if not decision.allowed:
+            assert decision.code is not None
+            raise _Refusal(
+                graphql_error_response(
+                    _DENY_STATUS[decision.code], decision.code, _sentence(decision.reason)
+                ),
+                decision.code,
+            )
+        return await self._execute(view, decision, payload, outcome)
 
     # -- 1 and 2: who is calling -----------------------------------------------------------------
 
@@ -154,7 +188,7 @@ class GraphQLEndpoint:
             ) from None
 
     async def _enabled_client(self, claims: AccessClaims) -> ClientRecord:
-        async with self._engine.connect() as conn:
+        async with self._engine.connect() as conn:  # a database error here becomes DATABASE_UNAVAILABLE
             client = await get_client(conn, claims.client_id)
         if client is None or not client.is_enabled:
             raise _unauthenticated(
@@ -187,10 +221,17 @@ class GraphQLEndpoint:
             raise _bad_request(
                 413, "PAYLOAD_TOO_LARGE", f"The body may be at most {self._max_body_bytes} bytes."
             ) from None
+        except ClientDisconnectedError:
+            # Nobody will read this answer; the ledger records that the client went away.
+            raise _bad_request(
+                CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "The client disconnected."
+            ) from None
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise _bad_request(400, "BAD_REQUEST", "The body is not valid JSON.") from None
+            payload = parse_json(body)
+        except InvalidJsonError:
+            raise _bad_request(
+                400, "BAD_REQUEST", "The body is not valid JSON, or holds text that is not valid Unicode."
+            ) from None
         if isinstance(payload, list):
             raise _bad_request(400, "BATCHING_NOT_SUPPORTED", "Send one operation per request.")
         if not isinstance(payload, dict):
@@ -230,6 +271,11 @@ class GraphQLEndpoint:
                 400, "BAD_REQUEST", "Name one operation of the document in 'operationName'."
             ) from None
 
+        if any(
+            error.original_error and is_unavailable(error.original_error) for error in result.errors or []
+        ):
+            # Part of the answer could not be read: send none of it, and say why.
+            raise _Refusal(database_unavailable(), "DATABASE_UNAVAILABLE")
         errors = [self._public_error(error, outcome) for error in result.errors or []]
         outcome.disclosures = context.disclosed_in(result.data)
         outcome.operation_name = context.operation_name or outcome.operation_name
@@ -270,6 +316,15 @@ def _unauthenticated(message: str, error: str | None, description: str | None = 
     return _Refusal(
         graphql_error_response(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge}),
         "UNAUTHENTICATED",
+    )
+
+
+def database_unavailable() -> JSONResponse:
+    return graphql_error_response(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "The council's records cannot be read just now, so nothing is disclosed. Try again shortly.",
+        headers={"Retry-After": "5"},
     )
 
 

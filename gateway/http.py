@@ -1,16 +1,39 @@
-"""HTTP plumbing shared by the gateway's endpoints: JSON error bodies and bounded body reads."""
+"""HTTP plumbing shared by the gateway's endpoints: JSON error bodies, bounded body reads, JSON that
+is valid Unicode, and the client's address as far as it can be believed.
+
+Exceptions:
+    BodyTooLargeError        the body is larger than the endpoint takes
+    ClientDisconnectedError  the client went away before its body was read
+    InvalidJsonError         the body is not JSON, or holds text that is not valid Unicode
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Not an HTTP status anyone receives: the client closed the connection first (nginx's 499).
+CLIENT_CLOSED_REQUEST: Final = 499
+CLIENT_DISCONNECTED: Final = "CLIENT_DISCONNECTED"  # the audit event's code for such a request
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class BodyTooLargeError(Exception):
+    pass
+
+
+class ClientDisconnectedError(Exception):
+    pass
+
+
+class InvalidJsonError(Exception):
     pass
 
 
@@ -40,8 +63,93 @@ async def read_body(request: Request, *, limit: int) -> bytes:
                 raise BodyTooLargeError
             chunks.append(chunk)
     except ClientDisconnect:
-        return b""
+        raise ClientDisconnectedError from None
     return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, refusing what Python's parser accepts but nothing downstream can store or
+    send back: lone UTF-16 surrogates (`"\\ud800"` decodes, then fails every `str.encode`), NaN and
+    Infinity, and nesting deep enough to exhaust the parser's recursion."""
+    try:
+        payload = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidJsonError from None
+    if not is_valid_unicode(payload):
+        raise InvalidJsonError
+    return payload
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def is_valid_unicode(value: Any) -> bool:
+    """True when every string in a decoded JSON value (keys included) encodes as UTF-8."""
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _encodes(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """CIDRs or single addresses; ValueError names the first that is neither."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str | None:
+    """The address of the client, as far as it can be believed.
+
+    The peer of the TCP connection, unless that peer is a trusted proxy: then `X-Forwarded-For` is
+    read from the right (each proxy appends the address it received from), skipping trusted proxies,
+    and the first address that is not one is the client. An entry that is not an IP address ends the
+    walk at the nearest address known good, so a forged or garbled header can only ever name a
+    proxy, never a made-up client. What is returned is always a valid IP address, or None when the
+    server was given no peer address at all (a Unix socket).
+    """
+    peer = _ip(request.client.host) if request.client else None
+    if peer is None or not _within(peer, trusted_proxies):
+        return None if peer is None else str(peer)
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    believed = peer
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        believed = address
+        if not _within(address, trusted_proxies):
+            break
+    return str(believed)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
 
 
 def media_type(request: Request) -> str:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from gateway.audit import EventDraft, RequestAuditor, micros_since
 from gateway.graphql import GraphQLEndpoint, Outcome
-from gateway.http import graphql_error_response, json_response
+from gateway.http import CLIENT_DISCONNECTED, IPNetwork, client_address, graphql_error_response, json_response
 from gateway.oauth import TOKEN_PATH, TokenEndpoint, TokenOutcome
 from gateway.telemetry import trace_id_hex
 from policies import Agreement
@@ -48,6 +48,7 @@ class Endpoints:
     engine: AsyncEngine
     public_jwks: dict[str, Any]
     server_metadata: dict[str, Any]
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 def build_routes(endpoints: Endpoints) -> list[Route]:
@@ -72,6 +73,7 @@ class _Handlers:
 
     async def token(self, request: Request) -> Response:
         started = time.perf_counter()
+        address = client_address(request, self._e.trusted_proxies)
         try:
             response, outcome = await self._e.tokens.handle(request)
         except Exception:
@@ -80,9 +82,9 @@ class _Handlers:
                 {"error": "server_error", "error_description": "unexpected error"}, status=500
             )
             return await self._e.auditor.seal_failure(
-                "token", request, failed, code="server_error", started=started, unavailable=token_unavailable
+                "token", address, failed, code="server_error", started=started, unavailable=token_unavailable
             )
-        draft = token_event(outcome, request, started, self._e.agreements.get(outcome.agreement_id or ""))
+        draft = token_event(outcome, address, started, self._e.agreements.get(outcome.agreement_id or ""))
         return await self._e.auditor.seal(
             draft,
             response,
@@ -93,35 +95,41 @@ class _Handlers:
 
     async def graphql(self, request: Request) -> Response:
         started = time.perf_counter()
+        address = client_address(request, self._e.trusted_proxies)
         try:
             response, outcome = await self._e.graphql.handle(request)
         except Exception:
             log.error("graphql endpoint failed", exc_info=True)
             failed = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
             return await self._e.auditor.seal_failure(
-                "graphql", request, failed, code="INTERNAL_SERVER_ERROR", started=started,
+                "graphql", address, failed, code="INTERNAL_SERVER_ERROR", started=started,
                 unavailable=graphql_unavailable,
             )  # fmt: skip
         # Only a verified token sets the client id of a /graphql outcome.
         return await self._e.auditor.seal(
-            graphql_event(outcome, request, started), response, started=started,
+            graphql_event(outcome, address, started), response, started=started,
             unavailable=graphql_unavailable, client_verified=True,
         )  # fmt: skip
 
     async def graphql_wrong_method(self, request: Request) -> Response:
+        started = time.perf_counter()
         refused = graphql_error_response(
             405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
         )
-        return await self._e.auditor.seal_failure(
-            "graphql", request, refused, code="METHOD_NOT_ALLOWED", started=time.perf_counter(),
-            unavailable=graphql_unavailable,
+        outcome = self._e.graphql.identify(request)
+        outcome.status, outcome.error_codes = 405, ["METHOD_NOT_ALLOWED"]
+        address = client_address(request, self._e.trusted_proxies)
+        return await self._e.auditor.seal(
+            graphql_event(outcome, address, started), refused, started=started,
+            unavailable=graphql_unavailable, client_verified=True,
         )  # fmt: skip
 
     async def token_wrong_method(self, request: Request) -> Response:
         body = {"error": "invalid_request", "error_description": "use POST"}
         refused = json_response(body, status=405, headers={"Allow": "POST"})
+        address = client_address(request, self._e.trusted_proxies)
         return await self._e.auditor.seal_failure(
-            "token", request, refused, code="invalid_request", started=time.perf_counter(),
+            "token", address, refused, code="invalid_request", started=time.perf_counter(),
             unavailable=token_unavailable,
         )  # fmt: skip
 
@@ -169,7 +177,7 @@ EXCEPTION_HANDLERS: Final = {404: _not_found, 405: _method_not_allowed, 500: _un
 # -- the audit event of each endpoint's outcome --------------------------------------------------
 
 
-def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDraft:
+def graphql_event(outcome: Outcome, client_address: str | None, started: float) -> EventDraft:
     agreement, decision = outcome.agreement, outcome.decision
     sent: dict[int, list[str]] = {}
     withheld: list[str] = []
@@ -178,7 +186,11 @@ def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDr
         fields += [f for f in disclosure.fields if f not in fields]
         withheld += [f for f in disclosure.withheld if f not in withheld]
     refused = outcome.status >= 400 or decision is None or not decision.allowed
-    if refused or _NOT_EXECUTED.intersection(outcome.error_codes):
+    if outcome.code == CLIENT_DISCONNECTED:
+        kind = "disconnected"
+    elif outcome.status >= 500:
+        kind = "error"
+    elif refused or _NOT_EXECUTED.intersection(outcome.error_codes):
         kind = "denied"
     else:
         kind = "error" if outcome.error_codes else "allowed"
@@ -200,7 +212,7 @@ def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDr
         fields_disclosed=_in_view_order(disclosed, agreement),
         fields_withheld=_in_view_order(withheld, agreement),
         error_code=outcome.code,
-        client_address=request.client.host if request.client else None,
+        client_address=client_address,
         trace_id=trace_id_hex(),
         token_jti=outcome.token_jti,
         disclosures=tuple(sorted((person_id, tuple(fields)) for person_id, fields in sent.items())),
@@ -209,16 +221,20 @@ def graphql_event(outcome: Outcome, request: Request, started: float) -> EventDr
 
 
 def token_event(
-    outcome: TokenOutcome, request: Request, started: float, agreement: Agreement | None
+    outcome: TokenOutcome, client_address: str | None, started: float, agreement: Agreement | None
 ) -> EventDraft:
+    if outcome.error == CLIENT_DISCONNECTED:
+        kind = "disconnected"
+    else:
+        kind = "allowed" if outcome.status == 200 else "error" if outcome.status >= 500 else "denied"
     draft = EventDraft(
         endpoint="token",
-        outcome="allowed" if outcome.status == 200 else "denied",
+        outcome=kind,
         http_status=outcome.status,
         latency_us=micros_since(started),
         client_id=outcome.client_id,
         error_code=outcome.error,
-        client_address=request.client.host if request.client else None,
+        client_address=client_address,
         trace_id=trace_id_hex(),
         token_jti=outcome.token_jti,
     )

@@ -43,6 +43,7 @@ class AuditOutcome(Enum):
     ALLOWED = "allowed"
     DENIED = "denied"
     ERROR = "error"
+    DISCONNECTED = "disconnected"
 
 
 @strawberry.input(description="Every given condition must hold.")

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Final
 
 from opentelemetry import trace
-from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.audit.events import EventDraft, micros_since
@@ -93,7 +92,7 @@ class RequestAuditor:
     async def seal_failure(
         self,
         endpoint: str,
-        request: Request,
+        client_address: str | None,
         response: Response,
         *,
         code: str,
@@ -108,7 +107,7 @@ class RequestAuditor:
             http_status=response.status_code,
             latency_us=micros_since(started),
             error_code=code,
-            client_address=request.client.host if request.client else None,
+            client_address=client_address,
             trace_id=trace_id_hex(),
         )
         return await self.seal(

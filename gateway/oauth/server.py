@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,9 +33,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.http import NO_STORE, BodyTooLargeError, json_response, media_type, read_body
+from gateway.db import is_unavailable
+from gateway.http import (
+    CLIENT_CLOSED_REQUEST,
+    CLIENT_DISCONNECTED,
+    NO_STORE,
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    json_response,
+    media_type,
+    read_body,
+)
 from gateway.keys import ALGORITHM, SigningKeys
 from gateway.oauth.clients import ClientRecord, get_client
+
+log = logging.getLogger("gateway.oauth")
 
 MAX_TOKEN_REQUEST_BYTES: Final = 4096
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password
@@ -157,6 +170,23 @@ class TokenEndpoint:
         )
 
     async def handle(self, request: Request) -> tuple[JSONResponse, TokenOutcome]:
+        """A bug raises; a client that went away and a database that cannot answer do not."""
+        try:
+            return await self._handle(request)
+        except ClientDisconnectedError:
+            return self._error(CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "the client disconnected")
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            log.warning("database unavailable", extra={"error_type": type(error).__name__})
+            body = {
+                "error": "temporarily_unavailable",
+                "error_description": "the client registry cannot be read",
+            }
+            response = json_response(body, status=503, headers={"Retry-After": "5"})
+            return response, TokenOutcome(None, None, 503, "temporarily_unavailable")
+
+    async def _handle(self, request: Request) -> tuple[JSONResponse, TokenOutcome]:
         if request.url.query:
             return self._error(400, "invalid_request", "send parameters in the body, never in the URL")
         if media_type(request) != "application/x-www-form-urlencoded":

@@ -332,6 +332,7 @@ async def test_agreement_dates_open_and_close_access(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
         response = await _raw(client, token, json.dumps({"query": ONE_PERSON}))
+    await app.state.gateway.ledger.close()
     if code is None:
         assert response.status_code == 200, response.text
         assert len(response.json()["data"]["people"]["edges"]) == 1

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.cli.serve import UVICORN_OPTIONS
+
 
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # the test process keeps its own handlers
@@ -18,7 +20,7 @@ class _Server(uvicorn.Server):
 
 @contextmanager
 def serve_in_thread(app: ASGIApp) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", access_log=False)
+    config = uvicorn.Config(app, **UVICORN_OPTIONS, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = _Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -152,7 +152,12 @@ def captured_logs() -> Iterator[io.StringIO]:
 def uvicorn_as_served(app: Starlette) -> Iterator[str]:
     """uvicorn on 127.0.0.1 configured as `gateway serve` configures it (gateway/cli/serve.py `serve_app`)."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_config=uvicorn_log_config(), server_header=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=uvicorn_log_config(),
+        server_header=False,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-telemetry-test", daemon=True)
