@@ -183,7 +183,12 @@ async def main(people_count: int, runs: int, seconds: int, connections: int) -> 
             ).one()
         await engine.dispose()
 
-        settings = Settings(database_url=url, ref_secret=SecretStr(SECRET.decode()), token_ttl_seconds=3600)
+        settings = Settings(
+            database_url=url,
+            ref_secret=SecretStr(SECRET.decode()),
+            token_ttl_seconds=3600,
+            audit_witness=tempfile.mkdtemp(prefix="gateway-bench-witness-"),
+        )
         signing = SigningKeys.from_keys([generate_key()])
         lookup = LOOKUP.replace("{family}", member.family_name).replace(
             "{born}", member.date_of_birth.isoformat()

@@ -8,6 +8,8 @@ engine, clock, keys, secret or telemetry; production passes nothing but Settings
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from gateway.audit import LedgerQueries, LedgerWriter, RequestAuditor
+from gateway.audit import (
+    LedgerQueries,
+    LedgerWriter,
+    RequestAuditor,
+    Witness,
+    seal_orphans,
+    witness_for,
+)
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
@@ -48,16 +57,18 @@ def create_app(
     settings: Settings,
     *,
     engine: AsyncEngine | None = None,
+    ledger_engine: AsyncEngine | None = None,
     signing: SigningKeys | None = None,
     ref_secret: bytes | None = None,
     today: Callable[[], date] = council_today,
     telemetry: Telemetry | None = None,
     unaudited_for_benchmarks: bool = False,
 ) -> Starlette:
-    """Build the app. `unaudited_for_benchmarks` switches the ledger off: only bench/ uses it,
+    """Build the app. A test may pass `engine` for requests and `ledger_engine` for the ledger (by
+    default the same engine). `unaudited_for_benchmarks` switches the ledger off: only bench/ uses it,
     to measure what the ledger costs; no setting or variable can reach it."""
     agreements = load_agreements(settings.agreements_dir)
-    owned = _Owned(telemetry=telemetry is None, engine=engine is None)
+    owned = _Owned(telemetry=telemetry is None, engine=engine is None, ledger_engine=ledger_engine is None)
     telemetry = telemetry or telemetry_from_environment()
     views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
     signing = signing or load_key_file(settings.signing_key_file)
@@ -65,11 +76,13 @@ def create_app(
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
     # The ledger writes through connections of its own, so a burst of reads waiting for the request
     # pool cannot hold up the commits every response is waiting for.
-    ledger_engine = create_engine(settings.database_url, pool_size=2) if owned.engine else engine
+    if ledger_engine is None:
+        ledger_engine = create_engine(settings.database_url, pool_size=2) if owned.engine else engine
     trace_sql(engine, telemetry.tracer)
     if ledger_engine is not engine:
         trace_sql(ledger_engine, telemetry.tracer)
-    ledger = None if unaudited_for_benchmarks else _ledger_writer(ledger_engine, signing, telemetry)
+    witness = witness_for(settings.witness, signing, on_failure=lambda: telemetry.witness_failures.add(1))
+    ledger = None if unaudited_for_benchmarks else _ledger_writer(ledger_engine, signing, telemetry, witness)
     gateway = Gateway(
         settings=settings,
         engine=engine,
@@ -85,7 +98,7 @@ def create_app(
         routes=build_routes(endpoints),
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(gateway, ledger_engine, owned),
+        lifespan=_lifespan(gateway, ledger_engine, owned, witness),
     )
     app.state.gateway = gateway
     return app
@@ -97,9 +110,12 @@ class _Owned:
 
     telemetry: bool
     engine: bool
+    ledger_engine: bool
 
 
-def _ledger_writer(engine: AsyncEngine, signing: SigningKeys, telemetry: Telemetry) -> LedgerWriter:
+def _ledger_writer(
+    engine: AsyncEngine, signing: SigningKeys, telemetry: Telemetry, witness: Witness | None
+) -> LedgerWriter:
     def batch_committed(size: int, seconds: float) -> None:
         telemetry.audit_batch_size.record(size)
         telemetry.audit_commit_duration.record(seconds * 1000)
@@ -110,6 +126,7 @@ def _ledger_writer(engine: AsyncEngine, signing: SigningKeys, telemetry: Telemet
         on_batch=batch_committed,
         on_failure=lambda: telemetry.audit_failures.add(1),
         tracer=telemetry.tracer,
+        witness=witness,
     )
 
 
@@ -150,23 +167,30 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         server_metadata=authorization_server_metadata(
             issuer=settings.issuer, scopes=list(gateway.agreements)
         ),
+        trusted_proxies=settings.trusted_networks,
     )
 
 
 def _lifespan(
-    gateway: Gateway, ledger_engine: AsyncEngine, owned: _Owned
+    gateway: Gateway, ledger_engine: AsyncEngine, owned: _Owned, witness: Witness | None
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Serving against a database the migrations have not reached would fail later and worse.
         await require_current_schema(gateway.engine)
+        if gateway.ledger is not None:
+            # Chains left open by writers that died (kill -9, a lost host) are sealed, so that
+            # `audit verify --strict` passes again and shows where each writer stopped.
+            sealer = f"gateway start-up on {socket.gethostname()} (pid {os.getpid()})"
+            await seal_orphans(ledger_engine, signing=gateway.signing, witness=witness, sealer=sealer)
         yield
         if gateway.ledger is not None:
             await gateway.ledger.close()  # commit what is queued and sign the chain head
         if owned.telemetry:
             gateway.telemetry.shutdown()
-        await gateway.engine.dispose()
-        if ledger_engine is not gateway.engine:
+        if owned.engine:
+            await gateway.engine.dispose()
+        if owned.ledger_engine and ledger_engine is not gateway.engine:
             await ledger_engine.dispose()
 
     return lifespan

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
 ALGORITHM: Final = "ES256"
@@ -76,6 +77,9 @@ def load_key_file(path: Path) -> SigningKeys:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         keys = [ECKey.import_key(item) for item in data["keys"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise SigningKeyError(f"{path} is not a JWK set of EC keys ({type(error).__name__})") from None
+    except (ValueError, KeyError, TypeError, JoseError) as error:
+        raise SigningKeyError(
+            f"{path} is not a JWK set of private P-256 keys ({type(error).__name__}): "
+            "the gateway signs with ES256 only"
+        ) from None
     return SigningKeys.from_keys(keys)

@@ -57,6 +57,7 @@ class Telemetry:
     audit_batch_size: Histogram
     audit_commit_duration: Histogram
     audit_failures: Counter
+    witness_failures: Counter
 
     @classmethod
     def build(cls, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Telemetry:
@@ -81,6 +82,9 @@ class Telemetry:
             audit_commit_duration=meter.create_histogram("gateway.audit.commit.duration", unit="ms"),
             audit_failures=meter.create_counter(
                 "gateway.audit.failures", description="Batches that could not commit"
+            ),
+            witness_failures=meter.create_counter(
+                "gateway.audit.witness.failures", description="Witness records that could not be appended yet"
             ),
         )
 

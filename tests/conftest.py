@@ -97,6 +97,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         signing_key_file=state / "unused-signing-key.json",
         ref_secret=SecretStr(REF_SECRET.decode()),
         ref_secret_file=state / "unused-ref-secret",
+        audit_witness=str(state / "witness"),
     )
 
 

@@ -38,7 +38,7 @@ class EventDraft:
     """What the request handler knows of one request. Holds identifiers and field names only."""
 
     endpoint: str
-    outcome: str  # allowed | denied | error
+    outcome: str  # allowed | denied | error | disconnected
     http_status: int
     latency_us: int
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -64,9 +64,10 @@ class EventDraft:
     disclosures: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
-# Stored text is cut to its column and stripped of control characters before it is hashed: a value the
-# database would refuse (PostgreSQL rejects NUL and over-long text; SQLite takes both) must not fail the
-# group commit it shares with other requests, and a terminal must be able to print what is stored.
+# Stored text is cut to its column, stripped of control characters and made encodable before it is
+# hashed: a value the database would refuse (PostgreSQL rejects NUL and over-long text; SQLite takes
+# both) must not fail the group commit it shares with other requests, and a terminal must be able to
+# print what is stored.
 _LENGTHS: Final = {
     c.name: c.type.length for c in audit_events.columns if isinstance(c.type, String) and c.type.length
 }
@@ -78,7 +79,10 @@ def _stored(name: str, value: Any) -> Any:
         return value
     clean = _CONTROL.sub("", value)
     limit = _LENGTHS.get(name)
-    return clean[:limit] if limit else clean
+    clean = clean[:limit] if limit else clean
+    # A lone surrogate cannot be encoded, hashed or stored: the endpoints refuse such text, and
+    # anything that slips past them is stored with '?' in its place rather than failing the batch.
+    return clean.encode("utf-8", "replace").decode("utf-8")
 
 
 def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> dict[str, Any]:
@@ -134,9 +138,16 @@ def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> st
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def checkpoint_payload(chain_id: str, seq: int, head_hash: str, signed_at: str, final: bool) -> bytes:
-    """What a checkpoint signs. `final`: the writer closed the chain here; nothing may follow."""
-    body = {"chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at, "final": final}
+def checkpoint_payload(
+    chain_id: str, seq: int, head_hash: str, signed_at: str, final: bool, abandoned: str | None = None
+) -> bytes:
+    """What a checkpoint signs. `final`: the chain ends here; nothing may follow. `abandoned`: the
+    chain was sealed for a writer that died, and why (present only then, so older checkpoints verify)."""
+    body: dict[str, Any] = {
+        "chain_id": chain_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at, "final": final,
+    }  # fmt: skip
+    if abandoned is not None:
+        body["abandoned"] = abandoned
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 

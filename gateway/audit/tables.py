@@ -92,6 +92,8 @@ audit_checkpoints = Table(
     Column("signed_at", String(27), nullable=False),
     Column("key_id", String(100), nullable=False),
     Column("signature", Text, nullable=False),  # compact JWS (ES256) over chain, seq, hash and time
+    # A final checkpoint written for a writer that died: why the chain was sealed, and by whom.
+    Column("abandoned", Text, nullable=True),
 )
 
 LEDGER_TABLES = ("audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints")

@@ -13,8 +13,10 @@ The first failure is named by event id and position:
 
 Events after a chain's last checkpoint are protected by the chain alone: a live writer signs every
 minute, so an unsigned tail older than that means the writer died or the events were forged. Such
-tails are reported; with `strict_age` they fail. A DBA who deletes a whole chain, its registration
-and its checkpoints included, is not detected here: that needs checkpoints anchored elsewhere.
+tails are reported; with `strict_age` they fail. A chain sealed for a writer that died ends in a
+final checkpoint marked `abandoned`, reported with its reason. A DBA who deletes a whole chain, its
+registration and its checkpoints included, is not detected here: the witness finds that
+(`gateway.audit.witness`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ChainReport:
     closed: bool = False
     unsigned_events: int = 0  # events after the last checkpoint
     unsigned_since: str | None = None  # time of the oldest of them
+    abandoned: str | None = None  # the chain was sealed for a writer that died: why, and by whom
 
     @property
     def ok(self) -> bool:
@@ -58,6 +61,8 @@ class ChainReport:
             where = f"event {self.event_id} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
             return f"chain {self.chain_id}: FAILED at {where}: {self.problem}"
         state = "closed" if self.closed else "open"
+        if self.abandoned is not None:
+            state = f"closed after its writer stopped at event {self.events} ({self.abandoned})"
         tail = (
             f"; {self.unsigned_events} events since {self.unsigned_since} not yet signed"
             if self.unsigned_events
@@ -118,6 +123,7 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
     if len(finals) > 1:
         return ChainReport(chain_id, 0, count_checkpoints, "the chain was closed twice", seq=finals[1])
     closed_at = finals[0] if finals else None
+    abandoned = next((c["abandoned"] for c in checkpoints if c["final"] and c["abandoned"] is not None), None)
     wanted = {int(c["seq"]): c["head_hash"] for c in checkpoints}
     last_signed = max(wanted, default=0)
 
@@ -171,6 +177,7 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
         closed=closed_at is not None,
         unsigned_events=max(0, count - last_signed),
         unsigned_since=unsigned_since,
+        abandoned=abandoned,
     )
 
 
@@ -212,5 +219,6 @@ def _signature_holds(checkpoint: dict[str, Any], keys: KeySet) -> bool:
         checkpoint["head_hash"],
         checkpoint["signed_at"],
         bool(checkpoint["final"]),
+        checkpoint["abandoned"],
     )
     return bool(signed.payload == expected)

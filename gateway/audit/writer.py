@@ -9,6 +9,12 @@ event n carries the hash of event n-1, and its own hash covers its content, its 
 predecessor. Every `checkpoint_every` events or `checkpoint_seconds`, and on close, the writer signs
 the chain head with the gateway's signing key. `gateway audit verify` checks all of it offline.
 
+The writer writes through one connection of its own, on which it holds its chain's lock (see
+`gateway.audit.chains`): a chain is sealed from outside only when its writer is gone. If the chain
+was sealed while the writer had lost its connection, the writer starts a new chain. With a witness,
+the chain's registration, every checkpoint and a periodic ledger-wide head are also appended
+outside the database (`gateway.audit.witness`), after the commit that made them true.
+
 If a batch cannot be committed, every request in it gets `AuditUnavailableError` and must send no
 data. A batch that failed after the database did commit it is recorded but not answered: the
 ledger may over-state, never under-state, what was disclosed.
@@ -20,24 +26,28 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from joserfc import jws
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
 from sqlalchemy import exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.audit.events import CHECKPOINT_TYPE, GENESIS, EventDraft, checkpoint_payload, event_row, now_text
+from gateway.audit.chains import release_lock, sign_checkpoint, take_lock
+from gateway.audit.events import GENESIS, EventDraft, event_row, now_text
 from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
-from gateway.keys import ALGORITHM, SigningKeys
+from gateway.audit.witness import Witness, chain_positions
+from gateway.db import is_unavailable
+from gateway.keys import SigningKeys
 
 log = logging.getLogger("gateway.ledger")
 
@@ -48,6 +58,10 @@ class AuditUnavailableError(Exception):
 
 class _WithdrawnError(Exception):
     """A request in the batch stopped waiting before the commit: roll back and write the others."""
+
+
+class _ChainLockedError(Exception):
+    """Another session holds this chain's lock (a sealer at work): try again at the next batch."""
 
 
 @dataclass
@@ -71,6 +85,8 @@ class LedgerWriter:
         commit_timeout: float = 10.0,
         checkpoint_every: int = 1_000,
         checkpoint_seconds: float = 60.0,
+        head_seconds: float = 300.0,
+        witness: Witness | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_failure: Callable[[], None] | None = None,
         tracer: Tracer | None = None,
@@ -84,6 +100,8 @@ class LedgerWriter:
         self._commit_timeout = commit_timeout
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
+        self._head_seconds = head_seconds
+        self._witness = witness
         self._on_batch = on_batch
         self._on_failure = on_failure
         self._tracer = tracer or trace.NoOpTracer()
@@ -95,6 +113,10 @@ class LedgerWriter:
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
         self._closed = False
+        self._conn: AsyncConnection | None = None  # holds the chain's lock while it is open
+        self._witnessed: dict[str, tuple[int, str]] = {}  # chain positions this writer's heads named
+        self._headed_at = time.monotonic()
+        self._registration: dict[str, object] | None = None  # a registration committed, not witnessed
 
     async def record(self, draft: EventDraft) -> None:
         """Return once the event and its disclosures are committed; else raise AuditUnavailableError."""
@@ -132,6 +154,8 @@ class LedgerWriter:
             self._task = None
         if self._head is not None and self._head[0] > 0 and self._signing is not None:
             await self._standalone_checkpoint(*self._head, final=True)
+        await self._witness_head()
+        await self._disconnect()
 
     def _running_queue(self) -> asyncio.Queue[_Pending | None]:
         if self._task is None or self._task.done() or self._queue is None:
@@ -151,6 +175,8 @@ class LedgerWriter:
                     first = await asyncio.wait_for(queue.get(), timeout=self._checkpoint_seconds)
                 except TimeoutError:
                     await self._idle_checkpoint()
+                    if time.monotonic() - self._headed_at >= self._head_seconds:
+                        await self._witness_head()
                     continue
                 if first is None:
                     stopping = True
@@ -192,36 +218,53 @@ class LedgerWriter:
             if not batch:
                 return True
             try:
-                seq, prev_hash, checkpointed = await self._write(batch)
+                seq, prev_hash, checkpoint = await self._write(batch)
             except _WithdrawnError:
                 continue  # rolled back; write the others again, without the withdrawn events
             except Exception:
                 return await self._refuse(batch)
             break
         self._registered, self._head = True, (seq, prev_hash)
-        if checkpointed:
+        if checkpoint is not None:
             self._checkpointed(seq)
         if self._on_batch:
             self._on_batch(len(batch), time.perf_counter() - started)
         for pending in batch:
             if not pending.done.done():
                 pending.done.set_result(None)
+        await self._witness_commit(checkpoint)
         return True
 
-    async def _write(self, batch: list[_Pending]) -> tuple[int, str, bool]:
-        async with self._engine.begin() as conn:
-            registered, head = (self._registered, self._head) if self._head else await self._read_state(conn)
-            if not registered:
-                await conn.execute(
-                    insert(audit_chains).values(
-                        chain_id=self.chain_id,
-                        started_at=now_text(),
-                        host=socket.gethostname()[:255],
-                        process_id=os.getpid(),
-                        writer=self._writer,
-                    )
-                )
-            seq, prev_hash = head
+    async def _write(self, batch: list[_Pending]) -> tuple[int, str, dict[str, Any] | None]:
+        try:
+            async with self._chain_connection() as conn:
+                return await self._write_on(conn, batch)
+        except _WithdrawnError:
+            raise
+        except Exception as error:
+            if self._conn is None or not (self._conn.invalidated or is_unavailable(error)):
+                raise
+        # The held connection had died (the server restarted, or dropped it): once more on a new one,
+        # which takes the chain's lock again and reads the chain's state first.
+        await self._disconnect()
+        async with self._chain_connection() as conn:
+            return await self._write_on(conn, batch)
+
+    async def _write_on(
+        self, conn: AsyncConnection, batch: list[_Pending]
+    ) -> tuple[int, str, dict[str, Any] | None]:
+        if self._head is None:
+            await self._load_state(conn)
+        assert self._head is not None
+        registration = None
+        async with conn.begin():
+            if not self._registered:
+                registration = {
+                    "chain_id": self.chain_id, "started_at": now_text(), "host": socket.gethostname()[:255],
+                    "process_id": os.getpid(), "writer": self._writer,
+                }  # fmt: skip
+                await conn.execute(insert(audit_chains).values(**registration))
+            seq, prev_hash = self._head
             rows, disclosures = [], []
             for pending in batch:
                 seq += 1
@@ -235,14 +278,18 @@ class LedgerWriter:
             await conn.execute(insert(audit_events), rows)
             if disclosures:
                 await conn.execute(insert(audit_disclosures), disclosures)
-            checkpointed = self._checkpoint_due(seq)
-            if checkpointed:
-                await self._checkpoint(conn, seq, prev_hash)
+            checkpoint = None
+            if self._checkpoint_due(seq):
+                assert self._signing is not None
+                checkpoint = sign_checkpoint(self._signing, self.chain_id, seq, prev_hash, final=False)
+                await conn.execute(insert(audit_checkpoints).values(**checkpoint))
             # A request that gave up while its event was being written sends nothing: its event must
             # not be committed as a disclosure. Checked as late as possible, just before COMMIT.
             if any(pending.done.done() for pending in batch):
                 raise _WithdrawnError
-        return seq, prev_hash, checkpointed
+        if registration is not None:
+            self._registration = registration
+        return seq, prev_hash, checkpoint
 
     async def _refuse(self, batch: list[_Pending]) -> bool:
         self._head = None  # the next write reads the chain's state again
@@ -251,6 +298,8 @@ class LedgerWriter:
         )
         if self._on_failure:
             self._on_failure()
+        if self._conn is not None and (self._conn.invalidated or self._conn.closed):
+            await self._disconnect()
         if len(batch) > 1:
             # Whatever failed may be one event's doing: write them one at a time, so that only the
             # events that cannot be written are refused.
@@ -261,19 +310,95 @@ class LedgerWriter:
                 pending.done.set_exception(AuditUnavailableError("the ledger could not be written"))
         return False
 
-    async def _read_state(self, conn: AsyncConnection) -> tuple[bool, tuple[int, str]]:
-        registered = bool(
-            (await conn.execute(select(exists().where(audit_chains.c.chain_id == self.chain_id)))).scalar()
-        )
-        last = (
-            await conn.execute(
-                select(audit_events.c.seq, audit_events.c.hash)
-                .where(audit_events.c.chain_id == self.chain_id)
-                .order_by(audit_events.c.seq.desc())
-                .limit(1)
+    # -- the connection that holds the chain --------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _chain_connection(self) -> AsyncIterator[AsyncConnection]:
+        """PostgreSQL: the connection that holds the chain's lock, kept between batches. SQLite (no
+        advisory locks; the writer's process is its proof of life): a pooled connection per use."""
+        if self._engine.dialect.name != "postgresql":
+            async with self._engine.connect() as conn:
+                yield conn
+            return
+        yield await self._connection()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is not None and not (self._conn.invalidated or self._conn.closed):
+            return self._conn
+        await self._disconnect()
+        conn = await self._engine.connect()
+        try:
+            if not await take_lock(conn, self.chain_id):
+                raise _ChainLockedError
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self._head = None  # the chain may have moved on, or been sealed, while we were away
+        return conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.invalidated or conn.closed:
+                await conn.close()
+            else:
+                await release_lock(conn, self.chain_id)
+                await conn.close()
+        except Exception as error:
+            # A broken connection: drop it for good, which ends its session and with it the lock.
+            log.warning("closing the ledger connection failed", extra={"error_type": type(error).__name__})
+            with contextlib.suppress(Exception):  # it is already gone
+                await conn.invalidate()
+
+    async def _load_state(self, conn: AsyncConnection) -> None:
+        async with conn.begin():
+            registered = bool(
+                (
+                    await conn.execute(select(exists().where(audit_chains.c.chain_id == self.chain_id)))
+                ).scalar()
             )
-        ).first()
-        return registered, ((int(last.seq), str(last.hash)) if last else (0, GENESIS))
+            sealed = bool(
+                (
+                    await conn.execute(
+                        select(
+                            exists().where(
+                                audit_checkpoints.c.chain_id == self.chain_id,
+                                audit_checkpoints.c.final.is_(True),
+                            )
+                        )
+                    )
+                ).scalar()
+            )
+            last = (
+                await conn.execute(
+                    select(audit_events.c.seq, audit_events.c.hash)
+                    .where(audit_events.c.chain_id == self.chain_id)
+                    .order_by(audit_events.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+        if sealed:
+            await self._start_new_chain(conn)
+            return
+        self._registered = registered
+        self._head = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
+
+    async def _start_new_chain(self, conn: AsyncConnection) -> None:
+        """This chain was sealed from outside while the writer was cut off: go on in a new one."""
+        old = self.chain_id
+        await release_lock(conn, old)
+        self.chain_id = str(uuid.uuid4())
+        if not await take_lock(conn, self.chain_id):
+            raise _ChainLockedError
+        log.warning("the ledger writer's chain was sealed elsewhere; it goes on in a new chain",
+                    extra={"chain_id": self.chain_id, "sealed_chain_id": old})  # fmt: skip
+        self._registered, self._head = False, (0, GENESIS)
+        self._checkpointed_seq, self._checkpointed_at = 0, time.monotonic()
+
+    # -- checkpoints and the witness -----------------------------------------------------------------
 
     def _checkpoint_due(self, seq: int) -> bool:
         if self._signing is None or seq <= self._checkpointed_seq:
@@ -288,38 +413,52 @@ class LedgerWriter:
             await self._standalone_checkpoint(*self._head)
 
     async def _standalone_checkpoint(self, seq: int, head_hash: str, *, final: bool = False) -> None:
+        assert self._signing is not None
         try:
-            async with self._engine.begin() as conn:
-                await self._checkpoint(conn, seq, head_hash, final=final)
+            async with self._chain_connection() as conn:
+                if self._head is None:  # reconnected: make sure the chain is still ours
+                    await self._load_state(conn)
+                    if self._head != (seq, head_hash):
+                        return
+                row = sign_checkpoint(self._signing, self.chain_id, seq, head_hash, final=final)
+                async with conn.begin():
+                    await conn.execute(insert(audit_checkpoints).values(**row))
         except Exception:
             log.error("could not write a checkpoint", extra={"chain_id": self.chain_id}, exc_info=True)
+            if self._conn is not None and (self._conn.invalidated or self._conn.closed):
+                await self._disconnect()
             return
         self._checkpointed(seq)
+        await self._witness_commit(row)
 
     def _checkpointed(self, seq: int) -> None:
         self._checkpointed_seq = seq
         self._checkpointed_at = time.monotonic()
 
-    async def _checkpoint(
-        self, conn: AsyncConnection, seq: int, head_hash: str, *, final: bool = False
-    ) -> None:
-        assert self._signing is not None
-        key = self._signing.active
-        signed_at = now_text()
-        signature = jws.serialize_compact(
-            {"alg": ALGORITHM, "kid": key.kid, "typ": CHECKPOINT_TYPE},
-            checkpoint_payload(self.chain_id, seq, head_hash, signed_at, final),
-            key,
-            algorithms=[ALGORITHM],
-        )
-        await conn.execute(
-            insert(audit_checkpoints).values(
-                chain_id=self.chain_id,
-                seq=seq,
-                final=final,
-                head_hash=head_hash,
-                signed_at=signed_at,
-                key_id=key.kid or "",
-                signature=signature,
-            )
-        )
+    async def _witness_commit(self, checkpoint: dict[str, Any] | None) -> None:
+        """After a commit: witness a new chain's registration and any checkpoint it carried."""
+        if self._witness is None:
+            return
+        if self._registration is not None:
+            registration, self._registration = self._registration, None
+            await self._witness.chain(**registration)  # type: ignore[arg-type]
+        if checkpoint is not None:
+            await self._witness.checkpoint(self.chain_id, checkpoint["signature"])
+            if time.monotonic() - self._headed_at >= self._head_seconds:
+                await self._witness_head()
+
+    async def _witness_head(self) -> None:
+        """Witness every chain's latest signed position that this writer has not witnessed yet."""
+        if self._witness is None:
+            return
+        self._headed_at = time.monotonic()
+        try:
+            async with self._chain_connection() as conn, conn.begin():
+                positions = await chain_positions(conn)
+        except Exception:
+            log.error("could not read the ledger head", extra={"chain_id": self.chain_id}, exc_info=True)
+            return
+        changed = {chain: at for chain, at in positions.items() if self._witnessed.get(chain) != at}
+        if changed:
+            await self._witness.head(self.chain_id, changed)
+            self._witnessed.update(changed)

@@ -1,7 +1,9 @@
-"""`gateway audit search`, `gateway audit verify` and `gateway sar`: the ledger from the command line.
+"""`gateway audit search|verify|close-chain` and `gateway sar`: the ledger from the command line.
 
 Reading the ledger is itself recorded in it, under the security-audit agreement, before anything
 is printed (no audit, no output). The command line writes its own chain, as every process does.
+`audit verify` is the exception: it only reads, over a read-only connection, so that it can check a
+replica, a restored backup or a copy; `--record` adds its event afterwards, as a separate step.
 """
 
 from __future__ import annotations
@@ -15,22 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import click
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import (
     ChainReport,
     EventDraft,
     LedgerQueries,
     LedgerWriter,
+    SealedChain,
     SubjectAccessReport,
+    WitnessReport,
+    read_witness,
     render_text,
+    seal_abandoned,
     subject_access_report,
     time_text,
     verify_ledger,
+    verify_witness,
+    witness_for,
 )
-from gateway.cli.support import fail, load_settings, run
+from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import Settings
-from gateway.db import create_engine
 from gateway.keys import SigningKeyError, SigningKeys, load_key_file
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
@@ -49,7 +58,7 @@ def audit() -> None:
 @audit.command("search", help="Audit events, newest first.")
 @click.option("--client", default=None)
 @click.option("--agreement", default=None)
-@click.option("--outcome", type=click.Choice(["allowed", "denied", "error"]), default=None)
+@click.option("--outcome", type=click.Choice(["allowed", "denied", "error", "disconnected"]), default=None)
 @click.option("--from", "start", type=click.DateTime(), default=None, help="At or after (UTC).")
 @click.option("--to", "end", type=click.DateTime(), default=None, help="Before (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
@@ -71,15 +80,12 @@ def audit_search(
     criteria = EventFilter(client=client, agreement=agreement, outcome=outcome, start=start, end=end)
 
     async def search() -> list[AuditEventRecord]:
-        engine = create_engine(settings.database_url)
-        try:
+        async with open_database(settings) as engine:
             page = await LedgerQueries(engine, load_agreements(settings.agreements_dir)).search_events(
                 criteria, first=limit, after=None
             )
             await _record(settings, engine, "audit search", acting_user, case_reference)
             return [record for _, record in page.items]
-        finally:
-            await engine.dispose()
 
     events = run(search)
     if as_json:
@@ -88,54 +94,112 @@ def audit_search(
     for e in events:
         agreement_label = f"{e.agreement_id}@{e.agreement_version}" if e.agreement_id else "-"
         click.echo(
-            f"{time_text(e.occurred_at)}  {e.outcome:<7} {e.http_status:>3}  {e.endpoint:<7} "
+            f"{time_text(e.occurred_at)}  {e.outcome:<12} {e.http_status:>3}  {e.endpoint:<7} "
             f"{e.client_id or '-':<40} {agreement_label:<24} people={e.people_count:<4} "
             f"{e.error_code or '':<26} {e.id}"
         )
 
 
-@audit.command("verify", help="Check every chain's hashes and signed checkpoints; exit 1 on the first fault.")
+@audit.command(
+    "verify",
+    help="Check every chain's hashes and signed checkpoints, and the witness when given; exit 1 on a fault. "
+    "Reads only, over a read-only connection: a replica, a restored backup or a copy will do.",
+)
 @click.option(
     "--strict", is_flag=True,
-    help="Also fail on events left unsigned for more than five minutes (a live writer signs every minute).",
+    help="Also fail on events left unsigned for more than five minutes (a live writer signs every minute), "
+    "and on chains the witness given never named.",
 )  # fmt: skip
 @click.option(
     "--jwks", "jwks_files", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
     help="Public keys to check signatures with, repeatable: the current set and every retired key's "
     "archive (default: the keys of GATEWAY_SIGNING_KEY_FILE).",
 )  # fmt: skip
+@click.option(
+    "--witness", "witness_paths", type=click.Path(path_type=Path), multiple=True,
+    help="Witness files or directories to hold the database to, repeatable (see GATEWAY_AUDIT_WITNESS).",
+)  # fmt: skip
+@click.option("--record", is_flag=True, help="Afterwards, record who ran the check in the ledger (writes).")
 @_who
 @_why
 def audit_verify(
-    strict: bool, jwks_files: tuple[Path, ...], acting_user: str | None, case_reference: str | None
+    strict: bool,
+    jwks_files: tuple[Path, ...],
+    witness_paths: tuple[Path, ...],
+    record: bool,
+    acting_user: str | None,
+    case_reference: str | None,
 ) -> None:
     settings = load_settings()
-    if jwks_files:
-        found = [key for path in jwks_files for key in json.loads(path.read_text(encoding="utf-8"))["keys"]]
-        keys = KeySet.import_key_set({"keys": found})
-    else:
-        signing = _signing_keys(settings)
-        if signing is None:
-            fail("no keys to check checkpoints with: pass --jwks or set GATEWAY_SIGNING_KEY_FILE")
-        keys = signing.verification
+    keys = _verification_keys(settings, jwks_files)
+    records, witnessed = read_witness(witness_paths) if witness_paths else ([], None)
 
-    async def verify() -> list[ChainReport]:
-        engine = create_engine(settings.database_url)
-        try:
+    async def verify() -> tuple[list[ChainReport], WitnessReport | None]:
+        async with open_database(settings, read_only=True) as engine:
             reports = await verify_ledger(engine, keys, strict_age=timedelta(minutes=5) if strict else None)
-            await _record(settings, engine, "audit verify", acting_user, case_reference)
-            return reports
-        finally:
-            await engine.dispose()
+            checked = await verify_witness(engine, keys, records, witnessed) if witnessed else None
+        return reports, checked
 
-    reports = run(verify)
+    reports, checked = run(verify)
     for report in reports:
         click.echo(report.describe())
-    failed = [r for r in reports if not r.ok]
+    problems = [f"{len([r for r in reports if not r.ok])} of {len(reports)} chains failed verification"]
+    problems = problems if any(not r.ok for r in reports) else []
+    if checked is not None:
+        click.echo(
+            f"witness: {checked.records} records in {checked.files} files name {len(checked.chains)} chains"
+        )
+        for problem in checked.problems:
+            click.echo(f"witness: FAILED: {problem}")
+        for chain_id in checked.unwitnessed:
+            click.echo(f"witness: chain {chain_id} is in the database but was never witnessed")
+        if checked.problems:
+            problems.append(f"{len(checked.problems)} witness records do not match the database")
+        if strict and checked.unwitnessed:
+            problems.append(f"{len(checked.unwitnessed)} chains were never witnessed")
+    if record:
+
+        async def write() -> None:
+            async with open_database(settings) as engine:
+                await _record(settings, engine, "audit verify", acting_user, case_reference)
+
+        run(write)
+    if problems:
+        fail("; ".join(problems))
     events = sum(r.events for r in reports)
-    if failed:
-        fail(f"{len(failed)} of {len(reports)} chains failed verification")
-    click.echo(f"ledger intact: {len(reports)} chains, {events} events")
+    witnessed_too = " and the witness agrees" if checked is not None else ""
+    click.echo(f"ledger intact: {len(reports)} chains, {events} events{witnessed_too}")
+
+
+@audit.command(
+    "close-chain",
+    help="Seal the chain of a writer that died (kill -9, a lost host) with a signed 'abandoned' checkpoint "
+    "at its last event. Refused while the writer is alive.",
+)
+@click.argument("chain_id")
+@click.option("--reason", required=True, help="Why the chain is being sealed (kept, signed, in the ledger).")
+@_who
+@_why
+def audit_close_chain(
+    chain_id: str, reason: str, acting_user: str | None, case_reference: str | None
+) -> None:
+    settings = load_settings()
+    signing = _signing_keys(settings)
+    if signing is None:
+        fail("no signing key to seal with: set GATEWAY_SIGNING_KEY_FILE")
+    user = acting_user or getpass.getuser()
+
+    async def close() -> SealedChain:
+        async with open_database(settings) as engine:
+            sealed = await seal_abandoned(
+                engine, chain_id, signing=signing, reason=f"{reason} (closed by {user})",
+                witness=witness_for(settings.witness, signing), require_dead=False,
+            )  # fmt: skip
+            await _record(settings, engine, "audit close-chain", acting_user, case_reference)
+            return sealed
+
+    sealed = run(close)
+    click.echo(f"sealed chain {sealed.chain_id} at event {sealed.seq}: {sealed.reason}")
 
 
 @click.command(help="Subject access report: what is held about a person and every disclosure of it.")
@@ -147,8 +211,7 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
     settings = load_settings()
 
     async def report() -> SubjectAccessReport:
-        engine = create_engine(settings.database_url)
-        try:
+        async with open_database(settings) as engine:
             made = await subject_access_report(
                 engine, person_id, agreements=load_agreements(settings.agreements_dir)
             )
@@ -157,8 +220,6 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
                 disclosures=((person_id, ("subjectAccessReport",)),),
             )  # fmt: skip
             return made
-        finally:
-            await engine.dispose()
 
     made = run(report)
     if output == "json":
@@ -169,7 +230,7 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
 
 async def _record(
     settings: Settings,
-    engine: Any,
+    engine: AsyncEngine,
     operation: str,
     acting_user: str | None,
     case_reference: str | None,
@@ -180,7 +241,9 @@ async def _record(
     started = time.perf_counter()
     agreement = load_agreements(settings.agreements_dir).get(LEDGER_AGREEMENT)
     user = getpass.getuser()
-    writer = LedgerWriter(engine, signing=_signing_keys(settings), writer="cli")
+    signing = _signing_keys(settings)
+    witness = witness_for(settings.witness, signing) if signing is not None else None
+    writer = LedgerWriter(engine, signing=signing, writer="cli", witness=witness)
     draft = EventDraft(
         endpoint="cli",
         outcome="allowed",
@@ -201,6 +264,18 @@ async def _record(
         await writer.record(draft)
     finally:
         await writer.close()
+
+
+def _verification_keys(settings: Settings, jwks_files: tuple[Path, ...]) -> KeySet:
+    if not jwks_files:
+        if not settings.signing_key_file.is_file():
+            fail("no keys to check checkpoints with: pass --jwks or set GATEWAY_SIGNING_KEY_FILE")
+        return load_key_file(settings.signing_key_file).verification
+    try:
+        found = [key for path in jwks_files for key in json.loads(path.read_text(encoding="utf-8"))["keys"]]
+        return KeySet.import_key_set({"keys": found})
+    except (OSError, ValueError, KeyError, TypeError, JoseError) as error:
+        fail(f"--jwks: not a readable JWK set ({type(error).__name__})")
 
 
 def _signing_keys(settings: Settings) -> SigningKeys | None:

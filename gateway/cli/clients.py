@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from gateway.cli.support import load_settings, run
+from gateway.cli.support import load_settings, open_database, run
 from gateway.config import Settings
-from gateway.db import create_engine
 from gateway.oauth import TOKEN_PATH, ClientRecord, NewClient, add_client, disable_client, list_clients
 from policies import load_agreements
 
@@ -30,15 +29,11 @@ def clients_add(agreement_id: str, name: str | None) -> None:
 
 async def add_clients(settings: Settings, wanted: list[tuple[str, str | None]]) -> list[NewClient]:
     known = set(load_agreements(settings.agreements_dir))
-    engine = create_engine(settings.database_url)
-    try:
-        async with engine.begin() as conn:
-            return [
-                await add_client(conn, agreement_id=agreement_id, known_agreements=known, name=name)
-                for agreement_id, name in wanted
-            ]
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as engine, engine.begin() as conn:
+        return [
+            await add_client(conn, agreement_id=agreement_id, known_agreements=known, name=name)
+            for agreement_id, name in wanted
+        ]
 
 
 def client_json(settings: Settings, created: NewClient) -> dict[str, str]:
@@ -58,12 +53,8 @@ def clients_list(as_json: bool) -> None:
     settings = load_settings()
 
     async def fetch() -> list[ClientRecord]:
-        engine = create_engine(settings.database_url)
-        try:
-            async with engine.connect() as conn:
-                return await list_clients(conn)
-        finally:
-            await engine.dispose()
+        async with open_database(settings) as engine, engine.connect() as conn:
+            return await list_clients(conn)
 
     rows = [_row(record) for record in run(fetch)]
     if as_json:
@@ -90,12 +81,8 @@ def clients_disable(client_id: str) -> None:
     settings = load_settings()
 
     async def disable() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            async with engine.begin() as conn:
-                await disable_client(conn, client_id)
-        finally:
-            await engine.dispose()
+        async with open_database(settings) as engine, engine.begin() as conn:
+            await disable_client(conn, client_id)
 
     run(disable)
     click.echo(f"disabled {client_id}")

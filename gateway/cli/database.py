@@ -9,9 +9,9 @@ from typing import Any, Final
 
 import click
 
-from gateway.cli.support import load_settings, run
+from gateway.cli.support import load_settings, open_database, run
 from gateway.config import Settings, council_today
-from gateway.db import create_engine, upgrade
+from gateway.db import upgrade
 from resolvers import seed_population
 
 DEMO_PEOPLE: Final = 10_000
@@ -30,11 +30,8 @@ def db_upgrade() -> None:
 
 
 async def upgrade_database(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
-    try:
+    async with open_database(settings, migrated=False) as engine:
         await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @click.command(help="Generate a synthetic population (deterministic for a seed) into an empty database.")
@@ -58,8 +55,7 @@ def seed(people_count: int, seed: int, today: Any) -> None:
 async def seed_database(
     settings: Settings, people_count: int, seed: int, today: date, *, show_progress: bool
 ) -> dict[str, Any]:
-    engine = create_engine(settings.database_url)
-    try:
+    async with open_database(settings) as engine:
         with click.progressbar(
             length=people_count, label="people", file=sys.stderr, hidden=not show_progress
         ) as bar:
@@ -75,8 +71,6 @@ async def seed_database(
                 summary = await seed_population(
                     conn, people_count=people_count, seed=seed, today=today, progress=advance
                 )
-    finally:
-        await engine.dispose()
     return {
         "people": summary.people,
         "households": summary.households,

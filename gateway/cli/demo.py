@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Final
@@ -19,7 +20,8 @@ from gateway.config import council_today
 from gateway.db import is_sqlite
 from policies import load_agreements
 
-DEMO_CLIENTS_FILE: Final = Path("var/demo-clients.json")
+DEMO_STATE_DIR: Final = Path("var")
+DEMO_CLIENTS_FILE: Final = DEMO_STATE_DIR / "demo-clients.json"
 
 
 @click.command(help="Fresh SQLite database, synthetic population, a demo client per agreement, then serve.")
@@ -41,6 +43,9 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     database = Path(settings.database_url.split("///", 1)[1])
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
+    witness = settings.witness.directory if settings.witness else None
+    if witness is not None and witness.resolve().is_relative_to(DEMO_STATE_DIR.resolve()):
+        shutil.rmtree(witness, ignore_errors=True)  # the old database's evidence, gone with it
     ensure_secrets(settings)
     run(lambda: upgrade_database(settings))
     summary = run(lambda: seed_database(settings, people_count, 1, council_today(), show_progress=True))

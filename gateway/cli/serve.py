@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Final, TypedDict
+
 import click
 
 from gateway.app import create_app
-from gateway.cli.support import fail, load_settings
-from gateway.config import Settings, SettingsError
-from gateway.keys import SigningKeyError
+from gateway.cli.support import load_settings, open_database, run
+from gateway.config import Settings
 from gateway.logs import configure_logging, uvicorn_log_config
-from policies import AgreementFileError
+
+
+class UvicornOptions(TypedDict):
+    server_header: bool
+    access_log: bool
+    proxy_headers: bool
+
+
+# How the gateway runs under uvicorn; the end-to-end tests serve it the same way.
+UVICORN_OPTIONS: Final[UvicornOptions] = {"server_header": False, "access_log": False, "proxy_headers": False}
 
 
 @click.command(help="Serve the gateway.")
@@ -24,12 +34,14 @@ def serve_app(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     configure_logging(settings.log_level)
-    try:
-        app = create_app(settings)
-    except (SettingsError, SigningKeyError, AgreementFileError) as error:
-        fail(str(error))
+    app = create_app(settings)
+    run(lambda: _reachable_and_migrated(settings))  # say so in one line, before uvicorn starts
     # No access log: it quotes the URL, query string included. Each request's own JSON line (gateway.requests)
-    # carries what operations needs, and no personal data.
-    uvicorn.run(
-        app, host=host, port=port, log_config=uvicorn_log_config(), server_header=False, access_log=False
-    )
+    # carries what operations needs, and no personal data. No proxy headers: uvicorn would believe
+    # X-Forwarded-For from any local caller; the gateway reads it only from GATEWAY_TRUSTED_PROXIES.
+    uvicorn.run(app, **UVICORN_OPTIONS, host=host, port=port, log_config=uvicorn_log_config())
+
+
+async def _reachable_and_migrated(settings: Settings) -> None:
+    async with open_database(settings):
+        pass

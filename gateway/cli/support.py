@@ -1,17 +1,28 @@
-"""What every `gateway` command shares: settings with clear errors, running a coroutine, failing."""
+"""What every `gateway` command shares: settings with clear errors, the database opened as the
+command needs it, running a coroutine, and failing with one `error:` line.
+
+Every failure reaches `explain` (through `GatewayGroup`, the `gateway` command's group): a known
+cause becomes one line naming it, anything else one line naming its type. The traceback is shown
+only with `gateway --debug`. Messages never quote a database URL (it may hold a password) or a
+statement's values.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import AuditUnavailableError, UnknownPersonError
+from gateway.audit import AuditError, AuditUnavailableError, UnknownPersonError
 from gateway.config import Settings, SettingsError
+from gateway.db import SchemaOutOfDateError, create_engine, is_unavailable, require_current_schema
 from gateway.keys import SigningKeyError
 from gateway.oauth import ClientError
 from policies import AgreementFileError
@@ -19,7 +30,7 @@ from resolvers import PopulationNotEmptyError
 
 T = TypeVar("T")
 
-# Errors that mean "the request cannot be done as asked": shown as one line, exit status 1.
+# Errors that mean "the request cannot be done as asked": their own message is the explanation.
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     SettingsError,
     SigningKeyError,
@@ -28,6 +39,8 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     PopulationNotEmptyError,
     UnknownPersonError,
     AuditUnavailableError,
+    AuditError,
+    SchemaOutOfDateError,
 )
 
 
@@ -36,25 +49,67 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            f"GATEWAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+def explain(error: BaseException) -> str:
+    """One line saying why a command failed, for someone who can fix the cause."""
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error) or type(error).__name__
+    if is_unavailable(error):
+        cause = _cause(error)
+        return f"the database cannot be reached or cannot serve now ({cause}); check GATEWAY_DATABASE_URL"
+    if isinstance(error, exc.DBAPIError):
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "sqlite_errorname", None)
+        return (
+            f"the database refused a statement ({type(error.orig).__name__}{f', {state}' if state else ''}); "
+            "run `gateway --debug ...` for the statement"
         )
-        fail(problems)
+    if isinstance(error, OSError):
+        return str(error)
+    return f"unexpected {type(error).__name__}; run `gateway --debug ...` to see where"
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost cause's first line: a driver's 'connection refused', never a statement."""
+    root: BaseException = error
+    while True:
+        nested = root.orig if isinstance(root, exc.DBAPIError) and root.orig is not None else root.__cause__
+        if nested is None or nested is root:
+            break
+        root = nested
+    lines = str(root).strip().splitlines()
+    return lines[0][:200] if lines else type(root).__name__
+
+
+def load_settings() -> Settings:
+    return settings_with()
 
 
 def settings_with(**overrides: Any) -> Settings:
+    """Settings from GATEWAY_* variables (and overrides), or one line naming every bad variable."""
     try:
         return Settings(**overrides)
     except ValidationError as error:
-        fail("; ".join(str(e["msg"]) for e in error.errors()))
+        fail("; ".join(_problem(e) for e in error.errors()))
+
+
+def _problem(error: Any) -> str:
+    variable = "GATEWAY_" + "_".join(str(part) for part in error["loc"]).upper()
+    return f"{variable}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(factory())
+
+
+@asynccontextmanager
+async def open_database(
+    settings: Settings, *, migrated: bool = True, read_only: bool = False
+) -> AsyncIterator[AsyncEngine]:
+    """The database of GATEWAY_DATABASE_URL; `migrated`: refuse one the migrations have not reached
+    (instead of failing later on a missing table); `read_only`: a connection that cannot write."""
+    engine = create_engine(settings.database_url, read_only=read_only)
     try:
-        return asyncio.run(factory())
-    except EXPECTED_ERRORS as error:
-        fail(str(error) or type(error).__name__)
+        if migrated:
+            await require_current_schema(engine)
+        yield engine
+    finally:
+        await engine.dispose()

@@ -108,3 +108,12 @@ def test_the_readme_example_returns_police_data_from_the_demo(
     }  # fmt: skip
     metadata = httpx.get(f"{running_demo}/.well-known/oauth-authorization-server").json()
     assert metadata["token_endpoint"] == f"{running_demo}/oauth/token"
+
+    # The demo keeps its witness beside its database, and the ledger verifies against it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    verified = subprocess.run(
+        [str(Path(sys.executable).parent / "gateway"), "audit", "verify", "--witness", "var/witness"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "the witness agrees" in verified.stdout

@@ -17,7 +17,9 @@ from tests.conftest import REF_SECRET
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}", ref_secret=SecretStr(REF_SECRET.decode())
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}",
+        ref_secret=SecretStr(REF_SECRET.decode()),
+        audit_witness=str(tmp_path / "witness"),
     )
 
 
@@ -48,6 +50,7 @@ async def test_liveness_answers_without_the_database(tmp_path: Path, signing: Si
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'nowhere' / 'x.db'}",
         ref_secret=SecretStr(REF_SECRET.decode()),
+        audit_witness=str(tmp_path / "witness"),
     )
     engine = create_engine(settings.database_url)
     (tmp_path / "missing" / "nowhere").rmdir()

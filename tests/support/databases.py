@@ -59,3 +59,16 @@ async def postgres_database() -> AsyncIterator[str]:
 @asynccontextmanager
 async def sqlite_database(directory: Path) -> AsyncIterator[str]:
     yield f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
+
+
+@asynccontextmanager
+async def postgres_copy(source_url: str) -> AsyncIterator[str]:
+    """A copy of a test database (CREATE DATABASE ... TEMPLATE): nobody may be connected to the source."""
+    admin = await _admin_connection()
+    name = f"gateway_copy_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(source_url).database}"')
+        yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -301,7 +301,8 @@ async def test_verify_names_the_event_after_tampering_made_directly_in_the_datab
     key_file = tmp_path / "keys.json"
     write_key_file(key_file, [signing.active])
     env = {"GATEWAY_DATABASE_URL": fresh.url, "GATEWAY_SIGNING_KEY_FILE": str(key_file),
-           "GATEWAY_REF_SECRET": REF_SECRET.decode()}  # fmt: skip
+           "GATEWAY_REF_SECRET": REF_SECRET.decode(),
+           "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness")}  # fmt: skip
     # The command runs its own event loop, so it runs on a thread of its own here.
     result = await asyncio.to_thread(CliRunner().invoke, main, ["audit", "verify"], env=env)
     assert result.exit_code == 1

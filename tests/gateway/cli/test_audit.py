@@ -41,6 +41,7 @@ def env(database_url: str, signing: SigningKeys, tmp_path: Path) -> dict[str, st
         "GATEWAY_DATABASE_URL": database_url,
         "GATEWAY_SIGNING_KEY_FILE": str(key_file),
         "GATEWAY_REF_SECRET": REF_SECRET.decode(),
+        "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
     }
 
 

@@ -19,6 +19,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "keys" / "signing.jwk.json"),
         "GATEWAY_REF_SECRET_FILE": str(tmp_path / "keys" / "ref-secret"),
+        "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
     }
 
 

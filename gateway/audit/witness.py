@@ -1,0 +1,396 @@
+"""The witness: the ledger's evidence kept outside the database it protects.
+
+A DBA can delete a chain's newest events together with the checkpoints that signed them, or a whole
+chain with its registration: the database alone would then look intact. So every writer also
+appends, to an append-only sink on other storage, a signed copy of:
+
+- each chain's registration (`chain`): the chain exists, who writes it, since when;
+- each checkpoint (`checkpoint`): the very JWS stored in the database;
+- a periodic ledger-wide head (`head`): every chain registered and its latest signed position, as
+  this writer saw them, so that a chain whose own writer's witness was lost is still covered.
+
+`gateway audit verify --witness PATH` reads those records back and holds the database to them
+(`verify_witness`): a witnessed chain that is gone, a witnessed checkpoint that is missing or differs
+(re-signed), a removed final checkpoint, a record that no longer verifies with the keys given (the
+signing key was replaced). The witness is at most one checkpoint interval behind the database.
+
+Sinks: a directory, one file per chain (`<dir>/<chain_id>.jsonl`, opened O_APPEND and fsynced; on
+other storage in production: a separate volume, a mount of an object store with a retention lock,
+a host path a log shipper forwards), or syslog over TCP (RFC 5424 with RFC 6587 octet counting).
+Each record is one line of JSON; lines collected by syslog may carry a prefix before the JSON.
+A sink that fails is retried at the next record; the failure is logged and counted, and requests go
+on being answered: the ledger in the database is the record, the witness its safeguard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.audit.errors import WitnessError
+from gateway.audit.events import GENESIS, now_text
+from gateway.audit.tables import audit_chains, audit_checkpoints
+from gateway.config import WitnessTarget
+from gateway.keys import ALGORITHM, SigningKeys
+
+log = logging.getLogger("gateway.ledger")
+
+WITNESS_TYPE: Final = "audit-witness+jws"
+_MAX_BACKLOG: Final = 10_000  # records kept for retry while a sink is down
+
+
+class WitnessSink(Protocol):
+    def append(self, chain_id: str, lines: Sequence[str]) -> None:
+        """Make the lines durable, in order, or raise OSError."""
+
+
+class FileWitness:
+    """One append-only file per chain in a directory (created 0700; files 0600)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def append(self, chain_id: str, lines: Sequence[str]) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / f"{chain_id}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, "".join(line + "\n" for line in lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class SyslogWitness:
+    """Syslog over TCP: RFC 5424 messages, octet-counted (RFC 6587) so that a long head is one record."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+
+    def append(self, chain_id: str, lines: Sequence[str]) -> None:
+        hostname = socket.gethostname()[:255] or "-"
+        frames = []
+        for line in lines:
+            # <110> = facility 13 (log audit), severity 6 (informational)
+            message = f"<110>1 {now_text()} {hostname} partner-gateway {os.getpid()} audit-witness - {line}"
+            body = message.encode()
+            frames.append(f"{len(body)} ".encode() + body)
+        with socket.create_connection((self.host, self.port), timeout=self.timeout) as connection:
+            connection.sendall(b"".join(frames))
+
+
+def witness_sink(target: WitnessTarget | None) -> WitnessSink | None:
+    if target is None:
+        return None
+    if target.syslog is not None:
+        return SyslogWitness(*target.syslog)
+    assert target.directory is not None
+    return FileWitness(target.directory)
+
+
+def witness_for(
+    target: WitnessTarget | None, signing: SigningKeys, *, on_failure: Callable[[], None] | None = None
+) -> Witness | None:
+    sink = witness_sink(target)
+    return None if sink is None else Witness(sink, signing, on_failure=on_failure)
+
+
+def _sign(signing: SigningKeys, payload: dict[str, Any]) -> str:
+    key = signing.active
+    return jws.serialize_compact(
+        {"alg": ALGORITHM, "kid": key.kid, "typ": WITNESS_TYPE},
+        json.dumps(payload, sort_keys=True, separators=(",", ":")).encode(),
+        key,
+        algorithms=[ALGORITHM],
+    )
+
+
+def _line(kind: str, token: str) -> str:
+    return json.dumps({"witness": kind, "jws": token}, separators=(",", ":"))
+
+
+@dataclass
+class Witness:
+    """A writer's witness: signs records and appends them off the event loop, keeping them for the
+    next attempt while the sink fails."""
+
+    sink: WitnessSink
+    signing: SigningKeys
+    on_failure: Callable[[], None] | None = None
+    _backlog: list[tuple[str, str]] = field(default_factory=list)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def chain(self, *, chain_id: str, started_at: str, host: str, process_id: int, writer: str) -> None:
+        payload = {
+            "kind": "chain", "chain_id": chain_id, "started_at": started_at, "host": host,
+            "process_id": process_id, "writer": writer,
+        }  # fmt: skip
+        await self._append(chain_id, [_line("chain", _sign(self.signing, payload))])
+
+    async def checkpoint(self, chain_id: str, signature: str) -> None:
+        await self._append(chain_id, [_line("checkpoint", signature)])
+
+    async def head(self, chain_id: str, positions: dict[str, tuple[int, str]]) -> None:
+        payload = {
+            "kind": "head", "signed_at": now_text(), "by": chain_id,
+            "chains": {chain: [seq, head_hash] for chain, (seq, head_hash) in sorted(positions.items())},
+        }  # fmt: skip
+        await self._append(chain_id, [_line("head", _sign(self.signing, payload))])
+
+    async def _append(self, chain_id: str, lines: list[str]) -> None:
+        async with self._lock:
+            self._backlog += [(chain_id, line) for line in lines]
+            pending, self._backlog = self._backlog, []
+            by_chain: dict[str, list[str]] = {}
+            for owner, line in pending:
+                by_chain.setdefault(owner, []).append(line)
+            for index, (owner, owned) in enumerate(by_chain.items()):
+                try:
+                    await asyncio.to_thread(self.sink.append, owner, owned)
+                except OSError:
+                    log.error(
+                        "the audit witness could not be written", extra={"chain_id": owner}, exc_info=True
+                    )
+                    if self.on_failure:
+                        self.on_failure()
+                    unwritten = [(o, line) for o, lines_ in list(by_chain.items())[index:] for line in lines_]
+                    self._backlog = unwritten[-_MAX_BACKLOG:]
+                    return
+
+
+async def chain_positions(conn: AsyncConnection) -> dict[str, tuple[int, str]]:
+    """Every chain registered, at its latest signed checkpoint ((0, GENESIS) before its first)."""
+    latest = (
+        select(audit_checkpoints.c.chain_id, func.max(audit_checkpoints.c.seq).label("seq"))
+        .group_by(audit_checkpoints.c.chain_id)
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(audit_chains.c.chain_id, latest.c.seq, audit_checkpoints.c.head_hash).select_from(
+            audit_chains.outerjoin(latest, latest.c.chain_id == audit_chains.c.chain_id).outerjoin(
+                audit_checkpoints,
+                and_(
+                    audit_checkpoints.c.chain_id == latest.c.chain_id, audit_checkpoints.c.seq == latest.c.seq
+                ),
+            )
+        )
+    )
+    positions: dict[str, tuple[int, str]] = {}
+    for row in rows:
+        positions[row.chain_id] = (int(row.seq), str(row.head_hash)) if row.seq is not None else (0, GENESIS)
+    return positions
+
+
+# -- reading a witness back, and holding the database to it --------------------------------------
+
+
+@dataclass(frozen=True)
+class WitnessRecord:
+    kind: str  # chain | checkpoint | head
+    payload: dict[str, Any]
+    token: str
+    where: str  # file:line, for the report
+
+
+@dataclass
+class WitnessReport:
+    files: int = 0
+    records: int = 0
+    chains: set[str] = field(default_factory=set)  # chains the witness names
+    problems: list[str] = field(default_factory=list)
+    unwitnessed: list[str] = field(default_factory=list)  # chains in the database the witness never named
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read_witness(paths: Iterable[Path]) -> tuple[list[WitnessRecord], WitnessReport]:
+    """Every record in the given files, and in the *.jsonl and *.log files of the given directories.
+    A line that cannot be read is a problem: someone may have edited the witness."""
+    report = WitnessReport()
+    records: list[WitnessRecord] = []
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix in {".jsonl", ".log"} and p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise WitnessError(f"no witness at {path}")
+    for file in files:
+        report.files += 1
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise WitnessError(f"cannot read the witness file {file} ({type(error).__name__})") from None
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            where = f"{file}:{number}"
+            record = _record(raw, where)
+            if record is None:
+                report.problems.append(
+                    f"{where}: not a witness record (the witness was edited, or is not one)"
+                )
+            else:
+                records.append(record)
+    report.records = len(records)
+    return records, report
+
+
+def _record(raw: str, where: str) -> WitnessRecord | None:
+    start = raw.find("{")
+    try:
+        line = json.loads(raw[start:]) if start >= 0 else {}
+        token = line["jws"]
+        kind = line["witness"]
+        payload = json.loads(jws.extract_compact(token.encode()).payload)
+    except (ValueError, KeyError, TypeError, JoseError):
+        return None
+    if kind not in {"chain", "checkpoint", "head"} or not isinstance(payload, dict):
+        return None
+    return WitnessRecord(kind, payload, token, where)
+
+
+async def verify_witness(
+    engine: AsyncEngine, keys: KeySet, records: list[WitnessRecord], report: WitnessReport
+) -> WitnessReport:
+    async with engine.connect() as conn:
+        chains = {row.chain_id: dict(row._mapping) for row in await conn.execute(select(audit_chains))}
+        checkpoints = {
+            (row.chain_id, int(row.seq), bool(row.final)): row.signature
+            for row in await conn.execute(
+                select(
+                    audit_checkpoints.c.chain_id,
+                    audit_checkpoints.c.seq,
+                    audit_checkpoints.c.final,
+                    audit_checkpoints.c.signature,
+                )
+            )
+        }
+        heads = {(chain_id, seq): hash_ for (chain_id, seq), hash_ in await _checkpoint_heads(conn)}
+    for record in records:
+        if not _verifies(record.token, keys):
+            report.problems.append(
+                f"{record.where}: a witnessed {record.kind} does not verify with the keys given "
+                "(the signing key was replaced, or pass the retired key's archived JWKS with --jwks)"
+            )
+            continue
+        {"chain": _check_chain, "checkpoint": _check_checkpoint, "head": _check_head}[record.kind](
+            record, chains, checkpoints, heads, report
+        )
+    report.unwitnessed = sorted(set(chains) - report.chains)
+    return report
+
+
+async def _checkpoint_heads(conn: AsyncConnection) -> list[tuple[tuple[str, int], str]]:
+    rows = await conn.execute(
+        select(audit_checkpoints.c.chain_id, audit_checkpoints.c.seq, audit_checkpoints.c.head_hash)
+    )
+    return [((row.chain_id, int(row.seq)), str(row.head_hash)) for row in rows]
+
+
+def _verifies(token: str, keys: KeySet) -> bool:
+    try:
+        jws.deserialize_compact(token, keys, algorithms=[ALGORITHM])
+    except (JoseError, ValueError):
+        return False
+    return True
+
+
+def _check_chain(
+    record: WitnessRecord,
+    chains: dict[str, dict[str, Any]],
+    checkpoints: dict[tuple[str, int, bool], str],
+    heads: dict[tuple[str, int], str],
+    report: WitnessReport,
+) -> None:
+    chain_id = str(record.payload.get("chain_id"))
+    report.chains.add(chain_id)
+    stored = chains.get(chain_id)
+    if stored is None:
+        report.problems.append(
+            f"{record.where}: chain {chain_id}, registered {record.payload.get('started_at')} by "
+            f"{record.payload.get('host')} (pid {record.payload.get('process_id')}), is not in the database "
+            "(deleted with its events)"
+        )
+        return
+    for name in ("started_at", "host", "process_id", "writer"):
+        if stored[name] != record.payload.get(name):
+            report.problems.append(f"{record.where}: chain {chain_id}'s registration was altered ({name})")
+            return
+
+
+def _check_checkpoint(
+    record: WitnessRecord,
+    chains: dict[str, dict[str, Any]],
+    checkpoints: dict[tuple[str, int, bool], str],
+    heads: dict[tuple[str, int], str],
+    report: WitnessReport,
+) -> None:
+    payload = record.payload
+    chain_id, seq, final = (
+        str(payload.get("chain_id")),
+        int(payload.get("seq", -1)),
+        bool(payload.get("final")),
+    )
+    report.chains.add(chain_id)
+    stored = checkpoints.get((chain_id, seq, final))
+    what = "final checkpoint" if final else "checkpoint"
+    if chain_id not in chains:
+        report.problems.append(
+            f"{record.where}: chain {chain_id}, signed up to event {seq}, is not in the database (deleted)"
+        )
+    elif stored is None:
+        consequence = (
+            "the chain was reopened or its end forged" if final else "its events were deleted with it"
+        )
+        report.problems.append(
+            f"{record.where}: the {what} of chain {chain_id} at event {seq} was removed from the database "
+            f"({consequence})"
+        )
+    elif stored != record.token:
+        report.problems.append(
+            f"{record.where}: the {what} of chain {chain_id} at event {seq} differs from the one witnessed "
+            "(re-signed or replaced)"
+        )
+
+
+def _check_head(
+    record: WitnessRecord,
+    chains: dict[str, dict[str, Any]],
+    checkpoints: dict[tuple[str, int, bool], str],
+    heads: dict[tuple[str, int], str],
+    report: WitnessReport,
+) -> None:
+    listed = record.payload.get("chains")
+    if not isinstance(listed, dict):
+        report.problems.append(f"{record.where}: a ledger head without its chains")
+        return
+    for chain_id, position in sorted(listed.items()):
+        report.chains.add(chain_id)
+        seq, head_hash = int(position[0]), str(position[1])
+        if chain_id not in chains:
+            report.problems.append(
+                f"{record.where}: the ledger head signed {record.payload.get('signed_at')} lists chain "
+                f"{chain_id}, which is not in the database (deleted)"
+            )
+        elif seq > 0 and heads.get((chain_id, seq)) != head_hash:
+            report.problems.append(
+                f"{record.where}: the ledger head signed {record.payload.get('signed_at')} has chain "
+                f"{chain_id} signed up to event {seq}; the database has no such checkpoint "
+                "(truncated or replaced)"
+            )

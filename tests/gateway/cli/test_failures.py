@@ -1,0 +1,172 @@
+"""Every command that fails on a bad setting, key, database URL or state says why in one `error:`
+line on stderr and exits 1; the traceback appears only with `--debug`. The real `gateway` script
+is run as a subprocess, so what is checked is what an operator's terminal shows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from joserfc.jwk import RSAKey
+
+from gateway.keys import SigningKeys, generate_key, write_key_file
+from tests.support.databases import postgres_admin_url
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GATEWAY, *args], env={"PATH": "/usr/bin:/bin", **env}, cwd=cwd, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict[str, str]:
+    write_key_file(tmp_path / "signing.jwk.json", [generate_key()])
+    return {
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "signing.jwk.json"),
+        "GATEWAY_REF_SECRET": "a ref secret that is long enough for the gateway to use",
+        "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
+    }
+
+
+@pytest.fixture
+def rsa_key(tmp_path: Path) -> str:
+    path = tmp_path / "rsa.jwk.json"
+    path.write_text(json.dumps({"keys": [RSAKey.generate_key(2048, private=True).as_dict(private=True)]}))
+    return str(path)
+
+
+def _unreachable() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(postgres_admin_url()).set(host="127.0.0.1", port=1).render_as_string(hide_password=False)
+
+
+CASES = [
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "UNREACHABLE"},
+        ["db", "upgrade"],
+        "the database cannot be reached",
+        id="db upgrade against an unreachable database",
+    ),
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "UNREACHABLE"},
+        ["clients", "list"],
+        "Connect call failed",
+        id="clients list against an unreachable database",
+    ),
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "UNREACHABLE"},
+        ["audit", "verify", "--jwks", "JWKS"],
+        "cannot be reached",
+        id="audit verify against an unreachable database",
+    ),
+    pytest.param(
+        {}, ["seed", "--people", "5"], "run `gateway db upgrade` first", id="seed before migrations"
+    ),
+    pytest.param(
+        {}, ["clients", "list"], "run `gateway db upgrade` first", id="clients list before migrations"
+    ),
+    pytest.param({}, ["sar", "1"], "run `gateway db upgrade` first", id="sar before migrations"),
+    pytest.param(
+        {},
+        ["audit", "close-chain", "x", "--reason", "r"],
+        "run `gateway db upgrade` first",
+        id="close-chain before migrations",
+    ),
+    pytest.param(
+        {"GATEWAY_SIGNING_KEY_FILE": "RSA"},
+        ["keys", "public"],
+        "not a JWK set of private P-256 keys",
+        id="an RSA signing key (keys public)",
+    ),
+    pytest.param(
+        {"GATEWAY_SIGNING_KEY_FILE": "RSA"},
+        ["serve", "--port", "1"],
+        "the gateway signs with ES256 only",
+        id="an RSA signing key (serve)",
+    ),
+    pytest.param(
+        {"GATEWAY_SIGNING_KEY_FILE": "RSA"},
+        ["audit", "verify"],
+        "not a JWK set of private P-256 keys",
+        id="an RSA signing key (audit verify)",
+    ),
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "not a url"},
+        ["db", "upgrade"],
+        "GATEWAY_DATABASE_URL: not a database URL",
+        id="a database URL that is not one",
+    ),
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "mysql://someone:secret@db/x"},
+        ["clients", "list"],
+        "GATEWAY_DATABASE_URL: use sqlite+aiosqlite or postgresql+asyncpg, not mysql",
+        id="a database this gateway does not speak",
+    ),
+    pytest.param(
+        {"GATEWAY_TOKEN_TTL_SECONDS": "soon"},
+        ["policies", "check"],
+        "GATEWAY_TOKEN_TTL_SECONDS:",
+        id="a setting of the wrong type",
+    ),
+    pytest.param(
+        {"GATEWAY_AUDIT_WITNESS": "ftp://elsewhere/x"},
+        ["db", "upgrade"],
+        "GATEWAY_AUDIT_WITNESS:",
+        id="a witness that is not a sink",
+    ),
+    pytest.param(
+        {"GATEWAY_REF_SECRET": "short"},
+        ["serve", "--port", "1"],
+        "the ref secret must be at least 32 bytes",
+        id="a short ref secret",
+    ),
+    pytest.param(
+        {},
+        ["audit", "verify", "--jwks", "JWKS", "--witness", "MISSING"],
+        "no witness at",
+        id="a witness path that is not",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "args", "expected"), CASES)
+def test_a_failing_command_prints_one_error_line(
+    base: dict[str, str],
+    rsa_key: str,
+    tmp_path: Path,
+    changes: dict[str, str],
+    args: list[str],
+    expected: str,
+) -> None:
+    jwks = tmp_path / "public.json"
+    jwks.write_text(json.dumps(SigningKeys.from_keys([generate_key()]).public_jwks))
+    substitutes = {
+        "UNREACHABLE": _unreachable(),
+        "RSA": rsa_key,
+        "JWKS": str(jwks),
+        "MISSING": str(tmp_path / "x"),
+    }
+    env = {**base, **{k: substitutes.get(v, v) for k, v in changes.items()}}
+    done = _run(env, *(substitutes.get(a, a) for a in args), cwd=tmp_path)
+    assert done.returncode in (1, 2), done  # 2: click's own usage errors
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(("error: ", "Error: ")), done.stderr
+    assert expected in lines[0], done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "secret@" not in done.stderr  # a URL's password is never repeated
+
+
+def test_debug_shows_the_traceback(base: dict[str, str], tmp_path: Path) -> None:
+    done = _run(base, "--debug", "seed", "--people", "5", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "SchemaOutOfDateError" in done.stderr
