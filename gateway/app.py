@@ -73,11 +73,11 @@ def create_app(
     views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
     signing = signing or load_key_file(settings.signing_key_file)
     secret = ref_secret or settings.read_ref_secret()
-    engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = engine or _engine(settings, pool_size=settings.db_pool_size)
     # The ledger writes through connections of its own, so a burst of reads waiting for the request
     # pool cannot hold up the commits every response is waiting for.
     if ledger_engine is None:
-        ledger_engine = create_engine(settings.database_url, pool_size=2) if owned.engine else engine
+        ledger_engine = _engine(settings, pool_size=2) if owned.engine else engine
     trace_sql(engine, telemetry.tracer)
     if ledger_engine is not engine:
         trace_sql(ledger_engine, telemetry.tracer)
@@ -111,6 +111,15 @@ class _Owned:
     telemetry: bool
     engine: bool
     ledger_engine: bool
+
+
+def _engine(settings: Settings, *, pool_size: int) -> AsyncEngine:
+    return create_engine(
+        settings.database_url,
+        pool_size=pool_size,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+    )
 
 
 def _ledger_writer(

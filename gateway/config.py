@@ -9,10 +9,11 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.db import check_url
@@ -75,7 +76,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_query_tokens: int = Field(default=2_000, ge=100, le=50_000)
     db_pool_size: int = Field(default=10, ge=1, le=100)
-    log_level: str = Field(default="INFO")
+    db_statement_timeout_ms: int = Field(
+        default=15_000,
+        ge=0,
+        le=600_000,
+        description="PostgreSQL: longest statement a request may run; 0 none",
+    )
+    db_lock_timeout_ms: int = Field(
+        default=3_000, ge=0, le=600_000, description="PostgreSQL: longest wait for a lock; 0 none"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO")
     audit_witness: str = Field(
         default=str(DEFAULT_STATE_DIR / "witness"),
         description="Where checkpoints are also appended, outside the database: a directory (on other "
@@ -86,6 +96,26 @@ class Settings(BaseSettings):
         description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; "
         "empty: the TCP peer is the client",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_text(cls, values: Any) -> Any:
+        """Environment values are decoded with surrogate escapes: a byte that is not UTF-8 would pass
+        as text and fail later, on every request. Refused here, naming the variable."""
+        if isinstance(values, dict):
+            for name, value in values.items():
+                text = value.get_secret_value() if isinstance(value, SecretStr) else value
+                if isinstance(text, str):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise ValueError(f"GATEWAY_{name.upper()} is not valid UTF-8") from None
+        return values
 
     @field_validator("database_url")
     @classmethod

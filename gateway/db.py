@@ -7,6 +7,7 @@ parameter may be a name or a date of birth.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,9 +25,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # PostgreSQL SQLSTATE classes that mean "the database cannot serve you now", not "your SQL is wrong":
 # connection exceptions, invalid authorization, no such database, insufficient resources (too many
 # connections, disk full), operator intervention (shutdown, restart, cancelled by a timeout); and a
-# lock that was not granted in time (55P03).
-_UNAVAILABLE_SQLSTATE_CLASSES: Final = frozenset({"08", "28", "3D", "53", "57"})
-_UNAVAILABLE_SQLSTATES: Final = frozenset({"55P03"})
+# database that is not accepting connections or a lock not granted in time (class 55).
+_UNAVAILABLE_SQLSTATE_CLASSES: Final = frozenset({"08", "28", "3D", "53", "55", "57"})
 # SQLite primary result codes of the same kind: busy, locked, I/O error, full, cannot open.
 _UNAVAILABLE_SQLITE_CODES: Final = frozenset({5, 6, 10, 13, 14})
 
@@ -38,16 +38,23 @@ def is_unavailable(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError | exc.TimeoutError | exc.InterfaceError | exc.DisconnectionError):
+        # Network errors only: a file that cannot be written is the gateway's own problem, not the database's.
+        if isinstance(
+            current,
+            ConnectionError
+            | TimeoutError
+            | socket.gaierror
+            | exc.TimeoutError
+            | exc.InterfaceError
+            | exc.DisconnectionError,
+        ):
             return True
         if isinstance(current, exc.DBAPIError):
             if current.connection_invalidated:
                 return True
             orig = current.orig
             state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-            if isinstance(state, str) and (
-                state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or state in _UNAVAILABLE_SQLSTATES
-            ):
+            if isinstance(state, str) and state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
                 return True
             code = getattr(orig, "sqlite_errorcode", None)
             if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_SQLITE_CODES:
@@ -61,23 +68,48 @@ def is_sqlite(url: str) -> bool:
 
 
 SUPPORTED_DRIVERS: Final = ("sqlite+aiosqlite", "postgresql+asyncpg")
+# Query options each driver takes from the URL (any other would fail every connection later).
+_URL_OPTIONS: Final = {
+    "sqlite+aiosqlite": frozenset(),
+    "postgresql+asyncpg": frozenset(
+        {"ssl", "sslmode", "command_timeout", "timeout", "prepared_statement_cache_size"}
+    ),
+}
 
 
 def check_url(url: str) -> str:
     """The URL, if it names a database this gateway can use; ValueError otherwise (never quoting it:
     it may hold a password)."""
     try:
-        driver = make_url(url).drivername
-    except exc.ArgumentError:
+        parsed = make_url(url)
+        port = parsed.port
+    except (exc.ArgumentError, ValueError):
         raise ValueError("not a database URL") from None
-    if driver not in SUPPORTED_DRIVERS:
-        raise ValueError(f"use {' or '.join(SUPPORTED_DRIVERS)}, not {driver}")
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ValueError(f"use {' or '.join(SUPPORTED_DRIVERS)}, not {parsed.drivername}")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is not a TCP port")
+    unknown = sorted(set(parsed.query) - _URL_OPTIONS[parsed.drivername])
+    if unknown:
+        raise ValueError(f"options the driver does not take: {', '.join(unknown)}")
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    read_only: bool = False,
+    immutable: bool = False,
+    statement_timeout_ms: int = 0,
+    lock_timeout_ms: int = 0,
+) -> AsyncEngine:
     """`read_only`: every connection refuses to write (SQLite opens the file read-only; PostgreSQL
-    starts every transaction READ ONLY), for checking a replica, a restored backup or a copy."""
+    starts every transaction READ ONLY), for checking a replica, a restored backup or a copy.
+    `immutable` (SQLite, with read_only): the file is taken never to change, so SQLite needs no -shm
+    beside it: a backup on read-only storage. Never for a database that something is writing.
+    The timeouts (PostgreSQL; 0 = none) bound how long a request waits on a lock or a statement, so
+    that a locked table answers 503 rather than holding the request for as long as the lock lasts."""
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
     parsed = make_url(url)
     if is_sqlite(url):
@@ -92,8 +124,17 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
     else:
         options["pool_size"] = pool_size
         options["max_overflow"] = pool_size
-        if read_only:
-            options["connect_args"] = {"server_settings": {"default_transaction_read_only": "on"}}
+        server_settings = {
+            name: value
+            for name, value in (
+                ("default_transaction_read_only", "on" if read_only else ""),
+                ("statement_timeout", str(statement_timeout_ms) if statement_timeout_ms else ""),
+                ("lock_timeout", str(lock_timeout_ms) if lock_timeout_ms else ""),
+            )
+            if value
+        }
+        if server_settings:
+            options["connect_args"] = {"server_settings": server_settings}
     engine = create_async_engine(url, **options)
     if is_sqlite(url):
         event.listen(

@@ -141,14 +141,18 @@ class GraphQLEndpoint:
         except _Refusal:
             return outcome
         outcome.client_id, outcome.token_jti = claims.client_id, claims.jti
-        view = self._views.get(claims.scope)
-        outcome.agreement = view.agreement if view is not None else None
+        outcome.agreement = self._agreement_of(claims)
         return outcome
+
+    def _agreement_of(self, claims: AccessClaims) -> Agreement | None:
+        view = self._views.get(claims.scope)
+        return view.agreement if view is not None else None
 
     async def _handle(self, request: Request, outcome: Outcome) -> JSONResponse:
         claims = self._bearer_claims(request)
         outcome.client_id = claims.client_id
         outcome.token_jti = claims.jti
+        outcome.agreement = self._agreement_of(claims)  # as the signed token says, until the client confirms
         client = await self._enabled_client(claims)
         view = self._view_for(client, claims)
         outcome.agreement = view.agreement

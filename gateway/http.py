@@ -69,8 +69,8 @@ async def read_body(request: Request, *, limit: int) -> bytes:
 
 def parse_json(body: bytes) -> Any:
     """The body as JSON, refusing what Python's parser accepts but nothing downstream can store or
-    send back: lone UTF-16 surrogates (`"\\ud800"` decodes, then fails every `str.encode`), NaN and
-    Infinity, and nesting deep enough to exhaust the parser's recursion."""
+    send back: lone UTF-16 surrogates (`"\\ud800"` decodes, then fails every `str.encode`), NUL,
+    NaN and Infinity, and nesting deep enough to exhaust the parser's recursion."""
     try:
         payload = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -85,7 +85,8 @@ def _refuse_constant(name: str) -> Any:
 
 
 def is_valid_unicode(value: Any) -> bool:
-    """True when every string in a decoded JSON value (keys included) encodes as UTF-8."""
+    """True when every string in a decoded JSON value (keys included) encodes as UTF-8 and holds no
+    NUL: no name, date or reference has one, and PostgreSQL text cannot store it."""
     pending: list[Any] = [value]
     while pending:
         item = pending.pop()
@@ -105,7 +106,7 @@ def _encodes(text: str) -> bool:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    return "\x00" not in text
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -139,9 +140,12 @@ def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> st
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address, or None. An IPv6 scope id (`fe80::1%eth0`) would let any text through: refused."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.audit import EventDraft, RequestAuditor, micros_since
 from gateway.graphql import GraphQLEndpoint, Outcome
@@ -31,7 +32,6 @@ from policies import Agreement
 
 log = logging.getLogger("gateway.app")
 
-_OTHER_METHODS: Final = ["GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _PUBLIC_CACHE: Final = {"Cache-Control": "public, max-age=300"}
 # Refused before the view ran: the document was not executed, whatever the HTTP status.
 _NOT_EXECUTED: Final = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "QUERY_TOO_COMPLEX"})
@@ -54,10 +54,10 @@ class Endpoints:
 def build_routes(endpoints: Endpoints) -> list[Route]:
     handlers = _Handlers(endpoints)
     return [
-        Route(TOKEN_PATH, handlers.token, methods=["POST"]),
-        Route(TOKEN_PATH, handlers.token_wrong_method, methods=_OTHER_METHODS),
-        Route("/graphql", handlers.graphql, methods=["POST"]),
-        Route("/graphql", handlers.graphql_wrong_method, methods=_OTHER_METHODS),
+        # Every method reaches the audited handlers, so that TRACE, CONNECT or a made-up method is
+        # answered 405 with an event too, not by Starlette before anything is recorded.
+        Route(TOKEN_PATH, _AnyMethod(handlers.token_any_method)),
+        Route("/graphql", _AnyMethod(handlers.graphql_any_method)),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", handlers.server_metadata, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
@@ -65,11 +65,33 @@ def build_routes(endpoints: Endpoints) -> list[Route]:
     ]
 
 
+class _AnyMethod:
+    """A request handler as a plain ASGI app: Starlette routes an ASGI app whatever the method, where
+    it would limit a function to the methods listed (GET by default)."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 class _Handlers:
     def __init__(self, endpoints: Endpoints) -> None:
         self._e = endpoints
 
     # -- audited: every request ends in exactly one event, whatever happens -----------------------
+
+    async def token_any_method(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.token(request)
+        return await self.token_wrong_method(request)
+
+    async def graphql_any_method(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.graphql(request)
+        return await self.graphql_wrong_method(request)
 
     async def token(self, request: Request) -> Response:
         started = time.perf_counter()

@@ -15,14 +15,18 @@ verifier's eyes, so a chain is sealed only when its writer is known to be gone:
   socket closed, or the server dropped it). A sealer that can take the lock knows the writer is gone,
   and holds the lock while it seals. A writer that lost its connection takes the lock again and reads
   its chain's state before writing; if it was sealed meanwhile, it starts a new chain.
-- SQLite (one host, embedded): the writer's process is looked up by host and pid; a pid that no
-  longer exists, or that a younger process has taken, is a dead writer. On another host: unknown,
-  never sealed automatically.
+- SQLite (one host, embedded): every writer holds an flock on a lock file of its chain beside the
+  database (`<database>.chains/<chain_id>.lock`), which the kernel releases when the process dies,
+  whatever its pid namespace or host name. A sealer that can take it knows the writer is gone. With
+  no lock file (a database copied from elsewhere, or written by an older gateway) the registered
+  host and pid are looked up instead; on another host that is unknown: never sealed automatically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hashlib
 import logging
 import os
@@ -114,6 +118,47 @@ async def open_chains(conn: AsyncConnection) -> list[dict[str, Any]]:
     return [dict(row._mapping) for row in rows]
 
 
+def lock_directory(engine: AsyncEngine) -> Path | None:
+    """Where a SQLite database's chain lock files live; None for PostgreSQL, memory and read-only URIs."""
+    database = engine.url.database
+    if (
+        engine.dialect.name != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return None
+    return Path(f"{database}.chains")
+
+
+def hold_file_lock(directory: Path, chain_id: str) -> int | None:
+    """Take the chain's lock file (an flock held until released or the process ends); None if another
+    process holds it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory / f"{chain_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_file_lock(directory: Path, chain_id: str, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (directory / f"{chain_id}.lock").unlink()
+    os.close(fd)  # closing releases the flock
+
+
+def _sqlite_liveness(engine: AsyncEngine, chain: dict[str, Any]) -> tuple[Liveness, int | None]:
+    """The writer's liveness, and the lock file's descriptor if the sealer now holds it."""
+    directory = lock_directory(engine)
+    if directory is not None and (directory / f"{chain['chain_id']}.lock").exists():
+        fd = hold_file_lock(directory, chain["chain_id"])
+        return (Liveness.ALIVE, None) if fd is None else (Liveness.DEAD, fd)
+    return process_liveness(chain), None
+
+
 def process_liveness(chain: dict[str, Any]) -> Liveness:
     """Whether the process that registered a chain is still running (SQLite's judge of a writer)."""
     if chain["host"] != socket.gethostname()[:255]:
@@ -168,6 +213,9 @@ async def seal_abandoned(
             raise ChainStillWritingError(
                 f"chain {chain_id}'s writer is still running: it closes its own chain"
             )
+        liveness, file_lock = Liveness.DEAD, None
+        if conn.dialect.name != "postgresql":
+            liveness, file_lock = _sqlite_liveness(engine, dict(chain._mapping))
         try:
             async with conn.begin():
                 final = await conn.execute(
@@ -177,7 +225,7 @@ async def seal_abandoned(
                 )
                 if final.first() is not None:
                     raise ChainClosedError(f"chain {chain_id} is already closed")
-                _require_gone(dict(chain._mapping), conn.dialect.name, require_dead=require_dead)
+                _require_gone(dict(chain._mapping), liveness, require_dead=require_dead)
                 last = (
                     await conn.execute(
                         select(audit_events.c.seq, audit_events.c.hash)
@@ -191,17 +239,16 @@ async def seal_abandoned(
                 await conn.execute(insert(audit_checkpoints).values(**row))
         finally:
             await release_lock(conn, chain_id)
+            directory = lock_directory(engine)
+            if file_lock is not None and directory is not None:
+                release_file_lock(directory, chain_id, file_lock)
     if witness is not None:
-        await witness.checkpoint(chain_id, row["signature"])
+        witness.checkpoint(chain_id, row["signature"])
     log.warning("sealed an abandoned audit chain", extra={"chain_id": chain_id, "seq": seq})
     return SealedChain(chain_id, seq, reason)
 
 
-def _require_gone(chain: dict[str, Any], dialect: str, *, require_dead: bool) -> None:
-    """On PostgreSQL the sealer holds the chain's lock, so its writer is gone; on SQLite, ask the OS."""
-    if dialect == "postgresql":
-        return
-    liveness = process_liveness(chain)
+def _require_gone(chain: dict[str, Any], liveness: Liveness, *, require_dead: bool) -> None:
     where = f"pid {chain['process_id']} on {chain['host']}"
     if liveness is Liveness.ALIVE:
         raise ChainStillWritingError(f"chain {chain['chain_id']}'s writer ({where}) is still running")
@@ -219,8 +266,6 @@ async def seal_orphans(
         candidates = await open_chains(conn)
     sealed = []
     for chain in candidates:
-        if engine.dialect.name != "postgresql" and process_liveness(chain) is not Liveness.DEAD:
-            continue
         writer = f"writer {chain['writer']} (pid {chain['process_id']} on {chain['host']})"
         reason = f"{writer} died; sealed by {sealer}"
         try:

@@ -21,6 +21,7 @@ registration and its checkpoints included, is not detected here: the witness fin
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosu
 from gateway.keys import ALGORITHM
 
 _BATCH: Final = 2_000
+_UNPRINTABLE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,25 +53,41 @@ class ChainReport:
     unsigned_events: int = 0  # events after the last checkpoint
     unsigned_since: str | None = None  # time of the oldest of them
     abandoned: str | None = None  # the chain was sealed for a writer that died: why, and by whom
+    sealed_unsigned: int = 0  # of an abandoned chain: events its writer never signed, sealed by another
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
     def describe(self) -> str:
+        """One line; whatever the database supplied (ids, reasons) is shown with control characters
+        replaced, so that stored text cannot drive the operator's terminal."""
+        chain = printable(self.chain_id)
         if not self.ok:
-            where = f"event {self.event_id} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
-            return f"chain {self.chain_id}: FAILED at {where}: {self.problem}"
+            where = (
+                f"event {printable(self.event_id)} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
+            )
+            return f"chain {chain}: FAILED at {where}: {self.problem}"
         state = "closed" if self.closed else "open"
         if self.abandoned is not None:
-            state = f"closed after its writer stopped at event {self.events} ({self.abandoned})"
+            state = f"closed after its writer stopped at event {self.events} ({printable(self.abandoned)})"
+            if self.sealed_unsigned:
+                first = self.events - self.sealed_unsigned + 1
+                state += (
+                    f"; events {first} to {self.events} were sealed without their writer's signature "
+                    "(the witness cannot vouch for them)"
+                )
         tail = (
             f"; {self.unsigned_events} events since {self.unsigned_since} not yet signed"
             if self.unsigned_events
             else ""
         )
         counts = f"{self.events} events, {self.checkpoints} checkpoints"
-        return f"chain {self.chain_id}: {counts}, {state}: intact{tail}"
+        return f"chain {chain}: {counts}, {state}: intact{tail}"
+
+
+def printable(text: str | None) -> str:
+    return _UNPRINTABLE.sub("?", text or "")
 
 
 async def verify_ledger(
@@ -126,6 +144,7 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
     abandoned = next((c["abandoned"] for c in checkpoints if c["final"] and c["abandoned"] is not None), None)
     wanted = {int(c["seq"]): c["head_hash"] for c in checkpoints}
     last_signed = max(wanted, default=0)
+    signed_by_writer = max((int(c["seq"]) for c in checkpoints if c["abandoned"] is None), default=0)
 
     expected_seq, prev_hash, count = 1, GENESIS, 0
     unsigned_since: str | None = None
@@ -178,6 +197,7 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
         unsigned_events=max(0, count - last_signed),
         unsigned_since=unsigned_since,
         abandoned=abandoned,
+        sealed_unsigned=max(0, count - signed_by_writer) if abandoned is not None else 0,
     )
 
 

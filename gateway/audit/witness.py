@@ -29,6 +29,9 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,7 @@ log = logging.getLogger("gateway.ledger")
 
 WITNESS_TYPE: Final = "audit-witness+jws"
 _MAX_BACKLOG: Final = 10_000  # records kept for retry while a sink is down
+_HEAD_CHAINS: Final = 40  # chains per head record: about 5 KB, inside syslog's usual 8 KB
 
 
 class WitnessSink(Protocol):
@@ -121,64 +125,127 @@ def _line(kind: str, token: str) -> str:
     return json.dumps({"witness": kind, "jws": token}, separators=(",", ":"))
 
 
-@dataclass
 class Witness:
-    """A writer's witness: signs records and appends them off the event loop, keeping them for the
-    next attempt while the sink fails."""
+    """A writer's witness: signs records and hands them to a thread of its own that appends them.
 
-    sink: WitnessSink
-    signing: SigningKeys
-    on_failure: Callable[[], None] | None = None
-    _backlog: list[tuple[str, str]] = field(default_factory=list)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    Nothing here waits for the sink: a sink that hangs (a stuck network mount) or fails stops neither
+    the ledger nor the requests waiting on it. Records stay queued, in order, and are retried until
+    written; past `max_backlog` the oldest are dropped, counted and logged. The thread is a daemon,
+    so a hung sink cannot hold the process at exit either; `flush` waits a bounded time.
+    """
 
-    async def chain(self, *, chain_id: str, started_at: str, host: str, process_id: int, writer: str) -> None:
+    def __init__(
+        self,
+        sink: WitnessSink,
+        signing: SigningKeys,
+        *,
+        on_failure: Callable[[], None] | None = None,
+        max_backlog: int = _MAX_BACKLOG,
+        retry_seconds: float = 5.0,
+    ) -> None:
+        self.sink = sink
+        self.signing = signing
+        self._on_failure = on_failure
+        self._max_backlog = max_backlog
+        self._retry_seconds = retry_seconds
+        self._queue: deque[tuple[str, str]] = deque()
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False  # the thread holds records it has not written yet
+
+    def chain(self, *, chain_id: str, started_at: str, host: str, process_id: int, writer: str) -> None:
         payload = {
             "kind": "chain", "chain_id": chain_id, "started_at": started_at, "host": host,
             "process_id": process_id, "writer": writer,
         }  # fmt: skip
-        await self._append(chain_id, [_line("chain", _sign(self.signing, payload))])
+        self._submit(chain_id, [_line("chain", _sign(self.signing, payload))])
 
-    async def checkpoint(self, chain_id: str, signature: str) -> None:
-        await self._append(chain_id, [_line("checkpoint", signature)])
+    def checkpoint(self, chain_id: str, signature: str) -> None:
+        self._submit(chain_id, [_line("checkpoint", signature)])
 
-    async def head(self, chain_id: str, positions: dict[str, tuple[int, str]]) -> None:
-        payload = {
-            "kind": "head", "signed_at": now_text(), "by": chain_id,
-            "chains": {chain: [seq, head_hash] for chain, (seq, head_hash) in sorted(positions.items())},
-        }  # fmt: skip
-        await self._append(chain_id, [_line("head", _sign(self.signing, payload))])
+    def head(self, chain_id: str, positions: dict[str, tuple[int, str]]) -> None:
+        """Chains' positions, a few dozen to a record, so that each stays small enough for syslog."""
+        ordered = sorted(positions.items())
+        signed_at = now_text()
+        lines = []
+        for start in range(0, len(ordered), _HEAD_CHAINS):
+            chunk = ordered[start : start + _HEAD_CHAINS]
+            payload = {
+                "kind": "head", "signed_at": signed_at, "by": chain_id,
+                "chains": {chain: [seq, head_hash] for chain, (seq, head_hash) in chunk},
+            }  # fmt: skip
+            lines.append(_line("head", _sign(self.signing, payload)))
+        self._submit(chain_id, lines)
 
-    async def _append(self, chain_id: str, lines: list[str]) -> None:
-        async with self._lock:
-            self._backlog += [(chain_id, line) for line in lines]
-            pending, self._backlog = self._backlog, []
+    async def flush(self, within: float = 5.0) -> bool:
+        """Wait up to `within` seconds for every record to be written; False if some are not."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            with self._condition:
+                if not self._queue and not self._busy:
+                    return True
+            await asyncio.sleep(0.02)
+        log.error("the audit witness is behind: records are still queued", extra={"queued": len(self._queue)})
+        return False
+
+    def _submit(self, chain_id: str, lines: list[str]) -> None:
+        with self._condition:
+            self._queue.extend((chain_id, line) for line in lines)
+            dropped = max(0, len(self._queue) - self._max_backlog)
+            for _ in range(dropped):
+                self._queue.popleft()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-witness", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        if dropped:
+            log.error("the audit witness dropped its oldest records", extra={"dropped": dropped})
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue:
+                    self._condition.wait()
+                taken = list(self._queue)
+                self._busy = True
             by_chain: dict[str, list[str]] = {}
-            for owner, line in pending:
+            for owner, line in taken:
                 by_chain.setdefault(owner, []).append(line)
-            for index, (owner, owned) in enumerate(by_chain.items()):
-                try:
-                    await asyncio.to_thread(self.sink.append, owner, owned)
-                except OSError:
-                    log.error(
-                        "the audit witness could not be written", extra={"chain_id": owner}, exc_info=True
-                    )
-                    if self.on_failure:
-                        self.on_failure()
-                    unwritten = [(o, line) for o, lines_ in list(by_chain.items())[index:] for line in lines_]
-                    self._backlog = unwritten[-_MAX_BACKLOG:]
-                    return
+            written = 0
+            try:
+                for owner, lines in by_chain.items():
+                    self.sink.append(owner, lines)
+                    written += len(lines)
+            except OSError:
+                log.error("the audit witness could not be written", exc_info=True)
+                if self._on_failure:
+                    self._on_failure()
+            with self._condition:
+                # What was written leaves the queue; the rest waits for the next attempt, in order.
+                done = [
+                    item
+                    for owner, lines in list(by_chain.items())
+                    for item in ((owner, line) for line in lines)
+                ]
+                for item in done[:written]:
+                    self._queue.remove(item)
+                self._busy = False
+                if written < len(taken):
+                    self._condition.wait(timeout=self._retry_seconds)
 
 
-async def chain_positions(conn: AsyncConnection) -> dict[str, tuple[int, str]]:
-    """Every chain registered, at its latest signed checkpoint ((0, GENESIS) before its first)."""
+async def chain_positions(conn: AsyncConnection) -> dict[str, tuple[int, str, bool]]:
+    """Every chain registered: its latest signed checkpoint ((0, GENESIS) before its first), and
+    whether that checkpoint closed it."""
     latest = (
         select(audit_checkpoints.c.chain_id, func.max(audit_checkpoints.c.seq).label("seq"))
         .group_by(audit_checkpoints.c.chain_id)
         .subquery()
     )
     rows = await conn.execute(
-        select(audit_chains.c.chain_id, latest.c.seq, audit_checkpoints.c.head_hash).select_from(
+        select(
+            audit_chains.c.chain_id, latest.c.seq, audit_checkpoints.c.head_hash, audit_checkpoints.c.final
+        ).select_from(
             audit_chains.outerjoin(latest, latest.c.chain_id == audit_chains.c.chain_id).outerjoin(
                 audit_checkpoints,
                 and_(
@@ -187,9 +254,13 @@ async def chain_positions(conn: AsyncConnection) -> dict[str, tuple[int, str]]:
             )
         )
     )
-    positions: dict[str, tuple[int, str]] = {}
+    positions: dict[str, tuple[int, str, bool]] = {}
     for row in rows:
-        positions[row.chain_id] = (int(row.seq), str(row.head_hash)) if row.seq is not None else (0, GENESIS)
+        if row.seq is None:
+            positions[row.chain_id] = (0, GENESIS, False)
+        else:
+            closed = bool(row.final) or positions.get(row.chain_id, (0, "", False))[2]
+            positions[row.chain_id] = (int(row.seq), str(row.head_hash), closed)
     return positions
 
 
@@ -208,20 +279,19 @@ class WitnessRecord:
 class WitnessReport:
     files: int = 0
     records: int = 0
-    chains: set[str] = field(default_factory=set)  # chains the witness names
+    chains: set[str] = field(default_factory=set)  # chains whose registration the witness holds
     problems: list[str] = field(default_factory=list)
-    unwitnessed: list[str] = field(default_factory=list)  # chains in the database the witness never named
+    # Chains in the database whose registration the witness does not hold: written before the witness
+    # was configured, by a process whose witness was not given, or inserted by someone else entirely.
+    unwitnessed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def read_witness(paths: Iterable[Path]) -> tuple[list[WitnessRecord], WitnessReport]:
-    """Every record in the given files, and in the *.jsonl and *.log files of the given directories.
-    A line that cannot be read is a problem: someone may have edited the witness."""
-    report = WitnessReport()
-    records: list[WitnessRecord] = []
+def witness_files(paths: Iterable[Path]) -> list[Path]:
+    """The given files, and the *.jsonl and *.log files of the given directories."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -230,24 +300,34 @@ def read_witness(paths: Iterable[Path]) -> tuple[list[WitnessRecord], WitnessRep
             files.append(path)
         else:
             raise WitnessError(f"no witness at {path}")
-    for file in files:
-        report.files += 1
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise WitnessError(f"cannot read the witness file {file} ({type(error).__name__})") from None
-        for number, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            where = f"{file}:{number}"
-            record = _record(raw, where)
-            if record is None:
-                report.problems.append(
-                    f"{where}: not a witness record (the witness was edited, or is not one)"
-                )
-            else:
-                records.append(record)
-    report.records = len(records)
+    return files
+
+
+def read_witness_file(file: Path, report: WitnessReport) -> list[WitnessRecord]:
+    """One file's records. A line that cannot be read is a problem: someone may have edited it."""
+    report.files += 1
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise WitnessError(f"cannot read the witness file {file} ({type(error).__name__})") from None
+    records = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{file}:{number}"
+        record = _record(raw, where)
+        if record is None:
+            report.problems.append(f"{where}: not a witness record (the witness was edited, or is not one)")
+        else:
+            records.append(record)
+    report.records += len(records)
+    return records
+
+
+def read_witness(paths: Iterable[Path]) -> tuple[list[WitnessRecord], WitnessReport]:
+    """Every record of the witness at once (for a look at it; `verify_witness` reads file by file)."""
+    report = WitnessReport()
+    records = [record for file in witness_files(paths) for record in read_witness_file(file, report)]
     return records, report
 
 
@@ -265,42 +345,53 @@ def _record(raw: str, where: str) -> WitnessRecord | None:
     return WitnessRecord(kind, payload, token, where)
 
 
-async def verify_witness(
-    engine: AsyncEngine, keys: KeySet, records: list[WitnessRecord], report: WitnessReport
-) -> WitnessReport:
+async def verify_witness(engine: AsyncEngine, keys: KeySet, paths: Iterable[Path]) -> WitnessReport:
+    """Hold the database to the witness, one file at a time: only the chains a file names are read from
+    the database for it, so memory follows the largest file, not the ledger's age."""
+    report = WitnessReport()
+    files = witness_files(paths)
     async with engine.connect() as conn:
         chains = {row.chain_id: dict(row._mapping) for row in await conn.execute(select(audit_chains))}
-        checkpoints = {
-            (row.chain_id, int(row.seq), bool(row.final)): row.signature
-            for row in await conn.execute(
-                select(
-                    audit_checkpoints.c.chain_id,
-                    audit_checkpoints.c.seq,
-                    audit_checkpoints.c.final,
-                    audit_checkpoints.c.signature,
-                )
-            )
-        }
-        heads = {(chain_id, seq): hash_ for (chain_id, seq), hash_ in await _checkpoint_heads(conn)}
-    for record in records:
-        if not _verifies(record.token, keys):
-            report.problems.append(
-                f"{record.where}: a witnessed {record.kind} does not verify with the keys given "
-                "(the signing key was replaced, or pass the retired key's archived JWKS with --jwks)"
-            )
-            continue
-        {"chain": _check_chain, "checkpoint": _check_checkpoint, "head": _check_head}[record.kind](
-            record, chains, checkpoints, heads, report
-        )
+        for file in files:
+            records = read_witness_file(file, report)
+            named = {str(r.payload.get("chain_id")) for r in records if r.kind != "head"}
+            named |= {chain for r in records if r.kind == "head" for chain in (r.payload.get("chains") or {})}
+            checkpoints = await _checkpoints_of(conn, sorted(named))
+            heads = {(chain_id, seq): head_hash for (chain_id, seq, _), (_, head_hash) in checkpoints.items()}
+            signatures = {key: signature for key, (signature, _) in checkpoints.items()}
+            for record in records:
+                if not _verifies(record.token, keys):
+                    report.problems.append(
+                        f"{record.where}: a witnessed {record.kind} does not verify with the keys given "
+                        "(the signing key was replaced, or pass the retired key's archived JWKS with --jwks)"
+                    )
+                    continue
+                check = {"chain": _check_chain, "checkpoint": _check_checkpoint, "head": _check_head}[
+                    record.kind
+                ]
+                check(record, chains, signatures, heads, report)
     report.unwitnessed = sorted(set(chains) - report.chains)
     return report
 
 
-async def _checkpoint_heads(conn: AsyncConnection) -> list[tuple[tuple[str, int], str]]:
-    rows = await conn.execute(
-        select(audit_checkpoints.c.chain_id, audit_checkpoints.c.seq, audit_checkpoints.c.head_hash)
-    )
-    return [((row.chain_id, int(row.seq)), str(row.head_hash)) for row in rows]
+async def _checkpoints_of(
+    conn: AsyncConnection, chain_ids: list[str]
+) -> dict[tuple[str, int, bool], tuple[str, str]]:
+    """(chain, seq, final) -> (signature, head hash), for the chains named."""
+    found: dict[tuple[str, int, bool], tuple[str, str]] = {}
+    for start in range(0, len(chain_ids), 500):
+        rows = await conn.execute(
+            select(
+                audit_checkpoints.c.chain_id,
+                audit_checkpoints.c.seq,
+                audit_checkpoints.c.final,
+                audit_checkpoints.c.signature,
+                audit_checkpoints.c.head_hash,
+            ).where(audit_checkpoints.c.chain_id.in_(chain_ids[start : start + 500]))
+        )
+        for row in rows:
+            found[(row.chain_id, int(row.seq), bool(row.final))] = (row.signature, str(row.head_hash))
+    return found
 
 
 def _verifies(token: str, keys: KeySet) -> bool:
@@ -319,7 +410,6 @@ def _check_chain(
     report: WitnessReport,
 ) -> None:
     chain_id = str(record.payload.get("chain_id"))
-    report.chains.add(chain_id)
     stored = chains.get(chain_id)
     if stored is None:
         report.problems.append(
@@ -332,6 +422,7 @@ def _check_chain(
         if stored[name] != record.payload.get(name):
             report.problems.append(f"{record.where}: chain {chain_id}'s registration was altered ({name})")
             return
+    report.chains.add(chain_id)
 
 
 def _check_checkpoint(
@@ -347,7 +438,6 @@ def _check_checkpoint(
         int(payload.get("seq", -1)),
         bool(payload.get("final")),
     )
-    report.chains.add(chain_id)
     stored = checkpoints.get((chain_id, seq, final))
     what = "final checkpoint" if final else "checkpoint"
     if chain_id not in chains:
@@ -381,7 +471,6 @@ def _check_head(
         report.problems.append(f"{record.where}: a ledger head without its chains")
         return
     for chain_id, position in sorted(listed.items()):
-        report.chains.add(chain_id)
         seq, head_hash = int(position[0]), str(position[1])
         if chain_id not in chains:
             report.problems.append(

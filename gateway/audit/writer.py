@@ -42,7 +42,14 @@ from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
 from sqlalchemy import exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.audit.chains import release_lock, sign_checkpoint, take_lock
+from gateway.audit.chains import (
+    hold_file_lock,
+    lock_directory,
+    release_file_lock,
+    release_lock,
+    sign_checkpoint,
+    take_lock,
+)
 from gateway.audit.events import GENESIS, EventDraft, event_row, now_text
 from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 from gateway.audit.witness import Witness, chain_positions
@@ -86,6 +93,7 @@ class LedgerWriter:
         checkpoint_every: int = 1_000,
         checkpoint_seconds: float = 60.0,
         head_seconds: float = 300.0,
+        heads: bool = True,
         witness: Witness | None = None,
         on_batch: Callable[[int, float], None] | None = None,
         on_failure: Callable[[], None] | None = None,
@@ -101,6 +109,7 @@ class LedgerWriter:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
         self._head_seconds = head_seconds
+        self._heads = heads  # a short-lived writer (a CLI run) leaves the ledger-wide heads to the gateways
         self._witness = witness
         self._on_batch = on_batch
         self._on_failure = on_failure
@@ -113,7 +122,8 @@ class LedgerWriter:
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
         self._closed = False
-        self._conn: AsyncConnection | None = None  # holds the chain's lock while it is open
+        self._conn: AsyncConnection | None = None  # PostgreSQL: holds the chain's lock while it is open
+        self._file_lock: int | None = None  # SQLite: the chain's lock file, held from registration to close
         self._witnessed: dict[str, tuple[int, str]] = {}  # chain positions this writer's heads named
         self._headed_at = time.monotonic()
         self._registration: dict[str, object] | None = None  # a registration committed, not witnessed
@@ -156,6 +166,9 @@ class LedgerWriter:
             await self._standalone_checkpoint(*self._head, final=True)
         await self._witness_head()
         await self._disconnect()
+        self._release_file_lock()
+        if self._witness is not None:
+            await self._witness.flush()
 
     def _running_queue(self) -> asyncio.Queue[_Pending | None]:
         if self._task is None or self._task.done() or self._queue is None:
@@ -259,6 +272,7 @@ class LedgerWriter:
         registration = None
         async with conn.begin():
             if not self._registered:
+                self._hold_file_lock()
                 registration = {
                     "chain_id": self.chain_id, "started_at": now_text(), "host": socket.gethostname()[:255],
                     "process_id": os.getpid(), "writer": self._writer,
@@ -353,6 +367,21 @@ class LedgerWriter:
             with contextlib.suppress(Exception):  # it is already gone
                 await conn.invalidate()
 
+    def _hold_file_lock(self) -> None:
+        directory = lock_directory(self._engine)
+        if directory is None or self._file_lock is not None:
+            return
+        fd = hold_file_lock(directory, self.chain_id)
+        if fd is None:
+            raise _ChainLockedError
+        self._file_lock = fd
+
+    def _release_file_lock(self) -> None:
+        directory = lock_directory(self._engine)
+        if self._file_lock is not None and directory is not None:
+            release_file_lock(directory, self.chain_id, self._file_lock)
+        self._file_lock = None
+
     async def _load_state(self, conn: AsyncConnection) -> None:
         async with conn.begin():
             registered = bool(
@@ -390,6 +419,7 @@ class LedgerWriter:
         """This chain was sealed from outside while the writer was cut off: go on in a new one."""
         old = self.chain_id
         await release_lock(conn, old)
+        self._release_file_lock()
         self.chain_id = str(uuid.uuid4())
         if not await take_lock(conn, self.chain_id):
             raise _ChainLockedError
@@ -441,15 +471,16 @@ class LedgerWriter:
             return
         if self._registration is not None:
             registration, self._registration = self._registration, None
-            await self._witness.chain(**registration)  # type: ignore[arg-type]
+            self._witness.chain(**registration)  # type: ignore[arg-type]
         if checkpoint is not None:
-            await self._witness.checkpoint(self.chain_id, checkpoint["signature"])
+            self._witness.checkpoint(self.chain_id, checkpoint["signature"])
             if time.monotonic() - self._headed_at >= self._head_seconds:
                 await self._witness_head()
 
     async def _witness_head(self) -> None:
-        """Witness every chain's latest signed position that this writer has not witnessed yet."""
-        if self._witness is None:
+        """Witness the signed positions of chains: at first the open ones (a closed chain's end is in
+        its own witness already), then every chain whose position moved since this writer's last head."""
+        if self._witness is None or not self._heads:
             return
         self._headed_at = time.monotonic()
         try:
@@ -458,7 +489,12 @@ class LedgerWriter:
         except Exception:
             log.error("could not read the ledger head", extra={"chain_id": self.chain_id}, exc_info=True)
             return
-        changed = {chain: at for chain, at in positions.items() if self._witnessed.get(chain) != at}
+        first = not self._witnessed
+        changed = {
+            chain: (seq, head_hash)
+            for chain, (seq, head_hash, closed) in positions.items()
+            if (not closed if first else self._witnessed.get(chain) != (seq, head_hash))
+        }
+        self._witnessed.update({chain: (seq, head_hash) for chain, (seq, head_hash, _) in positions.items()})
         if changed:
-            await self._witness.head(self.chain_id, changed)
-            self._witnessed.update(changed)
+            self._witness.head(self.chain_id, changed)

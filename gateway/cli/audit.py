@@ -29,7 +29,6 @@ from gateway.audit import (
     SealedChain,
     SubjectAccessReport,
     WitnessReport,
-    read_witness,
     render_text,
     seal_abandoned,
     subject_access_report,
@@ -38,9 +37,11 @@ from gateway.audit import (
     verify_witness,
     witness_for,
 )
+from gateway.audit.verification import printable
+from gateway.audit.witness import witness_files
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import Settings
-from gateway.keys import SigningKeyError, SigningKeys, load_key_file
+from gateway.keys import load_key_file
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
 
@@ -132,12 +133,12 @@ def audit_verify(
 ) -> None:
     settings = load_settings()
     keys = _verification_keys(settings, jwks_files)
-    records, witnessed = read_witness(witness_paths) if witness_paths else ([], None)
+    witness_files(witness_paths)  # a path that is not there is said before the database is opened
 
     async def verify() -> tuple[list[ChainReport], WitnessReport | None]:
         async with open_database(settings, read_only=True) as engine:
             reports = await verify_ledger(engine, keys, strict_age=timedelta(minutes=5) if strict else None)
-            checked = await verify_witness(engine, keys, records, witnessed) if witnessed else None
+            checked = await verify_witness(engine, keys, witness_paths) if witness_paths else None
         return reports, checked
 
     reports, checked = run(verify)
@@ -147,16 +148,18 @@ def audit_verify(
     problems = problems if any(not r.ok for r in reports) else []
     if checked is not None:
         click.echo(
-            f"witness: {checked.records} records in {checked.files} files name {len(checked.chains)} chains"
+            f"witness: {checked.records} records in {checked.files} files; "
+            f"the registration of {len(checked.chains)} chains witnessed"
         )
         for problem in checked.problems:
             click.echo(f"witness: FAILED: {problem}")
         for chain_id in checked.unwitnessed:
-            click.echo(f"witness: chain {chain_id} is in the database but was never witnessed")
+            unseen = printable(chain_id)
+            click.echo(f"witness: chain {unseen} is in the database but its registration was never witnessed")
         if checked.problems:
             problems.append(f"{len(checked.problems)} witness records do not match the database")
         if strict and checked.unwitnessed:
-            problems.append(f"{len(checked.unwitnessed)} chains were never witnessed")
+            problems.append(f"{len(checked.unwitnessed)} chains' registrations were never witnessed")
     if record:
 
         async def write() -> None:
@@ -184,19 +187,20 @@ def audit_close_chain(
     chain_id: str, reason: str, acting_user: str | None, case_reference: str | None
 ) -> None:
     settings = load_settings()
-    signing = _signing_keys(settings)
-    if signing is None:
-        fail("no signing key to seal with: set GATEWAY_SIGNING_KEY_FILE")
+    signing = load_key_file(settings.signing_key_file)
     user = acting_user or getpass.getuser()
 
     async def close() -> SealedChain:
+        witness = witness_for(settings.witness, signing)
         async with open_database(settings) as engine:
             sealed = await seal_abandoned(
-                engine, chain_id, signing=signing, reason=f"{reason} (closed by {user})",
-                witness=witness_for(settings.witness, signing), require_dead=False,
+                engine, chain_id, signing=signing, reason=f"{reason} (closed by {user})", witness=witness,
+                require_dead=False,
             )  # fmt: skip
             await _record(settings, engine, "audit close-chain", acting_user, case_reference)
-            return sealed
+        if witness is not None:
+            await witness.flush()
+        return sealed
 
     sealed = run(close)
     click.echo(f"sealed chain {sealed.chain_id} at event {sealed.seq}: {sealed.reason}")
@@ -241,9 +245,11 @@ async def _record(
     started = time.perf_counter()
     agreement = load_agreements(settings.agreements_dir).get(LEDGER_AGREEMENT)
     user = getpass.getuser()
-    signing = _signing_keys(settings)
-    witness = witness_for(settings.witness, signing) if signing is not None else None
-    writer = LedgerWriter(engine, signing=signing, writer="cli", witness=witness)
+    # The command's chain is signed and witnessed like a gateway's: a missing key is an error here.
+    signing = load_key_file(settings.signing_key_file)
+    writer = LedgerWriter(
+        engine, signing=signing, writer="cli", witness=witness_for(settings.witness, signing), heads=False
+    )
     draft = EventDraft(
         endpoint="cli",
         outcome="allowed",
@@ -276,13 +282,6 @@ def _verification_keys(settings: Settings, jwks_files: tuple[Path, ...]) -> KeyS
         return KeySet.import_key_set({"keys": found})
     except (OSError, ValueError, KeyError, TypeError, JoseError) as error:
         fail(f"--jwks: not a readable JWK set ({type(error).__name__})")
-
-
-def _signing_keys(settings: Settings) -> SigningKeys | None:
-    try:
-        return load_key_file(settings.signing_key_file)
-    except SigningKeyError:
-        return None
 
 
 def _event_json(record: AuditEventRecord) -> dict[str, Any]:

@@ -43,6 +43,7 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     database = Path(settings.database_url.split("///", 1)[1])
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(f"{database}.chains", ignore_errors=True)  # the old database's chain locks
     witness = settings.witness.directory if settings.witness else None
     if witness is not None and witness.resolve().is_relative_to(DEMO_STATE_DIR.resolve()):
         shutil.rmtree(witness, ignore_errors=True)  # the old database's evidence, gone with it

@@ -6,6 +6,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -23,15 +24,58 @@ from gateway.cli.support import explain
 
 class GatewayGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        if not ctx.params.get("debug"):
+            warnings = _HeldWarnings()
+            logging.getLogger().addHandler(warnings)
+            ctx.call_on_close(warnings.summarise)
+        else:
+            logging.basicConfig(level=logging.DEBUG)
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+        except SystemExit as stopped:
+            if stopped.code:
+                _held_warnings_fail()
             raise
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            _held_warnings_fail()
+            raise
+        except BrokenPipeError:
+            ctx.exit(1)  # whoever read the output stopped reading: nothing to say, and nowhere to say it
         except Exception as error:
             if ctx.params.get("debug"):
                 raise
+            _held_warnings_fail()  # the error line says what matters
             click.echo(f"error: {explain(error)}", err=True)
             ctx.exit(1)
+
+
+class _HeldWarnings(logging.Handler):
+    """Holds the gateway's log records while a command runs: a failure is explained in one line by
+    the group, and a command that succeeds despite warnings says so in one line, not a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def summarise(self) -> None:
+        logging.getLogger().removeHandler(self)
+        if self.messages and not self.failed:
+            more = (
+                f" ({len(self.messages)} warnings; `gateway --debug ...` shows them)"
+                if len(self.messages) > 1
+                else ""
+            )
+            click.echo(f"warning: {self.messages[0]}{more}", err=True)
+
+
+def _held_warnings_fail() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _HeldWarnings):
+            handler.failed = True
 
 
 @click.group(

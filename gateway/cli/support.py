@@ -17,12 +17,12 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
-from sqlalchemy import exc
+from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import AuditError, AuditUnavailableError, UnknownPersonError
 from gateway.config import Settings, SettingsError
-from gateway.db import SchemaOutOfDateError, create_engine, is_unavailable, require_current_schema
+from gateway.db import SchemaOutOfDateError, create_engine, is_sqlite, is_unavailable, require_current_schema
 from gateway.keys import SigningKeyError
 from gateway.oauth import ClientError
 from policies import AgreementFileError
@@ -92,8 +92,10 @@ def settings_with(**overrides: Any) -> Settings:
 
 
 def _problem(error: Any) -> str:
-    variable = "GATEWAY_" + "_".join(str(part) for part in error["loc"]).upper()
-    return f"{variable}: {str(error['msg']).removeprefix('Value error, ')}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # a check of the whole configuration: its message names the variable
+    return f"GATEWAY_{'_'.join(str(part) for part in error['loc']).upper()}: {message}"
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -108,8 +110,21 @@ async def open_database(
     (instead of failing later on a missing table); `read_only`: a connection that cannot write."""
     engine = create_engine(settings.database_url, read_only=read_only)
     try:
+        if read_only and is_sqlite(settings.database_url) and not await _opens(engine):
+            # A WAL-mode file on read-only storage, without its -shm: only an immutable open reads it.
+            await engine.dispose()
+            engine = create_engine(settings.database_url, read_only=True, immutable=True)
         if migrated:
             await require_current_schema(engine)
         yield engine
     finally:
         await engine.dispose()
+
+
+async def _opens(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT count(*) FROM sqlite_master"))
+    except exc.OperationalError:
+        return False
+    return True

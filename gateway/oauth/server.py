@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from gateway.oauth.clients import ClientRecord, get_client
 log = logging.getLogger("gateway.oauth")
 
 MAX_TOKEN_REQUEST_BYTES: Final = 4096
+# Client ids are made by `gateway clients add` from an agreement id and hex; anything else is not one.
+CLIENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password
 
 
@@ -206,7 +209,7 @@ class TokenEndpoint:
         except ValueError:  # undecodable Basic credentials (not base64, not UTF-8)
             return self._error(401, "invalid_client", "the client credentials cannot be read")
         record = None
-        if client_id and len(client_id) <= 64:
+        if client_id and CLIENT_ID.fullmatch(client_id):  # anything else names no client: never looked up
             async with self._engine.connect() as conn:
                 record = await get_client(conn, client_id)
         client = _PartnerClient(record) if record is not None and record.is_enabled else None
@@ -217,7 +220,7 @@ class TokenEndpoint:
         error = payload.get("error") if isinstance(payload, dict) else None
         token = payload.get("access_token") if isinstance(payload, dict) and status == 200 else None
         return response, TokenOutcome(
-            client_id=client_id[:64] if client_id else None,
+            client_id=client_id if client_id and CLIENT_ID.fullmatch(client_id) else None,
             agreement_id=record.agreement_id if record is not None else None,
             status=status,
             error=error,

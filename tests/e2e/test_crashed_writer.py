@@ -134,7 +134,8 @@ async def test_a_killed_gateway_is_sealed_at_the_next_start_and_strict_passes(
     assert re.search(
         rf"chain {open_chain.chain_id}: 4 events, \d+ checkpoints, closed after its writer stopped at "
         rf"event 4 \(writer gateway \(pid {dead_pid} on [^)]+\) died; "
-        rf"sealed by gateway start-up on [^ ]+ \(pid {restarted_pid}\)\): intact",
+        rf"sealed by gateway start-up on [^ ]+ \(pid {restarted_pid}\)\); events 1 to 4 were sealed "
+        rf"without their writer's signature \(the witness cannot vouch for them\): intact",
         out,
     ), out
     assert "ledger intact: 1 chains, 4 events and the witness agrees" in out

@@ -59,6 +59,10 @@ def _request(peer: str | None, *forwarded: str) -> Request:
         ),
         pytest.param("10.0.0.1", ["10.0.0.3, 10.0.0.2"], "10.0.0.3", id="only proxies: the furthest of them"),
         pytest.param("::ffff:10.0.0.1", ["203.0.113.9"], "203.0.113.9", id="an IPv4-mapped peer"),
+        pytest.param(
+            "10.0.0.1", ["fe80::1%\u00e9\u00ff AAAA"], "10.0.0.1", id="an IPv6 scope id carries any text"
+        ),
+        pytest.param("10.0.0.1", ["fe80::1%eth0"], "10.0.0.1", id="an IPv6 scope id at all"),
         pytest.param("2001:db8:aa::1", ["2001:db8:bb::5"], "2001:db8:bb::5", id="IPv6"),
         pytest.param("testclient", ["203.0.113.9"], None, id="a peer that is not an address"),
         pytest.param(None, ["203.0.113.9"], None, id="no peer at all"),

@@ -59,6 +59,8 @@ def _json_with(**fields: Any) -> bytes:
         pytest.param(b'{"query": "{ x }", "variables": {"f": -Infinity}}', id="Infinity"),
         pytest.param(b"[" * 30_000 + b"]" * 30_000, id="nesting past the parser's recursion"),
         pytest.param(b'{"query": "{ x }\xed\xa0\x80"}', id="a surrogate encoded as UTF-8 bytes"),
+        pytest.param(_json_with(variables={"f": "Sm\x00ith"}), id="NUL in a variable"),
+        pytest.param(_json_with(operationName="Page\x00"), id="NUL in the operation name"),
     ],
 )
 async def test_text_that_is_not_valid_unicode_is_a_recorded_bad_request(
@@ -294,6 +296,9 @@ async def test_an_unreachable_database_is_a_recorded_503_on_both_endpoints(split
         "error", 503, "DATABASE_UNAVAILABLE",
     )  # fmt: skip
     assert (graphql_event["client_id"], graphql_event["token_jti"]) == (police.client_id, jti_of(token))
+    assert (
+        graphql_event["agreement_id"] == "police-prevention"
+    )  # from the signed token, as the client was unread
     assert (token_event["outcome"], token_event["http_status"], token_event["error_code"]) == (
         "error", 503, "temporarily_unavailable",
     )  # fmt: skip
@@ -358,6 +363,15 @@ async def test_which_database_errors_mean_unavailable(fresh: Fresh, tmp_path: Pa
         await failure(
             "statement timeout", create_engine(fresh.url), "SET statement_timeout = 50", "SELECT pg_sleep(1)"
         )
+        admin = create_engine(postgres_admin_url())  # a database cannot refuse connections to itself
+        try:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS false'))
+            await failure("not accepting connections", create_engine(fresh.url), "SELECT 1")
+        finally:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true'))
+            await admin.dispose()
     else:
         import sqlite3
 
@@ -377,3 +391,59 @@ async def test_which_database_errors_mean_unavailable(fresh: Fresh, tmp_path: Pa
     assert caught, "no failure was provoked"
     for name, error in caught.items():
         assert is_unavailable(error), name
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "FOO", "PROPFIND", "GET", "HEAD"])
+async def test_any_other_method_is_a_recorded_405_naming_the_verified_client(
+    method: str, app: Starlette, local_partner: Callable[[str], Partner], engine: AsyncEngine
+) -> None:
+    police = local_partner("police-prevention")
+    token = await police.token()
+    for path in ("/graphql", "/oauth/token"):
+        status, headers, _ = await raw_asgi(
+            app, method=method, path=path, headers=[(b"authorization", f"Bearer {token}".encode())]
+        )
+        assert status == 405 and headers["allow"] == "POST"
+        event = await event_of(engine, headers["x-audit-event-id"])
+        assert event is not None and event["error_code"] in ("METHOD_NOT_ALLOWED", "invalid_request")
+        if path == "/graphql":
+            assert (event["client_id"], event["agreement_id"]) == (police.client_id, "police-prevention")
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [b"a\x00bc:x", b"%00abc:x", b"police\nprevention:x", b"x" * 65 + b":y", "\u00e9t\u00e9:x".encode()],
+    ids=["NUL", "percent-NUL", "newline", "too long", "non-ASCII"],
+)
+async def test_a_client_id_that_cannot_be_one_is_invalid_client_not_a_500(
+    credentials: bytes, app: Starlette, engine: AsyncEngine
+) -> None:
+    import base64
+
+    status, headers, content = await raw_asgi(
+        app,
+        path="/oauth/token",
+        headers=[
+            (b"authorization", b"Basic " + base64.b64encode(credentials)),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+        ],
+        body=b"grant_type=client_credentials",
+    )
+    assert status == 401 and json.loads(content)["error"] == "invalid_client"
+    event = await event_of(engine, headers["x-audit-event-id"])
+    assert event is not None and event["client_id"] is None  # nothing that is not a client id is stored
+
+
+async def test_the_request_engines_carry_lock_and_statement_timeouts(
+    database_url: str, settings: Settings, signing: SigningKeys
+) -> None:
+    if make_url(database_url).get_backend_name() != "postgresql":
+        return  # SQLite has its busy timeout; these are PostgreSQL settings
+    app = create_app(settings, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY)
+    try:
+        async with app.state.gateway.engine.connect() as conn:
+            lock = (await conn.execute(text("SHOW lock_timeout"))).scalar()
+            statement = (await conn.execute(text("SHOW statement_timeout"))).scalar()
+        assert (lock, statement) == ("3s", "15s")
+    finally:
+        await app.state.gateway.engine.dispose()

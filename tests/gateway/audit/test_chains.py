@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from gateway.audit import (
     ChainClosedError,
@@ -28,13 +28,13 @@ from gateway.audit import (
     verify_ledger,
     verify_witness,
 )
-from gateway.audit.tables import audit_checkpoints
+from gateway.audit.tables import audit_chains, audit_checkpoints
 from gateway.audit.witness import FileWitness
 from gateway.cli import main
 from gateway.keys import SigningKeys, write_key_file
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.databases import postgres_admin_url
-from tests.support.ledger import Fresh, fresh_database
+from tests.support.ledger import Fresh, drop_append_only, fresh_database
 
 LATER = timedelta(minutes=10)  # long enough for an unsigned tail to fail --strict
 
@@ -105,8 +105,8 @@ async def test_a_dead_writers_chain_is_sealed_and_strict_passes_again(
     assert after.describe().startswith(
         f"chain {dead}: 3 events, 1 checkpoints, closed after its writer stopped at event 3"
     )
-    records, report = read_witness([tmp_path / "witness"])
-    checked = await verify_witness(fresh.engine, signing.verification, records, report)
+    records, _ = read_witness([tmp_path / "witness"])
+    checked = await verify_witness(fresh.engine, signing.verification, [tmp_path / "witness"])
     assert checked.problems == [] and [r.payload.get("abandoned") for r in records] == [after.abandoned]
     assert await seal_orphans(fresh.engine, signing=signing, witness=None, sealer="again") == []  # once only
 
@@ -211,3 +211,34 @@ async def test_a_writer_cut_off_and_sealed_goes_on_in_a_new_chain(
         and reports[writer.chain_id].events == 1
         and reports[writer.chain_id].closed
     )
+
+
+async def test_a_live_writer_is_known_by_its_lock_not_by_its_pid_or_host(
+    fresh: Fresh, signing: SigningKeys
+) -> None:
+    """A writer in another PID namespace or under another host name (a container) registers a pid or a
+    host this process cannot see. Its lock (an advisory lock, or an flock on SQLite) still says it lives."""
+    alive = LedgerWriter(fresh.engine, signing=signing)
+    await alive.record(_draft())
+    async with fresh.engine.begin() as conn:
+        await drop_append_only(conn)
+        await conn.execute(
+            update(audit_chains).where(audit_chains.c.chain_id == alive.chain_id).values(
+                process_id=4_000_000, host="another-host"
+            )
+        )  # fmt: skip
+    assert await seal_orphans(fresh.engine, signing=signing, witness=None, sealer="start-up") == []
+    with pytest.raises(ChainStillWritingError, match="still running"):
+        await seal_abandoned(
+            fresh.engine, alive.chain_id, signing=signing, reason="by hand", require_dead=False
+        )
+    await alive.close()
+
+
+def test_what_the_database_supplies_is_printed_without_control_characters() -> None:
+    from gateway.audit import ChainReport
+
+    report = ChainReport("chain\x1b[2J\x07", 3, 1, closed=True, abandoned="died\x1b]0;owned\x07")
+    line = report.describe()
+    assert "\x1b" not in line and "\x07" not in line
+    assert line.startswith("chain chain?[2J?: 3 events")

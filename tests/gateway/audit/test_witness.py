@@ -7,8 +7,10 @@ alone cannot. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +22,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
-from gateway.audit import EventDraft, LedgerWriter, Witness, read_witness, verify_ledger, verify_witness
+from gateway.audit import (
+    EventDraft,
+    LedgerWriter,
+    Witness,
+    read_witness,
+    seal_abandoned,
+    verify_ledger,
+    verify_witness,
+)
 from gateway.audit.chains import sign_checkpoint
-from gateway.audit.events import GENESIS, event_hash
+from gateway.audit.events import GENESIS, event_hash, event_row
 from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 from gateway.audit.witness import FileWitness, SyslogWitness
 from gateway.cli import main
@@ -72,7 +82,7 @@ async def ledger(
             token = await police.token()
             for first in range(1, 6):
                 assert (await police.post(PAGE, {"first": first}, token=token)).status_code == 200
-        await app.state.gateway.ledger.close()
+        # A second writer, while the app's chain is still open: its head at close names that chain.
         writer = LedgerWriter(
             fresh.engine,
             signing=signing,
@@ -82,6 +92,7 @@ async def ledger(
         for n in range(10):
             await writer.record(_draft(n))
         await writer.close()
+        await app.state.gateway.ledger.close()
         yield Ledger(fresh, witness_dir, app.state.gateway.ledger.chain_id, writer.chain_id)
 
 
@@ -112,8 +123,7 @@ async def copy(ledger: Ledger, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 async def _witness(engine: AsyncEngine, ledger: Ledger, keys: SigningKeys) -> list[str]:
-    records, report = read_witness([ledger.witness_dir])
-    checked = await verify_witness(engine, keys.verification, records, report)
+    checked = await verify_witness(engine, keys.verification, [ledger.witness_dir])
     return checked.problems
 
 
@@ -124,10 +134,11 @@ async def test_the_witness_holds_for_an_untouched_copy(
     records, report = read_witness([ledger.witness_dir])
     kinds = sorted({record.kind for record in records})
     assert kinds == ["chain", "checkpoint", "head"]
-    checked = await verify_witness(copy, signing.verification, records, report)
+    checked = await verify_witness(copy, signing.verification, [ledger.witness_dir])
     assert checked.problems == [] and checked.unwitnessed == []
     assert checked.chains == {ledger.served_chain, ledger.signed_chain}
-    assert report.files == 2  # one file per chain
+    assert report.files == checked.files == 2  # one file per chain
+    assert checked.records == len(records)
 
 
 async def _purge(
@@ -261,8 +272,7 @@ async def test_a_ledger_rewritten_under_a_replaced_signing_key_is_found_by_the_w
     )
     # Given both keys (as if the forger's had been published as a rotation), the signatures differ.
     both = SigningKeys.from_keys([forger.active, signing.active])
-    records, report = read_witness([ledger.witness_dir])
-    checked = await verify_witness(copy, both.verification, records, report)
+    checked = await verify_witness(copy, both.verification, [ledger.witness_dir])
     assert any(
         f"chain {ledger.served_chain} at event 6 differs from the one witnessed (re-signed or replaced)" in p
         for p in checked.problems
@@ -319,9 +329,49 @@ async def test_a_chain_never_witnessed_fails_only_when_strict(
     args = ["audit", "verify", "--witness", str(ledger.witness_dir)]
     plain = await asyncio.to_thread(CliRunner().invoke, main, args, env=env)
     assert plain.exit_code == 0, plain.output
-    assert f"witness: chain {unwitnessed.chain_id} is in the database but was never witnessed" in plain.output
+    unseen = (
+        f"witness: chain {unwitnessed.chain_id} is in the database but its registration was never witnessed"
+    )
+    assert unseen in plain.output
     strict = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--strict"], env=env)
-    assert strict.exit_code == 1 and "1 chains were never witnessed" in strict.output
+    assert strict.exit_code == 1 and "1 chains' registrations were never witnessed" in strict.output
+
+
+async def test_a_chain_forged_in_the_database_is_not_made_good_by_sealing(
+    ledger: Ledger, copy: AsyncEngine, signing: SigningKeys, tmp_path: Path
+) -> None:
+    """A DBA inserts a whole chain (registration naming a dead writer, hash-chained events); a gateway
+    starting up seals it, signing and witnessing the seal. The witness still never saw the chain
+    registered: --strict fails, and the seal says its events were never signed by a writer."""
+    forged = "00000000-0000-4000-8000-00000000f0f0"
+    async with copy.begin() as conn:
+        await conn.execute(
+            insert(audit_chains).values(
+                chain_id=forged, started_at="2026-11-20T10:00:00.000000Z", host="gw-1", process_id=4_000_000,
+                writer="gateway",
+            )
+        )  # fmt: skip
+        prev = GENESIS
+        for seq in range(1, 4):
+            row = event_row(_draft(seq), chain_id=forged, seq=seq, prev_hash=prev)
+            await conn.execute(insert(audit_events).values(**row))
+            await conn.execute(
+                insert(audit_disclosures).values(
+                    event_id=row["id"], person_id=seq + 1, fields="ref,givenName"
+                )
+            )
+            prev = row["hash"]
+    witness = Witness(FileWitness(ledger.witness_dir), signing)
+    sealed = await seal_abandoned(
+        copy, forged, signing=signing, reason="start-up", witness=witness, require_dead=False
+    )
+    assert sealed.seq == 3
+    assert await witness.flush()
+    reports = {r.chain_id: r for r in await verify_ledger(copy, signing.verification)}
+    assert reports[forged].ok and reports[forged].sealed_unsigned == 3
+    assert "events 1 to 3 were sealed without their writer's signature" in reports[forged].describe()
+    checked = await verify_witness(copy, signing.verification, [ledger.witness_dir])
+    assert checked.problems == [] and checked.unwitnessed == [forged]  # --strict fails on it
 
 
 async def test_a_syslog_witness_can_be_verified_from_what_the_collector_kept(
@@ -342,13 +392,14 @@ async def test_a_syslog_witness_can_be_verified_from_what_the_collector_kept(
 
     server = await asyncio.start_server(collect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    writer = LedgerWriter(
-        fresh_for_syslog.engine, signing=signing, checkpoint_every=2,
-        witness=Witness(SyslogWitness("127.0.0.1", port), signing),
-    )  # fmt: skip
+    witness = Witness(SyslogWitness("127.0.0.1", port), signing)
+    other = LedgerWriter(fresh_for_syslog.engine, signing=signing, witness=witness)
+    await other.record(_draft(99))  # open while the first closes: the first's head names it
+    writer = LedgerWriter(fresh_for_syslog.engine, signing=signing, checkpoint_every=2, witness=witness)
     for n in range(5):
         await writer.record(_draft(n))
     await writer.close()
+    await other.close()
     for _ in range(500):  # the collector has read every connection to its end, the final head's too
         if not handling and any(b'"witness":"head"' in stream for stream in received):
             break
@@ -362,10 +413,10 @@ async def test_a_syslog_witness_can_be_verified_from_what_the_collector_kept(
                 length, _, rest = stream.partition(b" ")
                 message, stream = rest[: int(length)], rest[int(length) :]
                 out.write("Nov 29 10:00:00 collector " + message.decode() + "\n")
-    records, report = read_witness([kept])
+    records, _ = read_witness([kept])
     assert {record.kind for record in records} == {"chain", "checkpoint", "head"}
-    checked = await verify_witness(fresh_for_syslog.engine, signing.verification, records, report)
-    assert checked.problems == [] and checked.chains == {writer.chain_id}
+    checked = await verify_witness(fresh_for_syslog.engine, signing.verification, [kept])
+    assert checked.problems == [] and checked.chains == {writer.chain_id, other.chain_id}
 
 
 @pytest.fixture
@@ -393,8 +444,8 @@ async def test_a_failing_witness_never_stops_the_ledger_and_catches_up(
     for n in range(4, 6):
         await writer.record(_draft(n))
     await writer.close()
-    records, report = read_witness([tmp_path / "witness"])
-    checked = await verify_witness(fresh_for_syslog.engine, signing.verification, records, report)
+    records, _ = read_witness([tmp_path / "witness"])
+    checked = await verify_witness(fresh_for_syslog.engine, signing.verification, [tmp_path / "witness"])
     witnessed = sorted(int(r.payload["seq"]) for r in records if r.kind == "checkpoint")
     assert witnessed == [
         2,
@@ -420,3 +471,85 @@ def test_the_sink_is_chosen_by_the_setting(tmp_path: Path) -> None:
     for bad in ("syslog+tcp://nohost", "s3://bucket/x"):
         with pytest.raises(ValueError, match=r"syslog|directory"):
             parse_witness(bad)
+
+
+async def test_a_hung_witness_stops_neither_the_ledger_nor_its_shutdown(
+    fresh_for_syslog: Fresh, signing: SigningKeys, tmp_path: Path
+) -> None:
+    """The chain's witness file is a FIFO nobody reads, as a stuck network mount would hang an
+    open: events are still committed at once, and closing gives up on the witness after a while."""
+    directory = tmp_path / "witness"
+    directory.mkdir()
+    failures: list[int] = []
+    writer = LedgerWriter(
+        fresh_for_syslog.engine, signing=signing, checkpoint_every=1,
+        witness=Witness(FileWitness(directory), signing, on_failure=lambda: failures.append(1)),
+    )  # fmt: skip
+    fifo = directory / f"{writer.chain_id}.jsonl"
+    os.mkfifo(fifo)
+    try:
+        started = time.monotonic()
+        for n in range(5):
+            await asyncio.wait_for(writer.record(_draft(n)), timeout=5)  # each commit checkpoints
+        assert time.monotonic() - started < 5
+        closing = time.monotonic()
+        await asyncio.wait_for(writer.close(), timeout=20)
+        assert time.monotonic() - closing < 10
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the witness thread go
+        os.close(reader)
+    [report] = await verify_ledger(fresh_for_syslog.engine, signing.verification)
+    assert report.ok and report.closed and report.events == 5
+
+
+def test_heads_are_cut_to_records_syslog_can_carry(signing: SigningKeys, tmp_path: Path) -> None:
+    written: list[tuple[str, list[str]]] = []
+
+    class Kept:
+        def append(self, chain_id: str, lines: Sequence[str]) -> None:
+            written.append((chain_id, list(lines)))
+
+    witness = Witness(Kept(), signing)
+    positions = {f"chain-{n:03}": (n, f"{n:064x}") for n in range(100)}
+    witness.head("writer", positions)
+    assert asyncio.run(witness.flush())
+    lines = [line for _, lines in written for line in lines]
+    assert len(lines) == 3 and all(len(line) < 8_000 for line in lines)
+    records, _ = read_witness([_write_lines(tmp_path / "w.jsonl", lines)])
+    named = {chain for record in records for chain in record.payload["chains"]}
+    assert named == set(positions)
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+async def test_a_command_line_run_writes_no_ledger_wide_head(
+    fresh_for_syslog: Fresh, signing: SigningKeys, tmp_path: Path
+) -> None:
+    """Each CLI run is a chain of its own; if each also listed every chain, the witness would grow with
+    the square of the runs. Short-lived writers leave heads to the gateways."""
+    directory = tmp_path / "witness"
+    open_chain = LedgerWriter(fresh_for_syslog.engine, signing=signing)
+    await open_chain.record(_draft(0))
+    for n in range(3):
+        run = LedgerWriter(
+            fresh_for_syslog.engine,
+            signing=signing,
+            witness=Witness(FileWitness(directory), signing),
+            heads=False,
+        )
+        await run.record(_draft(n))
+        await run.close()
+    records, _ = read_witness([directory])
+    assert sorted({record.kind for record in records}) == ["chain", "checkpoint"]
+    gateway = LedgerWriter(
+        fresh_for_syslog.engine, signing=signing, witness=Witness(FileWitness(directory), signing)
+    )
+    await gateway.record(_draft(9))
+    await gateway.close()
+    heads = [record for record in read_witness([directory])[0] if record.kind == "head"]
+    # The gateway's first head names the chains still open (not the three closed runs, nor itself, closed).
+    assert [sorted(head.payload["chains"]) for head in heads] == [[open_chain.chain_id]]
+    await open_chain.close()

@@ -5,6 +5,7 @@ is run as a subprocess, so what is checked is what an operator's terminal shows.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ GATEWAY = str(Path(sys.executable).parent / "gateway")
 def _run(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [GATEWAY, *args], env={"PATH": "/usr/bin:/bin", **env}, cwd=cwd, capture_output=True, text=True,
-        timeout=120, check=False,
+        errors="replace", timeout=120, check=False,
     )  # fmt: skip
 
 
@@ -50,6 +51,27 @@ def _unreachable() -> str:
 
 
 CASES = [
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:99999/x"},
+        ["clients", "list"],
+        "GATEWAY_DATABASE_URL: port 99999 is not a TCP port",
+        id="a port that is not one",
+    ),
+    pytest.param(
+        {"GATEWAY_DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1/x?colour=blue"},
+        ["clients", "list"],
+        "GATEWAY_DATABASE_URL: options the driver does not take: colour",
+        id="a URL option the driver does not take",
+    ),
+    pytest.param(
+        {"GATEWAY_LOG_LEVEL": "chatty"}, ["serve"], "GATEWAY_LOG_LEVEL:", id="a log level that is not one"
+    ),
+    pytest.param(
+        {"GATEWAY_SIGNING_KEY_FILE": "UNDER_A_FILE"},
+        ["keys", "generate"],
+        "File exists",
+        id="keys generate under a file",
+    ),
     pytest.param(
         {"GATEWAY_DATABASE_URL": "UNREACHABLE"},
         ["db", "upgrade"],
@@ -149,7 +171,9 @@ def test_a_failing_command_prints_one_error_line(
 ) -> None:
     jwks = tmp_path / "public.json"
     jwks.write_text(json.dumps(SigningKeys.from_keys([generate_key()]).public_jwks))
+    (tmp_path / "a-file").write_text("not a directory")
     substitutes = {
+        "UNDER_A_FILE": str(tmp_path / "a-file" / "key.json"),
         "UNREACHABLE": _unreachable(),
         "RSA": rsa_key,
         "JWKS": str(jwks),
@@ -170,3 +194,39 @@ def test_debug_shows_the_traceback(base: dict[str, str], tmp_path: Path) -> None
     assert done.returncode == 1
     assert "Traceback (most recent call last)" in done.stderr
     assert "SchemaOutOfDateError" in done.stderr
+
+
+def test_a_setting_that_is_not_utf8_is_refused_in_one_line(base: dict[str, str], tmp_path: Path) -> None:
+    env: dict[bytes, bytes] = {b"PATH": b"/usr/bin:/bin", **{k.encode(): v.encode() for k, v in base.items()}}
+    env[b"GATEWAY_ISSUER"] = b"https://gw\xff.example"
+    done = subprocess.run(
+        [GATEWAY, "policies", "check"], env=env, cwd=tmp_path, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == ["error: GATEWAY_ISSUER is not valid UTF-8"]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(base: dict[str, str], tmp_path: Path) -> None:
+    assert _run(base, "db", "upgrade", cwd=tmp_path).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run(base, "serve", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use)"
+    ]
+
+
+def test_a_command_that_succeeds_despite_a_broken_witness_warns_in_one_line(
+    base: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-directory").write_text("")
+    env = {**base, "GATEWAY_AUDIT_WITNESS": str(tmp_path / "not-a-directory")}
+    assert _run(env, "db", "upgrade", cwd=tmp_path).returncode == 0
+    done = _run(env, "audit", "search", "--limit", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: the audit witness could not be written"), lines
+    assert "Traceback" not in done.stderr

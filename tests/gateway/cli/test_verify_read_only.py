@@ -134,7 +134,10 @@ async def test_verify_checks_postgresql_as_a_role_that_may_only_read(
     assert "ledger intact: 1 chains, 4 events" in result.output
     recorded = await _cli(env, "audit", "verify", "--record")
     assert recorded.exit_code == 1
-    assert recorded.output.strip().splitlines()[-1] == "error: the ledger could not be written"
+    lines = recorded.output.strip().splitlines()
+    assert lines[-1] == "error: the ledger could not be written"
+    assert all(line.startswith(("chain ", "error: ")) for line in lines), lines  # no traceback, no log lines
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
     async with made.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(audit_events))).scalar() == 4
         assert (await conn.execute(select(func.count()).select_from(audit_chains))).scalar() == 1
