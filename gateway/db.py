@@ -115,9 +115,8 @@ def create_engine(
     if is_sqlite(url):
         database = parsed.database
         if read_only and database and database != ":memory:":
-            url = parsed.set(
-                database=f"file:{database}", query={"mode": "ro", "uri": "true"}
-            ).render_as_string(hide_password=False)
+            query = {"mode": "ro", "uri": "true", **({"immutable": "1"} if immutable else {})}
+            url = parsed.set(database=f"file:{database}", query=query).render_as_string(hide_password=False)
         elif database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}

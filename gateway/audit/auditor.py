@@ -75,7 +75,7 @@ class RequestAuditor:
                 self._telemetry.requests.add(1, {**labels, "outcome": "audit_unavailable"})
                 log.error(
                     "request refused: the audit ledger is unavailable",
-                    extra=_log_fields(draft, 503, client_verified),
+                    extra={**_log_fields(draft, 503, client_verified), "outcome": "audit_unavailable"},
                 )
                 return unavailable()
             span.set_attribute("gateway.audit.event_id", draft.id)

@@ -41,7 +41,14 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.errors import ChainClosedError, ChainStillWritingError, UnknownChainError
-from gateway.audit.events import CHECKPOINT_TYPE, GENESIS, checkpoint_payload, now_text, parse_time_text
+from gateway.audit.events import (
+    CHECKPOINT_TYPE,
+    GENESIS,
+    checkpoint_payload,
+    is_chain_id,
+    now_text,
+    parse_time_text,
+)
 from gateway.audit.tables import audit_chains, audit_checkpoints, audit_events
 from gateway.audit.witness import Witness
 from gateway.keys import ALGORITHM, SigningKeys
@@ -128,12 +135,15 @@ def lock_directory(engine: AsyncEngine) -> Path | None:
         or database.startswith("file:")
     ):
         return None
-    return Path(f"{database}.chains")
+    # The file itself, not the name it was reached by: a symlink or a relative path must find the same locks.
+    return Path(f"{Path(database).resolve()}.chains")
 
 
 def hold_file_lock(directory: Path, chain_id: str) -> int | None:
     """Take the chain's lock file (an flock held until released or the process ends); None if another
     process holds it."""
+    if not is_chain_id(chain_id):
+        raise ValueError("not a chain id a writer makes")  # never part of a path
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(directory / f"{chain_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -145,15 +155,17 @@ def hold_file_lock(directory: Path, chain_id: str) -> int | None:
 
 
 def release_file_lock(directory: Path, chain_id: str, fd: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (directory / f"{chain_id}.lock").unlink()
+    if is_chain_id(chain_id):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / f"{chain_id}.lock").unlink()
     os.close(fd)  # closing releases the flock
 
 
 def _sqlite_liveness(engine: AsyncEngine, chain: dict[str, Any]) -> tuple[Liveness, int | None]:
     """The writer's liveness, and the lock file's descriptor if the sealer now holds it."""
     directory = lock_directory(engine)
-    if directory is not None and (directory / f"{chain['chain_id']}.lock").exists():
+    known = is_chain_id(chain["chain_id"])
+    if directory is not None and known and (directory / f"{chain['chain_id']}.lock").exists():
         fd = hold_file_lock(directory, chain["chain_id"])
         return (Liveness.ALIVE, None) if fd is None else (Liveness.DEAD, fd)
     return process_liveness(chain), None
@@ -266,6 +278,10 @@ async def seal_orphans(
         candidates = await open_chains(conn)
     sealed = []
     for chain in candidates:
+        if not is_chain_id(chain["chain_id"]):
+            # No writer makes such an id: someone put it there. Never sealed (which would sign it).
+            log.warning("an open chain with an id no writer makes is left alone")
+            continue
         writer = f"writer {chain['writer']} (pid {chain['process_id']} on {chain['host']})"
         reason = f"{writer} died; sealed by {sealer}"
         try:

@@ -22,10 +22,18 @@ from sqlalchemy import String
 from gateway.audit.tables import audit_events
 
 GENESIS: Final = "0" * 64
+# What a writer makes its chain ids with (uuid4). Anything else in audit_chains was put there by hand,
+# and is never used as part of a file name (witness files, lock files).
+_CHAIN_ID: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
 # Every column of audit_events except `hash` is covered by the hash.
 HASHED_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "hash")
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def is_chain_id(text: str) -> bool:
+    """Whether a chain id is one a writer makes (a lower-case uuid4)."""
+    return _CHAIN_ID.match(text) is not None
 
 
 def now_text() -> str:

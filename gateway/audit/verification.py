@@ -33,7 +33,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit.events import GENESIS, checkpoint_payload, event_hash, parse_time_text
+from gateway.audit.events import GENESIS, checkpoint_payload, event_hash, is_chain_id, parse_time_text
 from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
 from gateway.keys import ALGORITHM
 
@@ -128,6 +128,8 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
     count_checkpoints = len(checkpoints)
     if not registered:
         return ChainReport(chain_id, 0, count_checkpoints, "events of a chain that was never registered")
+    if not is_chain_id(chain_id):
+        return ChainReport(chain_id, 0, count_checkpoints, "a chain id no writer makes (added by hand)")
     for checkpoint in checkpoints:
         if not _signature_holds(checkpoint, keys):
             return ChainReport(

@@ -44,7 +44,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.errors import WitnessError
-from gateway.audit.events import GENESIS, now_text
+from gateway.audit.events import GENESIS, is_chain_id, now_text
 from gateway.audit.tables import audit_chains, audit_checkpoints
 from gateway.config import WitnessTarget
 from gateway.keys import ALGORITHM, SigningKeys
@@ -53,12 +53,13 @@ log = logging.getLogger("gateway.ledger")
 
 WITNESS_TYPE: Final = "audit-witness+jws"
 _MAX_BACKLOG: Final = 10_000  # records kept for retry while a sink is down
+_STUCK_AFTER: Final = 30.0  # seconds one append may take before the sink counts as hung
 _HEAD_CHAINS: Final = 40  # chains per head record: about 5 KB, inside syslog's usual 8 KB
 
 
 class WitnessSink(Protocol):
     def append(self, chain_id: str, lines: Sequence[str]) -> None:
-        """Make the lines durable, in order, or raise OSError."""
+        """Make the lines durable, in order; OSError to try again later, ValueError never to."""
 
 
 class FileWitness:
@@ -68,6 +69,8 @@ class FileWitness:
         self.directory = directory
 
     def append(self, chain_id: str, lines: Sequence[str]) -> None:
+        if not is_chain_id(chain_id):  # a chain id from the database never names a path of its own
+            raise ValueError("not a chain id a writer makes")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.directory / f"{chain_id}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -142,16 +145,21 @@ class Witness:
         on_failure: Callable[[], None] | None = None,
         max_backlog: int = _MAX_BACKLOG,
         retry_seconds: float = 5.0,
+        stuck_after: float = _STUCK_AFTER,
     ) -> None:
         self.sink = sink
         self.signing = signing
         self._on_failure = on_failure
         self._max_backlog = max_backlog
         self._retry_seconds = retry_seconds
+        self._stuck_after = stuck_after
         self._queue: deque[tuple[str, str]] = deque()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False  # the thread holds records it has not written yet
+        self._busy_since = 0.0
+        self._stuck_said = 0.0
+        self._stopping = False
 
     def chain(self, *, chain_id: str, started_at: str, host: str, process_id: int, writer: str) -> None:
         payload = {
@@ -189,6 +197,7 @@ class Witness:
         return False
 
     def _submit(self, chain_id: str, lines: list[str]) -> None:
+        self._say_if_stuck()
         with self._condition:
             self._queue.extend((chain_id, line) for line in lines)
             dropped = max(0, len(self._queue) - self._max_backlog)
@@ -201,36 +210,60 @@ class Witness:
         if dropped:
             log.error("the audit witness dropped its oldest records", extra={"dropped": dropped})
 
+    def _say_if_stuck(self) -> None:
+        """A sink that hangs raises no error: say so when the thread has been at one append too long."""
+        now = time.monotonic()
+        if (
+            self._busy
+            and now - self._busy_since > self._stuck_after
+            and now - self._stuck_said > self._stuck_after
+        ):
+            self._stuck_said = now
+            log.error(
+                "the audit witness has been writing one batch for too long",
+                extra={"seconds": round(now - self._busy_since)},
+            )
+            if self._on_failure:
+                self._on_failure()
+
+    def stop(self) -> None:
+        """Let the thread end once it has no more to do (records not yet written are dropped)."""
+        with self._condition:
+            self._stopping = True
+            self._queue.clear()
+            self._condition.notify()
+
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._queue:
+                while not self._queue and not self._stopping:
                     self._condition.wait()
+                if self._stopping:
+                    return
                 taken = list(self._queue)
-                self._busy = True
+                self._busy, self._busy_since = True, time.monotonic()
             by_chain: dict[str, list[str]] = {}
             for owner, line in taken:
                 by_chain.setdefault(owner, []).append(line)
-            written = 0
-            try:
-                for owner, lines in by_chain.items():
+            done: set[tuple[str, str]] = set()
+            failed = False
+            for owner, lines in by_chain.items():
+                try:
                     self.sink.append(owner, lines)
-                    written += len(lines)
-            except OSError:
-                log.error("the audit witness could not be written", exc_info=True)
-                if self._on_failure:
-                    self._on_failure()
+                except ValueError:
+                    # Never writable (a chain id no writer makes): dropped, not retried for ever.
+                    log.error("the audit witness refused a record that names no real chain")
+                except OSError:
+                    log.error("the audit witness could not be written", exc_info=True)
+                    if self._on_failure:
+                        self._on_failure()
+                    failed = True
+                    break  # the rest waits, in order, for the next attempt
+                done.update((owner, line) for line in lines)
             with self._condition:
-                # What was written leaves the queue; the rest waits for the next attempt, in order.
-                done = [
-                    item
-                    for owner, lines in list(by_chain.items())
-                    for item in ((owner, line) for line in lines)
-                ]
-                for item in done[:written]:
-                    self._queue.remove(item)
+                self._queue = deque(item for item in self._queue if item not in done)
                 self._busy = False
-                if written < len(taken):
+                if failed and not self._stopping:
                     self._condition.wait(timeout=self._retry_seconds)
 
 
@@ -355,7 +388,7 @@ async def verify_witness(engine: AsyncEngine, keys: KeySet, paths: Iterable[Path
         for file in files:
             records = read_witness_file(file, report)
             named = {str(r.payload.get("chain_id")) for r in records if r.kind != "head"}
-            named |= {chain for r in records if r.kind == "head" for chain in (r.payload.get("chains") or {})}
+            named |= {chain for r in records if r.kind == "head" for chain in _listed(r)}
             checkpoints = await _checkpoints_of(conn, sorted(named))
             heads = {(chain_id, seq): head_hash for (chain_id, seq, _), (_, head_hash) in checkpoints.items()}
             signatures = {key: signature for key, (signature, _) in checkpoints.items()}
@@ -392,6 +425,11 @@ async def _checkpoints_of(
         for row in rows:
             found[(row.chain_id, int(row.seq), bool(row.final))] = (row.signature, str(row.head_hash))
     return found
+
+
+def _listed(record: WitnessRecord) -> dict[str, Any]:
+    chains = record.payload.get("chains")
+    return chains if isinstance(chains, dict) else {}
 
 
 def _verifies(token: str, keys: KeySet) -> bool:
@@ -433,11 +471,10 @@ def _check_checkpoint(
     report: WitnessReport,
 ) -> None:
     payload = record.payload
-    chain_id, seq, final = (
-        str(payload.get("chain_id")),
-        int(payload.get("seq", -1)),
-        bool(payload.get("final")),
-    )
+    if not isinstance(payload.get("seq"), int):
+        report.problems.append(f"{record.where}: a checkpoint without a position")
+        return
+    chain_id, seq, final = str(payload.get("chain_id")), int(payload["seq"]), bool(payload.get("final"))
     stored = checkpoints.get((chain_id, seq, final))
     what = "final checkpoint" if final else "checkpoint"
     if chain_id not in chains:
@@ -471,7 +508,10 @@ def _check_head(
         report.problems.append(f"{record.where}: a ledger head without its chains")
         return
     for chain_id, position in sorted(listed.items()):
-        seq, head_hash = int(position[0]), str(position[1])
+        if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], int)):
+            report.problems.append(f"{record.where}: a ledger head with a malformed position")
+            return
+        seq, head_hash = position[0], str(position[1])
         if chain_id not in chains:
             report.problems.append(
                 f"{record.where}: the ledger head signed {record.payload.get('signed_at')} lists chain "

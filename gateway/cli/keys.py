@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -37,12 +39,28 @@ def keys_public() -> None:
 def ensure_secrets(settings: Settings) -> list[str]:
     """Create whichever of the signing key file and the ref secret file is missing; never overwrite."""
     created = []
+    for variable, path in (
+        ("GATEWAY_SIGNING_KEY_FILE", settings.signing_key_file),
+        ("GATEWAY_REF_SECRET_FILE", settings.ref_secret_file),
+    ):
+        if path.exists() and not path.is_file():
+            fail(f"{variable}: {path} is not a file")
     if not settings.signing_key_file.exists():
-        write_key_file(settings.signing_key_file, [generate_key()])
+        with _writing("GATEWAY_SIGNING_KEY_FILE"):
+            write_key_file(settings.signing_key_file, [generate_key()])
         created.append(str(settings.signing_key_file))
     if settings.ref_secret is None and not settings.ref_secret_file.exists():
-        settings.ref_secret_file.parent.mkdir(parents=True, exist_ok=True)
-        settings.ref_secret_file.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
-        settings.ref_secret_file.chmod(0o600)
+        with _writing("GATEWAY_REF_SECRET_FILE"):
+            settings.ref_secret_file.parent.mkdir(parents=True, exist_ok=True)
+            settings.ref_secret_file.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
+            settings.ref_secret_file.chmod(0o600)
         created.append(str(settings.ref_secret_file))
     return created
+
+
+@contextmanager
+def _writing(variable: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        fail(f"{variable}: cannot write there ({error.strerror or type(error).__name__}: {error.filename})")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 
 from gateway.audit import (
     ChainClosedError,
@@ -31,6 +31,7 @@ from gateway.audit import (
 from gateway.audit.tables import audit_chains, audit_checkpoints
 from gateway.audit.witness import FileWitness
 from gateway.cli import main
+from gateway.db import create_engine
 from gateway.keys import SigningKeys, write_key_file
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.databases import postgres_admin_url
@@ -242,3 +243,48 @@ def test_what_the_database_supplies_is_printed_without_control_characters() -> N
     line = report.describe()
     assert "\x1b" not in line and "\x07" not in line
     assert line.startswith("chain chain?[2J?: 3 events")
+
+
+@pytest.mark.parametrize("chain_id", ["../../../../tmp/forged", "..%2F..%2Fx", "not-a-uuid", "A" * 36])
+async def test_a_chain_id_no_writer_makes_is_never_a_path_and_never_sealed(
+    chain_id: str, fresh: Fresh, signing: SigningKeys, tmp_path: Path
+) -> None:
+    """A DBA can put any text in audit_chains: it must not name a file the gateway writes or deletes."""
+    async with fresh.engine.begin() as conn:
+        await conn.execute(
+            insert(audit_chains).values(
+                chain_id=chain_id, started_at="2026-11-20T10:00:00.000000Z", host="gw", process_id=4_000_000,
+                writer="gateway",
+            )
+        )  # fmt: skip
+    directory = tmp_path / "deep" / "witness"
+    witness = Witness(FileWitness(directory), signing)
+    assert await seal_orphans(fresh.engine, signing=signing, witness=witness, sealer="start-up") == []
+    witness.checkpoint(chain_id, "x.y.z")  # as if something tried
+    await witness.flush(within=1)
+    assert _written(tmp_path) == []
+    reports = {r.chain_id: r for r in await verify_ledger(fresh.engine, signing.verification)}
+    assert "a chain id no writer makes" in (reports[chain_id].problem or "")
+
+
+async def test_a_live_writer_reached_through_a_symlink_is_still_alive(
+    signing: SigningKeys, tmp_path: Path
+) -> None:
+    """SQLite: the lock files belong to the database file, however its path is spelled."""
+    async with fresh_database("sqlite+aiosqlite:///", tmp_path, today=FIXED_TODAY, people=10) as made:
+        alive = LedgerWriter(made.engine, signing=signing)
+        await alive.record(_draft())
+        link = tmp_path / "link.db"
+        link.symlink_to(tmp_path / "fresh.db")
+        other = create_engine(f"sqlite+aiosqlite:///{link}")
+        try:
+            assert await seal_orphans(other, signing=signing, witness=None, sealer="via a symlink") == []
+            with pytest.raises(ChainStillWritingError):
+                await seal_abandoned(other, alive.chain_id, signing=signing, reason="x", require_dead=False)
+        finally:
+            await other.dispose()
+        await alive.close()
+
+
+def _written(directory: Path) -> list[str]:
+    return sorted(str(path) for pattern in ("*forged*", "*.jsonl") for path in directory.rglob(pattern))

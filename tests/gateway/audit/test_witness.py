@@ -7,6 +7,8 @@ alone cannot. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import sqlite3
 import time
@@ -481,22 +483,23 @@ async def test_a_hung_witness_stops_neither_the_ledger_nor_its_shutdown(
     directory = tmp_path / "witness"
     directory.mkdir()
     failures: list[int] = []
-    writer = LedgerWriter(
-        fresh_for_syslog.engine, signing=signing, checkpoint_every=1,
-        witness=Witness(FileWitness(directory), signing, on_failure=lambda: failures.append(1)),
-    )  # fmt: skip
+    witness = Witness(FileWitness(directory), signing, on_failure=lambda: failures.append(1), stuck_after=0.3)
+    writer = LedgerWriter(fresh_for_syslog.engine, signing=signing, checkpoint_every=1, witness=witness)
     fifo = directory / f"{writer.chain_id}.jsonl"
     os.mkfifo(fifo)
     try:
         started = time.monotonic()
         for n in range(5):
             await asyncio.wait_for(writer.record(_draft(n)), timeout=5)  # each commit checkpoints
+            await asyncio.sleep(0.2)
         assert time.monotonic() - started < 5
+        assert failures, "a hung sink must be reported while it hangs, not only at shutdown"
         closing = time.monotonic()
         await asyncio.wait_for(writer.close(), timeout=20)
         assert time.monotonic() - closing < 10
     finally:
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the witness thread go
+        witness.stop()
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the witness thread go, and end
         os.close(reader)
     [report] = await verify_ledger(fresh_for_syslog.engine, signing.verification)
     assert report.ok and report.closed and report.events == 5
@@ -553,3 +556,17 @@ async def test_a_command_line_run_writes_no_ledger_wide_head(
     # The gateway's first head names the chains still open (not the three closed runs, nor itself, closed).
     assert [sorted(head.payload["chains"]) for head in heads] == [[open_chain.chain_id]]
     await open_chain.close()
+
+
+async def test_a_malformed_record_is_reported_and_the_check_goes_on(
+    ledger: Ledger, copy: AsyncEngine, signing: SigningKeys
+) -> None:
+    target = ledger.witness_dir / f"{ledger.served_chain}.jsonl"
+    header = base64.urlsafe_b64encode(b'{"alg":"ES256"}').decode().rstrip("=")
+    for chains in (b"5", b"[1,2]", b'{"x": "not a position"}'):
+        payload = base64.urlsafe_b64encode(b'{"kind":"head","chains":' + chains + b"}").decode().rstrip("=")
+        with target.open("a") as out:
+            out.write(json.dumps({"witness": "head", "jws": f"{header}.{payload}.c2ln"}) + "\n")
+    checked = await verify_witness(copy, signing.verification, [ledger.witness_dir])
+    assert sum("does not verify" in problem for problem in checked.problems) == 3
+    assert checked.chains == {ledger.served_chain, ledger.signed_chain}  # the good records still counted

@@ -69,8 +69,14 @@ CASES = [
     pytest.param(
         {"GATEWAY_SIGNING_KEY_FILE": "UNDER_A_FILE"},
         ["keys", "generate"],
-        "File exists",
+        "GATEWAY_SIGNING_KEY_FILE: cannot write there",
         id="keys generate under a file",
+    ),
+    pytest.param(
+        {"GATEWAY_SIGNING_KEY_FILE": "A_DIRECTORY"},
+        ["keys", "generate"],
+        "GATEWAY_SIGNING_KEY_FILE:",
+        id="keys generate into a directory",
     ),
     pytest.param(
         {"GATEWAY_DATABASE_URL": "UNREACHABLE"},
@@ -174,6 +180,7 @@ def test_a_failing_command_prints_one_error_line(
     (tmp_path / "a-file").write_text("not a directory")
     substitutes = {
         "UNDER_A_FILE": str(tmp_path / "a-file" / "key.json"),
+        "A_DIRECTORY": str(tmp_path),
         "UNREACHABLE": _unreachable(),
         "RSA": rsa_key,
         "JWKS": str(jwks),

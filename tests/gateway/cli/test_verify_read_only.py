@@ -141,3 +141,27 @@ async def test_verify_checks_postgresql_as_a_role_that_may_only_read(
     async with made.engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(audit_events))).scalar() == 4
         assert (await conn.execute(select(func.count()).select_from(audit_chains))).scalar() == 1
+
+
+async def test_a_wal_file_on_storage_that_cannot_take_its_shm_opens_immutably(tmp_path: Path) -> None:
+    """The fallback `audit verify` uses when a WAL-mode backup sits on read-only storage: opened
+    immutable, SQLite needs no -shm or -wal beside the file, and creates none."""
+    path = tmp_path / "backup.db"
+    made = sqlite3.connect(path)
+    made.execute("PRAGMA journal_mode=WAL")
+    made.execute("CREATE TABLE t (a)")
+    made.execute("INSERT INTO t VALUES (1)")
+    made.commit()
+    made.close()  # the last connection checkpoints and removes -wal and -shm; the file stays in WAL mode
+    assert _names(tmp_path) == ["backup.db"]
+    reader = create_engine(f"sqlite+aiosqlite:///{path}", read_only=True, immutable=True)
+    try:
+        async with reader.connect() as conn:
+            assert (await conn.execute(text("SELECT a FROM t"))).scalar() == 1
+    finally:
+        await reader.dispose()
+    assert _names(tmp_path) == ["backup.db"]
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
