@@ -3,6 +3,7 @@
 Imports nothing from the other layers and touches no database, network, environment or clock.
 """
 
+from policies.access import Access, OfficerIssuer
 from policies.agreements import (
     AGREEMENTS_DIR,
     Agreement,
@@ -19,7 +20,7 @@ from policies.decisions import (
     RowScope,
     WithheldField,
 )
-from policies.evaluator import REVIEW_GRACE, evaluate
+from policies.evaluator import REVIEW_GRACE, evaluate, out_of_force
 from policies.fields import FIELDS_BY_NAME, LOCATION_FIELDS, PERSON_FIELDS, FieldSpec, field_order
 from policies.populations import POPULATIONS
 
@@ -30,12 +31,14 @@ __all__ = [
     "PERSON_FIELDS",
     "POPULATIONS",
     "REVIEW_GRACE",
+    "Access",
     "Agreement",
     "AgreementFileError",
     "Decision",
     "DenyCode",
     "FieldSpec",
     "Obligation",
+    "OfficerIssuer",
     "ProtectedAddress",
     "PurposeContext",
     "RowScope",
@@ -43,5 +46,6 @@ __all__ = [
     "evaluate",
     "field_order",
     "load_agreements",
+    "out_of_force",
     "parse_agreement",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from policies._yaml import Value, YamlShapeError, compose
+from policies.access import ACCESS_KEYS, Access, parse_access
 from policies.fields import FIELDS_BY_NAME, LEDGER_FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
 from policies.populations import LEDGER_POPULATION, POPULATIONS, is_known_population
 
@@ -47,9 +48,11 @@ _TOP_KEYS = frozenset(
         "limits",
         "introspection",
     }
+    | ACCESS_KEYS
 )
-_OPTIONAL_TOP_KEYS = frozenset(
-    {"match", "break_glass", "requires", "limits", "honours_objection", "protected_address"}
+_OPTIONAL_TOP_KEYS = (
+    frozenset({"match", "break_glass", "requires", "limits", "honours_objection", "protected_address"})
+    | ACCESS_KEYS
 )
 _REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
 # Keys about people, required for a person population and meaningless for the access ledger.
@@ -101,6 +104,7 @@ class Agreement:
     requires: frozenset[ContextRequirement]
     limits: Limits
     introspection: bool
+    access: Access
     source: str
 
     @property
@@ -169,6 +173,7 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         "effective": effective,
         "review_due": review_due,
         "introspection": top["introspection"].boolean(),
+        "access": parse_access(top, requires_acting_user="acting_user" in _requirements(top)),
         "source": source,
     }
     if population == LEDGER_POPULATION:
@@ -213,6 +218,8 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     requires = _requirements(top)
     if break_glass and requires != {"acting_user", "case_reference"}:
         raise top["break_glass"].fail("break-glass requires both acting_user and case_reference")
+    if break_glass and not common["access"].verifies_officers:
+        raise top["break_glass"].fail("break-glass needs a verified acting user (acting_user: verified)")
 
     return Agreement(
         **common,

@@ -19,6 +19,7 @@ class DenyCode(StrEnum):
     AGREEMENT_EXPIRED = "AGREEMENT_EXPIRED"
     AGREEMENT_REVIEW_OVERDUE = "AGREEMENT_REVIEW_OVERDUE"
     PURPOSE_CONTEXT_REQUIRED = "PURPOSE_CONTEXT_REQUIRED"
+    ACTING_USER_NOT_VERIFIED = "ACTING_USER_NOT_VERIFIED"
 
 
 class Obligation(StrEnum):
@@ -45,6 +46,9 @@ class PurposeContext:
     acting_user: str | None = None
     case_reference: str | None = None
     break_glass_reason: str | None = None
+    # The acting user came from a token the gateway issued in exchange for one signed by the partner's
+    # identity provider, not from a header the partner's system wrote.
+    acting_user_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,15 @@ PROTECTED_ADDRESS_REASON: Final = "protected-address marker"
 def evaluate(agreement: Agreement | None, context: PurposeContext, *, today: date) -> Decision:
     if agreement is None:
         return _deny(None, "no-agreement", DenyCode.FORBIDDEN, "the client is bound to no known agreement")
+    refused = out_of_force(agreement, today=today)
+    if refused is not None:
+        return refused
+    return _purpose(agreement, context, today)
+
+
+def out_of_force(agreement: Agreement, *, today: date) -> Decision | None:
+    """The refusal of an agreement that is not in force today (dates, review), or None. The token
+    endpoint asks this too: an agreement out of force gets no tokens."""
     if today < agreement.effective.start:
         return _deny(
             agreement,
@@ -48,9 +57,20 @@ def evaluate(agreement: Agreement | None, context: PurposeContext, *, today: dat
             DenyCode.AGREEMENT_REVIEW_OVERDUE,
             "the agreement's review is overdue beyond the grace period",
         )
+    return None
+
+
+def _purpose(agreement: Agreement, context: PurposeContext, today: date) -> Decision:
     if "acting_user" in agreement.requires and not context.acting_user:
         return _deny(
             agreement, "requires.acting_user", DenyCode.PURPOSE_CONTEXT_REQUIRED, "an acting user is required"
+        )
+    if agreement.access.verifies_officers and not (context.acting_user and context.acting_user_verified):
+        return _deny(
+            agreement,
+            "acting_user.verified",
+            DenyCode.ACTING_USER_NOT_VERIFIED,
+            "the acting user must be named by the partner's identity provider (token exchange)",
         )
     if "case_reference" in agreement.requires and not context.case_reference:
         return _deny(

@@ -40,6 +40,12 @@ class Bad:
         return self.new if self.base is None else derive(self.base, self.old, self.new)
 
 
+VERIFIED_OFFICERS = (
+    (FIXTURES / "base-agreement.yaml").read_text(encoding="utf-8").split("acting_user: verified", 1)
+)
+VERIFIED_OFFICERS = "acting_user: verified" + VERIFIED_OFFICERS[1]
+
+
 def bad(
     old: str, new: str, line: int, key: str, reason: str, *, id: str, base: str = "base-agreement"
 ) -> object:
@@ -134,8 +140,10 @@ BAD_DOCUMENTS = [
         "only where protected_address is 'withhold'", id="break-glass-with-exclude"),
     bad("[acting_user, case_reference]", "[acting_user]", 19, "break_glass",
         "requires both acting_user and case_reference", id="break-glass-without-case-reference"),
-    bad("requires: [acting_user, case_reference]\n", "", 19, "break_glass",
-        "requires both acting_user and case_reference", id="break-glass-without-requires"),
+    bad("requires: [acting_user, case_reference]\n", "", 24, "acting_user",
+        "a verified acting user must also be in requires", id="break-glass-without-requires"),
+    bad(VERIFIED_OFFICERS, "", 19, "break_glass",
+        "break-glass needs a verified acting user", id="break-glass-with-an-asserted-acting-user"),
     bad("fields: [familyName, dateOfBirth, postcode, address, programmeStatus]",
         "fields: [familyName, dateOfBirth, programmeStatus]", 19, "break_glass",
         "pointless without a location or contact field", id="break-glass-without-location-field"),

@@ -23,6 +23,7 @@ from policies import (
     evaluate,
     load_agreements,
 )
+from policies.access import Access
 from policies.agreements import Effective
 from policies.evaluator import PROTECTED_ADDRESS_REASON
 
@@ -31,9 +32,10 @@ START, UNTIL, REVIEW = date(2025, 4, 1), date(2027, 3, 31), date(2026, 9, 30)
 IN_EFFECT = date(2026, 1, 15)
 DAY = timedelta(days=1)
 
-FULL = PurposeContext(acting_user="user-0001", case_reference="CASE-0001")
+# The acting user as the partner's identity provider named them (police, youth justice and MASH want that).
+FULL = PurposeContext(acting_user="user-0001", case_reference="CASE-0001", acting_user_verified=True)
 NO_CONTEXT = PurposeContext()
-ACTING_ONLY = PurposeContext(acting_user="user-0001")
+ACTING_ONLY = PurposeContext(acting_user="user-0001", acting_user_verified=True)
 CASE_ONLY = PurposeContext(case_reference="CASE-0001")
 BREAK_GLASS = replace(FULL, break_glass_reason="stated risk of serious harm")
 
@@ -111,7 +113,7 @@ DECISIONS = [
     row(HUB, ACTING_ONLY, IN_EFFECT, ALLOW, None, "agreement", id="family-hub-needs-no-case-reference"),
     row(DWP, NO_CONTEXT, IN_EFFECT, ALLOW, None, "agreement", id="dwp-requires-nothing"),
     row(POLICE, NO_CONTEXT, IN_EFFECT, ALLOW, None, "agreement", id="police-variant-requiring-nothing",
-        requires=frozenset()),
+        requires=frozenset(), access=Access()),
     row(MASH, replace(BREAK_GLASS, case_reference=None), IN_EFFECT, DENY, NEEDS_CONTEXT,
         "requires.case_reference", id="mash-break-glass-without-case-reference"),
     # Break-glass
@@ -238,3 +240,20 @@ def test_refusal_without_agreement_names_none() -> None:
     decision = evaluate(None, BREAK_GLASS, today=IN_EFFECT)
     assert (decision.agreement_id, decision.agreement_version, decision.agreement_label) == (None, None, None)
     assert (decision.purpose, decision.lawful_basis) == ("", ())
+
+
+@pytest.mark.parametrize("agreement_id", ["police-prevention", "youth-justice", "mash-safeguarding"])
+def test_an_asserted_acting_user_is_not_enough_where_the_agreement_wants_a_verified_one(
+    agreement_id: str,
+) -> None:
+    asserted = PurposeContext(acting_user="user-0001", case_reference="CASE-0001")
+    decision = evaluate(pinned(agreement_id), asserted, today=IN_EFFECT)
+    assert (decision.allowed, decision.code, decision.rule) == (
+        False, DenyCode.ACTING_USER_NOT_VERIFIED, "acting_user.verified"
+    )  # fmt: skip
+    assert evaluate(pinned(agreement_id), FULL, today=IN_EFFECT).allowed
+
+
+def test_an_asserted_acting_user_is_enough_where_the_agreement_takes_one() -> None:
+    asserted = PurposeContext(acting_user="analyst-7", case_reference="SEC-1")
+    assert evaluate(pinned("security-audit"), asserted, today=IN_EFFECT).allowed

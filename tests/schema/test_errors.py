@@ -46,7 +46,7 @@ def _no_database() -> NoReturn:
 
 
 async def errors_of(query: str, variables: dict[str, Any] | None = None) -> list[GraphQLError]:
-    decision = evaluate(POLICE, PurposeContext("u", "c"), today=FIXED_TODAY)
+    decision = evaluate(POLICE, PurposeContext("u", "c", acting_user_verified=True), today=FIXED_TODAY)
     context = ViewContext(decision=decision, refs=RefCodec(REF_SECRET, POLICE.id), connect=_no_database)
     result = await VIEW.schema.execute(query, variable_values=variables, context_value=context)
     assert result.errors, "the query was expected to fail"

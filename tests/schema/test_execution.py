@@ -23,7 +23,11 @@ VIEWS: dict[str, View] = {}
 
 
 def context(engine: AsyncEngine, agreement: Agreement) -> ViewContext:
-    decision = evaluate(agreement, PurposeContext(acting_user="u", case_reference="c"), today=FIXED_TODAY)
+    decision = evaluate(
+        agreement,
+        PurposeContext(acting_user="u", case_reference="c", acting_user_verified=True),
+        today=FIXED_TODAY,
+    )
     return ViewContext(decision=decision, refs=RefCodec(REF_SECRET, agreement.id), connect=engine.connect)
 
 
