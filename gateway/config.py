@@ -68,10 +68,13 @@ class Settings(BaseSettings):
     issuer: str = Field(default="http://127.0.0.1:8000", description="Public base URL; the tokens' iss")
     audience: str | None = Field(default=None, description="The tokens' aud; default: <issuer>/graphql")
     signing_key_file: Path = Field(default=DEFAULT_STATE_DIR / "signing-key.jwk.json")
+    signing_keys: SecretStr | None = Field(
+        default=None, description="The signing keys as a JWK set in JSON, instead of a file (no rotation)"
+    )
     ref_secret: SecretStr | None = Field(default=None, description="At least 32 bytes; or ref_secret_file")
     ref_secret_file: Path = Field(default=DEFAULT_STATE_DIR / "ref-secret")
     agreements_dir: Path = Field(default=AGREEMENTS_DIR)
-    token_ttl_seconds: int = Field(default=300, ge=60, le=3600)
+    token_ttl_seconds: int = Field(default=300, ge=60, le=600, description="At most ten minutes")
     token_leeway_seconds: int = Field(default=30, ge=0, le=120)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_query_tokens: int = Field(default=2_000, ge=100, le=50_000)
@@ -91,6 +94,14 @@ class Settings(BaseSettings):
         description="Where checkpoints are also appended, outside the database: a directory (on other "
         "storage in production), syslog+tcp://host:port, or none",
     )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0: the replay store and counters every process shares"
+    )
+    partner_jwks_dir: Path = Field(
+        default=DEFAULT_STATE_DIR / "partner-jwks",
+        description="Where the operator installs partner identity providers' public keys (officer_issuers)",
+    )
+    dpop_nonce: bool = Field(default=True, description="DPoP proofs must carry a server nonce (RFC 9449 8)")
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; "

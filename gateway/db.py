@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from redis import exceptions as redis_errors
 from sqlalchemy import Connection, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -32,8 +33,8 @@ _UNAVAILABLE_SQLITE_CODES: Final = frozenset({5, 6, 10, 13, 14})
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """Whether an error means the database could not be reached or could not serve the request now
-    (answered with 503 and Retry-After), as opposed to a fault in the gateway (500)."""
+    """Whether an error means the database (or the shared Redis) could not be reached or could not
+    serve the request now (answered with 503 and Retry-After), as opposed to a fault in the gateway (500)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -46,7 +47,9 @@ def is_unavailable(error: BaseException) -> bool:
             | socket.gaierror
             | exc.TimeoutError
             | exc.InterfaceError
-            | exc.DisconnectionError,
+            | exc.DisconnectionError
+            | redis_errors.ConnectionError
+            | redis_errors.TimeoutError,
         ):
             return True
         if isinstance(current, exc.DBAPIError):

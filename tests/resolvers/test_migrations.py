@@ -16,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.audit.tables import ledger_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
 from gateway.oauth.clients import clients
+from gateway.oauth.revocations import revocation_metadata
+from gateway.state import state_metadata
 from resolvers import metadata
 from resolvers.models import addresses
 
 EXPECTED_TABLES = {
     "addresses", "households", "people", "assessments", "objections", "clients",
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints",
+    "revoked_tokens", "replay_guard", "shared_counters",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -31,8 +34,9 @@ def _target() -> MetaData:
     for table in metadata.tables.values():
         table.to_metadata(target)
     clients.to_metadata(target)
-    for table in ledger_metadata.tables.values():
-        table.to_metadata(target)
+    for more in (ledger_metadata, revocation_metadata, state_metadata):
+        for table in more.tables.values():
+            table.to_metadata(target)
     return target
 
 
@@ -81,7 +85,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0003"
+    assert head == "0004"
     assert await current_revision(engine) == head
 
 

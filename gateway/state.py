@@ -1,0 +1,135 @@
+"""State that every process of the gateway shares: a replay guard and counters.
+
+- `first_use(key, expires_at)`: True the first time a key is offered, False ever after (until it
+  expires): a client assertion's or a DPoP proof's `jti` is accepted once, in whichever process.
+- `hit(key, window)`: count one more event in the current fixed window and return the count: failed
+  client authentication per client id and per address; `peek` reads the count without adding one.
+
+In Redis when GATEWAY_REDIS_URL is set (several workers or replicas: one round trip, SET NX / INCR),
+otherwise in the gateway's own database (tables `replay_guard` and `shared_counters`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final, Protocol
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, exc, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+state_metadata = MetaData()
+
+replay_guard = Table(
+    "replay_guard",
+    state_metadata,
+    Column("key", String(200), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
+shared_counters = Table(
+    "shared_counters",
+    state_metadata,
+    Column("key", String(200), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+_PURGE_EVERY: Final = 60.0  # seconds between deletions of expired replay keys and old windows
+
+
+class SharedState(Protocol):
+    async def first_use(self, key: str, *, expires_at: int) -> bool: ...
+
+    async def hit(self, key: str, *, window_seconds: int) -> int: ...
+
+    async def peek(self, key: str, *, window_seconds: int) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class DatabaseState:
+    """The gateway's database as the shared store: a row per key, expired rows purged now and then."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._purged_at = 0.0
+
+    async def first_use(self, key: str, *, expires_at: int) -> bool:
+        await self._purge()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(replay_guard).values(key=key[:200], expires_at=expires_at))
+        except exc.IntegrityError:
+            return False
+        return True
+
+    async def hit(self, key: str, *, window_seconds: int) -> int:
+        await self._purge()
+        start = int(time.time()) // window_seconds * window_seconds
+        upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        statement: Any = upsert(shared_counters).values(key=key[:200], window_start=start, count=1)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key", "window_start"], set_={"count": shared_counters.c.count + 1}
+        ).returning(shared_counters.c.count)
+        async with self._engine.begin() as conn:
+            return int((await conn.execute(statement)).scalar_one())
+
+    async def peek(self, key: str, *, window_seconds: int) -> int:
+        start = int(time.time()) // window_seconds * window_seconds
+        async with self._engine.connect() as conn:
+            found = await conn.execute(
+                select(shared_counters.c.count).where(
+                    shared_counters.c.key == key[:200], shared_counters.c.window_start == start
+                )
+            )
+            return int(found.scalar() or 0)
+
+    async def close(self) -> None:
+        return None
+
+    async def _purge(self) -> None:
+        now = time.time()
+        if now - self._purged_at < _PURGE_EVERY:
+            return
+        self._purged_at = now
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(replay_guard).where(replay_guard.c.expires_at < int(now)))
+            await conn.execute(
+                delete(shared_counters).where(shared_counters.c.window_start < int(now) - 3600)
+            )
+
+
+class RedisState:
+    """Redis as the shared store: SET NX with the key's own expiry; INCR with the window's."""
+
+    def __init__(self, url: str, *, prefix: str = "gateway:") -> None:
+        from redis.asyncio import Redis
+
+        self._redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = prefix
+
+    async def first_use(self, key: str, *, expires_at: int) -> bool:
+        expires_at = max(expires_at, int(time.time()) + 1)
+        return bool(await self._redis.set(f"{self._prefix}once:{key}", b"1", nx=True, exat=expires_at))
+
+    async def hit(self, key: str, *, window_seconds: int) -> int:
+        start = int(time.time()) // window_seconds * window_seconds
+        name = f"{self._prefix}count:{key}:{start}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(name)
+            pipe.expireat(name, start + 2 * window_seconds)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def peek(self, key: str, *, window_seconds: int) -> int:
+        start = int(time.time()) // window_seconds * window_seconds
+        return int(await self._redis.get(f"{self._prefix}count:{key}:{start}") or 0)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def shared_state(engine: AsyncEngine, redis_url: str | None) -> SharedState:
+    return RedisState(redis_url) if redis_url else DatabaseState(engine)
