@@ -30,9 +30,21 @@ from gateway.audit import (
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
-from gateway.keys import SigningKeys, derive_key, load_key_file
-from gateway.oauth import TokenEndpoint, TokenVerifier, authorization_server_metadata
+from gateway.keys import SigningKeys, derive_key, load_key_file, signing_keys_from_json
+from gateway.oauth import (
+    TOKEN_PATH,
+    AuthorizationServer,
+    ClientAuthenticator,
+    Nonces,
+    OfficerIssuers,
+    ProofChecker,
+    Revocations,
+    TokenIssuer,
+    TokenVerifier,
+    authorization_server_metadata,
+)
 from gateway.routes import EXCEPTION_HANDLERS, Endpoints, build_routes
+from gateway.state import SharedState, shared_state
 from gateway.telemetry import Telemetry, TracingMiddleware, telemetry_from_environment, trace_sql
 from policies import Agreement, load_agreements
 from resolvers import RefCodec
@@ -51,6 +63,8 @@ class Gateway:
     refs: dict[str, RefCodec]
     ledger: LedgerWriter | None
     telemetry: Telemetry
+    state: SharedState
+    revocations: Revocations
 
 
 def create_app(
@@ -71,7 +85,7 @@ def create_app(
     owned = _Owned(telemetry=telemetry is None, engine=engine is None, ledger_engine=ledger_engine is None)
     telemetry = telemetry or telemetry_from_environment()
     views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
-    signing = signing or load_key_file(settings.signing_key_file)
+    signing = signing or signing_keys(settings)
     secret = ref_secret or settings.read_ref_secret()
     engine = engine or _engine(settings, pool_size=settings.db_pool_size)
     # The ledger writes through connections of its own, so a burst of reads waiting for the request
@@ -92,6 +106,8 @@ def create_app(
         refs={agreement_id: RefCodec(secret, agreement_id) for agreement_id in agreements},
         ledger=ledger,
         telemetry=telemetry,
+        state=shared_state(engine, settings.redis_url),
+        revocations=Revocations(engine),
     )
     endpoints = _endpoints(gateway, today=today, secret=secret)
     app = Starlette(
@@ -139,25 +155,46 @@ def _ledger_writer(
     )
 
 
+def signing_keys(settings: Settings) -> SigningKeys:
+    if settings.signing_keys is not None:
+        return signing_keys_from_json(settings.signing_keys.get_secret_value(), source="GATEWAY_SIGNING_KEYS")
+    return load_key_file(settings.signing_key_file)
+
+
 def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) -> Endpoints:
     settings, engine, signing = gateway.settings, gateway.engine, gateway.signing
-    tokens = TokenEndpoint(
-        engine=engine,
-        signing=signing,
-        issuer=settings.issuer,
-        audience=settings.token_audience,
-        ttl=settings.token_ttl_seconds,
-    )
+    leeway = settings.token_leeway_seconds
     verifier = TokenVerifier(
-        signing.verification,
+        signing.verification, issuer=settings.issuer, audience=settings.token_audience, leeway=leeway
+    )
+    nonces = Nonces(derive_key(secret, "dpop-nonce")) if settings.dpop_nonce else None
+    dpop = ProofChecker(replay=gateway.state, nonces=nonces, leeway=leeway)
+    oauth = AuthorizationServer(
+        engine=engine,
         issuer=settings.issuer,
-        audience=settings.token_audience,
-        leeway=settings.token_leeway_seconds,
+        authenticator=ClientAuthenticator(
+            engine=engine,
+            agreements=gateway.agreements,
+            audiences=frozenset({settings.issuer + TOKEN_PATH, settings.issuer}),
+            state=gateway.state,
+            leeway=leeway,
+        ),
+        issuer_of_tokens=TokenIssuer(
+            signing, issuer=settings.issuer, audience=settings.token_audience, ttl=settings.token_ttl_seconds
+        ),
+        verifier=verifier,
+        dpop=dpop,
+        officers=OfficerIssuers(jwks_dir=settings.partner_jwks_dir, leeway=leeway),
+        revocations=gateway.revocations,
+        today=today,
     )
     graphql = GraphQLEndpoint(
         engine=engine,
         views=gateway.views,
         verifier=verifier,
+        dpop=dpop,
+        revocations=gateway.revocations,
+        url=settings.issuer + "/graphql",
         refs=gateway.refs,
         today=today,
         max_body_bytes=settings.max_body_bytes,
@@ -167,15 +204,13 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         gateway.ledger, gateway.telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash")
     )
     return Endpoints(
-        tokens=tokens,
+        oauth=oauth,
         graphql=graphql,
         auditor=auditor,
         agreements=gateway.agreements,
         engine=engine,
         public_jwks=signing.public_jwks,
-        server_metadata=authorization_server_metadata(
-            issuer=settings.issuer, scopes=list(gateway.agreements)
-        ),
+        server_metadata=authorization_server_metadata(issuer=settings.issuer, agreements=gateway.agreements),
         trusted_proxies=settings.trusted_networks,
     )
 
@@ -192,7 +227,10 @@ def _lifespan(
             # `audit verify --strict` passes again and shows where each writer stopped.
             sealer = f"gateway start-up on {socket.gethostname()} (pid {os.getpid()})"
             await seal_orphans(ledger_engine, signing=gateway.signing, witness=witness, sealer=sealer)
+        await gateway.revocations.start()
         yield
+        await gateway.revocations.close()
+        await gateway.state.close()
         if gateway.ledger is not None:
             await gateway.ledger.close()  # commit what is queued and sign the chain head
         if owned.telemetry:

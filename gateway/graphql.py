@@ -1,8 +1,9 @@
 """POST /graphql: authenticate, establish purpose, evaluate the agreement, execute its view.
 
 The order matters and reads top to bottom in `handle`:
-  1. the bearer token (401 with WWW-Authenticate before anything else is read);
-  2. the client, re-read from the database so that disabling it takes effect at once;
+  1. the access token, and for a DPoP-bound token a fresh proof by its key (401 with WWW-Authenticate
+     before anything else is read);
+  2. the token not revoked and its client not disabled (pushed to every process, or read per request);
   3. the body: JSON, one operation, bounded in size (no GET, no batching);
   4. the purpose context headers and the Decision (refusals carry a stable code);
   5. execution against the one schema of the client's agreement;
@@ -42,7 +43,17 @@ from gateway.http import (
     parse_json,
     read_body,
 )
-from gateway.oauth import AccessClaims, ClientRecord, InvalidTokenError, TokenVerifier, get_client
+from gateway.oauth import (
+    AccessClaims,
+    DPoPError,
+    InvalidTokenError,
+    Officer,
+    ProofChecker,
+    Revocations,
+    TokenRefusedError,
+    TokenVerifier,
+    dpop_challenge,
+)
 from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
@@ -63,7 +74,16 @@ _DENY_STATUS: Final = {
     DenyCode.AGREEMENT_EXPIRED: 403,
     DenyCode.AGREEMENT_REVIEW_OVERDUE: 403,
     DenyCode.PURPOSE_CONTEXT_REQUIRED: 400,
+    DenyCode.ACTING_USER_NOT_VERIFIED: 403,
 }
+# Each may appear once: a second one would be resolved first-wins by one component and last-wins by another.
+_SINGLE_HEADERS: Final = (
+    "authorization",
+    "dpop",
+    "x-acting-user",
+    "x-case-reference",
+    "x-break-glass-reason",
+)
 
 
 @dataclass
@@ -99,14 +119,21 @@ class GraphQLEndpoint:
         engine: AsyncEngine,
         views: Mapping[str, View],
         verifier: TokenVerifier,
+        dpop: ProofChecker,
+        revocations: Revocations,
+        url: str,
         refs: Mapping[str, RefCodec],
         today: Callable[[], date],
         max_body_bytes: int,
         ledger: LedgerReader,
     ) -> None:
+        """`url`: this endpoint's public URL, which DPoP proofs must name (never the Host header)."""
         self._engine = engine
         self._views = views
         self._verifier = verifier
+        self._dpop = dpop
+        self._revocations = revocations
+        self._url = url
         self._refs = refs
         self._today = today
         self._max_body_bytes = max_body_bytes
@@ -137,7 +164,7 @@ class GraphQLEndpoint:
         before the endpoint runs (a wrong method), so their events still name a verified client."""
         outcome = Outcome()
         try:
-            claims = self._bearer_claims(request)
+            claims, _ = self._token(request)
         except _Refusal:
             return outcome
         outcome.client_id, outcome.token_jti = claims.client_id, claims.jti
@@ -149,20 +176,29 @@ class GraphQLEndpoint:
         return view.agreement if view is not None else None
 
     async def _handle(self, request: Request, outcome: Outcome) -> JSONResponse:
-        claims = self._bearer_claims(request)
+        _single_headers(request)
+        claims, raw = self._token(request)
         outcome.client_id = claims.client_id
         outcome.token_jti = claims.jti
         outcome.agreement = self._agreement_of(claims)  # as the signed token says, until the client confirms
-        client = await self._enabled_client(claims)
-        view = self._view_for(client, claims)
+        try:
+            bound_to = await self._revocations.agreement_of(client_id=claims.client_id, jti=claims.jti)
+        except TokenRefusedError as refused:
+            raise _unauthenticated("The access token is not valid.", "invalid_token", str(refused)) from None
+        if bound_to != claims.scope:
+            raise _unauthenticated(
+                "The access token is not valid.", "invalid_token", "scope is not the client's agreement"
+            )
+        view = self._view_for(bound_to)
         outcome.agreement = view.agreement
+        dpop_nonce = await self._possession(request, claims, raw, view.agreement)
         if request.url.query:
             # URLs end up in proxies' and servers' logs: nothing may travel in them.
             raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
         payload = await self._payload(request)
         outcome.operation_name = _operation_name(payload)
         outcome.document_sha256 = _sha256(payload["query"])
-        outcome.purpose = _purpose_context(request)
+        outcome.purpose = _purpose_context(request, claims.officer)
         decision = evaluate(view.agreement, outcome.purpose, today=self._today())
         outcome.decision = decision
         if not decision.allowed:
@@ -173,41 +209,63 @@ class GraphQLEndpoint:
                 ),
                 decision.code,
             )
-        return await self._execute(view, decision, payload, outcome)
+        response = await self._execute(view, decision, payload, outcome)
+        if dpop_nonce is not None:
+            response.headers["DPoP-Nonce"] = dpop_nonce
+        return response
 
     # -- 1 and 2: who is calling -----------------------------------------------------------------
 
-    def _bearer_claims(self, request: Request) -> AccessClaims:
+    def _token(self, request: Request) -> tuple[AccessClaims, str]:
         header = request.headers.get("authorization")
         if not header:
             raise _unauthenticated("An access token is required.", None)
         scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
-            raise _unauthenticated("Use the Bearer scheme.", "invalid_request")
+        if scheme.lower() not in ("bearer", "dpop") or not raw.strip():
+            raise _unauthenticated("Use the DPoP or Bearer scheme.", "invalid_request")
         try:
-            return self._verifier.verify(raw.strip())
+            claims = self._verifier.verify(raw.strip())
         except InvalidTokenError as error:
             raise _unauthenticated(
                 "The access token is not valid.", "invalid_token", error.description
             ) from None
-
-    async def _enabled_client(self, claims: AccessClaims) -> ClientRecord:
-        async with self._engine.connect() as conn:  # a database error here becomes DATABASE_UNAVAILABLE
-            client = await get_client(conn, claims.client_id)
-        if client is None or not client.is_enabled:
+        if (scheme.lower() == "dpop") != (claims.jkt is not None):
+            # RFC 9449 7.1: a bound token only with the DPoP scheme, the DPoP scheme only for a bound one.
             raise _unauthenticated(
-                "The access token is not valid.", "invalid_token", "the client is not enabled"
+                "The access token is not valid.",
+                "invalid_token",
+                "the scheme does not fit the token's binding",
             )
-        if claims.scope != client.agreement_id:
-            raise _unauthenticated(
-                "The access token is not valid.", "invalid_token", "scope is not the client's agreement"
-            )
-        return client
+        return claims, raw.strip()
 
-    def _view_for(self, client: ClientRecord, claims: AccessClaims) -> View:
-        view = self._views.get(client.agreement_id)
+    async def _possession(
+        self, request: Request, claims: AccessClaims, raw: str, agreement: Agreement
+    ) -> str | None:
+        """For a DPoP-bound token, the proof that the caller holds its key; the next nonce to use."""
+        if claims.jkt is None:
+            if agreement.access.binds_tokens:
+                raise _unauthenticated(
+                    "The access token is not valid.",
+                    "invalid_token",
+                    "this agreement's tokens are DPoP-bound",
+                )
+            return None
+        try:
+            proof = await self._dpop.check(
+                request.headers.getlist("dpop"), method=request.method, url=self._url, access_token=raw
+            )
+        except DPoPError as error:
+            raise _dpop_refusal(error.error, error.description, self._dpop.nonce()) from None
+        if proof.jkt != claims.jkt:
+            raise _dpop_refusal(
+                "invalid_dpop_proof", "the proof is by another key than the token's", self._dpop.nonce()
+            )
+        return self._dpop.nonce()
+
+    def _view_for(self, agreement_id: str) -> View:
+        view = self._views.get(agreement_id)
         if view is None:
-            # A client bound to an agreement that is no longer loaded: refuse, never fall back.
+            # A token for an agreement that is no longer loaded: refuse, never fall back.
             raise _Refusal(
                 graphql_error_response(403, "FORBIDDEN", "No agreement is in force for this client."),
                 "FORBIDDEN",
@@ -311,14 +369,30 @@ class GraphQLEndpoint:
         return public.as_dict(error)
 
 
-def _unauthenticated(message: str, error: str | None, description: str | None = None) -> _Refusal:
-    challenge = f'Bearer realm="{REALM}"'
-    if error:
-        challenge += f', error="{error}"'
-    if description:
-        challenge += f', error_description="{description}"'
+def _dpop_refusal(error: str, description: str, nonce: str | None) -> _Refusal:
+    headers = {"WWW-Authenticate": dpop_challenge(error, description, realm=REALM)}
+    if nonce is not None:
+        headers["DPoP-Nonce"] = nonce
+    message = (
+        "Send the request again with a DPoP proof that uses the new nonce."
+        if error == "use_dpop_nonce"
+        else ("The DPoP proof is not valid.")
+    )
     return _Refusal(
-        graphql_error_response(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge}),
+        graphql_error_response(401, "UNAUTHENTICATED", message, headers=headers), "UNAUTHENTICATED"
+    )
+
+
+def _unauthenticated(message: str, error: str | None, description: str | None = None) -> _Refusal:
+    """401 with both challenges (RFC 6750 and RFC 9449 7.1): the client picks the one it uses."""
+    details = "".join(
+        f', {name}="{value}"'
+        for name, value in (("error", error), ("error_description", description))
+        if value
+    )
+    challenges = f'{dpop_challenge(None, None, realm=REALM)}{details}, Bearer realm="{REALM}"{details}'
+    return _Refusal(
+        graphql_error_response(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenges}),
         "UNAUTHENTICATED",
     )
 
@@ -336,7 +410,13 @@ def _bad_request(status: int, code: str, message: str) -> _Refusal:
     return _Refusal(graphql_error_response(status, code, message), code)
 
 
-def _purpose_context(request: Request) -> PurposeContext:
+def _single_headers(request: Request) -> None:
+    for name in _SINGLE_HEADERS:
+        if len(request.headers.getlist(name)) > 1:
+            raise _bad_request(400, "BAD_REQUEST", f"Send at most one {name} header.")
+
+
+def _purpose_context(request: Request, officer: Officer | None) -> PurposeContext:
     values: dict[str, str | None] = {}
     for header, key in PURPOSE_HEADERS:
         raw = request.headers.get(header)
@@ -347,7 +427,23 @@ def _purpose_context(request: Request) -> PurposeContext:
         if not _HEADER_VALUE.match(value):
             raise _bad_request(400, "BAD_REQUEST", f"{header} must be 1 to 200 printable ASCII characters.")
         values[key] = value
-    return PurposeContext(**values)
+    if officer is None:
+        return PurposeContext(
+            acting_user=values["acting_user"],
+            case_reference=values["case_reference"],
+            break_glass_reason=values["break_glass_reason"],
+        )
+    # The officer the partner's identity provider named; a header may repeat it, never change it.
+    if values["acting_user"] is not None and values["acting_user"] != officer.subject:
+        raise _bad_request(
+            403, "ACTING_USER_MISMATCH", "X-Acting-User differs from the officer the token names."
+        )
+    return PurposeContext(
+        acting_user=officer.subject,
+        case_reference=values["case_reference"],
+        break_glass_reason=values["break_glass_reason"],
+        acting_user_verified=True,
+    )
 
 
 def _operation_name(payload: dict[str, Any]) -> str | None:

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.audit import EventDraft, RequestAuditor, micros_since
 from gateway.graphql import GraphQLEndpoint, Outcome
 from gateway.http import CLIENT_DISCONNECTED, IPNetwork, client_address, graphql_error_response, json_response
-from gateway.oauth import TOKEN_PATH, TokenEndpoint, TokenOutcome
+from gateway.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, AuthorizationServer, TokenOutcome
 from gateway.telemetry import trace_id_hex
 from policies import Agreement
 
@@ -37,11 +37,14 @@ _PUBLIC_CACHE: Final = {"Cache-Control": "public, max-age=300"}
 _NOT_EXECUTED: Final = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "QUERY_TOO_COMPLEX"})
 
 
+_OAuthEndpoint = Callable[[Request, "str | None"], Awaitable["tuple[Response, TokenOutcome]"]]
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """What the routes serve, as the composition root assembled it."""
 
-    tokens: TokenEndpoint
+    oauth: AuthorizationServer
     graphql: GraphQLEndpoint
     auditor: RequestAuditor
     agreements: Mapping[str, Agreement]
@@ -56,7 +59,11 @@ def build_routes(endpoints: Endpoints) -> list[Route]:
     return [
         # Every method reaches the audited handlers, so that TRACE, CONNECT or a made-up method is
         # answered 405 with an event too, not by Starlette before anything is recorded.
-        Route(TOKEN_PATH, _AnyMethod(handlers.token_any_method)),
+        Route(TOKEN_PATH, _AnyMethod(handlers.oauth_endpoint("token", endpoints.oauth.token))),
+        Route(
+            INTROSPECTION_PATH, _AnyMethod(handlers.oauth_endpoint("introspect", endpoints.oauth.introspect))
+        ),
+        Route(REVOCATION_PATH, _AnyMethod(handlers.oauth_endpoint("revoke", endpoints.oauth.revoke))),
         Route("/graphql", _AnyMethod(handlers.graphql_any_method)),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", handlers.server_metadata, methods=["GET"]),
@@ -83,30 +90,37 @@ class _Handlers:
 
     # -- audited: every request ends in exactly one event, whatever happens -----------------------
 
-    async def token_any_method(self, request: Request) -> Response:
-        if request.method == "POST":
-            return await self.token(request)
-        return await self.token_wrong_method(request)
+    def oauth_endpoint(self, name: str, endpoint: _OAuthEndpoint) -> Callable[[Request], Awaitable[Response]]:
+        """One of the authorization server's endpoints, audited under `name` (token, introspect, revoke)."""
+
+        async def handle(request: Request) -> Response:
+            if request.method != "POST":
+                return await self.oauth_wrong_method(name, request)
+            return await self.oauth(name, endpoint, request)
+
+        return handle
 
     async def graphql_any_method(self, request: Request) -> Response:
         if request.method == "POST":
             return await self.graphql(request)
         return await self.graphql_wrong_method(request)
 
-    async def token(self, request: Request) -> Response:
+    async def oauth(self, name: str, endpoint: _OAuthEndpoint, request: Request) -> Response:
         started = time.perf_counter()
         address = client_address(request, self._e.trusted_proxies)
         try:
-            response, outcome = await self._e.tokens.handle(request)
+            response, outcome = await endpoint(request, address)
         except Exception:
-            log.error("token endpoint failed", exc_info=True)
+            log.error("authorization server failed", exc_info=True, extra={"endpoint": name})
             failed = json_response(
                 {"error": "server_error", "error_description": "unexpected error"}, status=500
             )
             return await self._e.auditor.seal_failure(
-                "token", address, failed, code="server_error", started=started, unavailable=token_unavailable
+                name, address, failed, code="server_error", started=started, unavailable=token_unavailable
             )
-        draft = token_event(outcome, address, started, self._e.agreements.get(outcome.agreement_id or ""))
+        draft = token_event(
+            name, outcome, address, started, self._e.agreements.get(outcome.agreement_id or "")
+        )
         return await self._e.auditor.seal(
             draft,
             response,
@@ -146,12 +160,12 @@ class _Handlers:
             unavailable=graphql_unavailable, client_verified=True,
         )  # fmt: skip
 
-    async def token_wrong_method(self, request: Request) -> Response:
+    async def oauth_wrong_method(self, name: str, request: Request) -> Response:
         body = {"error": "invalid_request", "error_description": "use POST"}
         refused = json_response(body, status=405, headers={"Allow": "POST"})
         address = client_address(request, self._e.trusted_proxies)
         return await self._e.auditor.seal_failure(
-            "token", address, refused, code="invalid_request", started=time.perf_counter(),
+            name, address, refused, code="invalid_request", started=time.perf_counter(),
             unavailable=token_unavailable,
         )  # fmt: skip
 
@@ -243,14 +257,18 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
 
 
 def token_event(
-    outcome: TokenOutcome, client_address: str | None, started: float, agreement: Agreement | None
+    endpoint: str,
+    outcome: TokenOutcome,
+    client_address: str | None,
+    started: float,
+    agreement: Agreement | None,
 ) -> EventDraft:
     if outcome.error == CLIENT_DISCONNECTED:
         kind = "disconnected"
     else:
         kind = "allowed" if outcome.status == 200 else "error" if outcome.status >= 500 else "denied"
     draft = EventDraft(
-        endpoint="token",
+        endpoint=endpoint,
         outcome=kind,
         http_status=outcome.status,
         latency_us=micros_since(started),
@@ -259,6 +277,7 @@ def token_event(
         client_address=client_address,
         trace_id=trace_id_hex(),
         token_jti=outcome.token_jti,
+        acting_user=outcome.officer.subject if outcome.officer else None,
     )
     return _with_agreement(draft, agreement)
 

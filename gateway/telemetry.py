@@ -39,8 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SERVICE_NAME: Final = "partner-gateway"
 ROUTES: Final = frozenset({
-    "/graphql", "/oauth/token", "/.well-known/jwks.json", "/.well-known/oauth-authorization-server",
-    "/healthz", "/livez",
+    "/graphql", "/oauth/token", "/oauth/introspect", "/oauth/revoke", "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server", "/healthz", "/livez",
 })  # fmt: skip
 _INSTRUMENTATION: Final = "gateway"
 

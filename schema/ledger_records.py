@@ -70,6 +70,8 @@ class EventFilter:
     outcome: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    acting_user: str | None = None  # the officer the event names
+    case_reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from gateway.oauth import add_client
 from policies import Agreement, load_agreements
 from resolvers import RefCodec, seed_population
 from tests.support.databases import postgres_database, sqlite_database
+from tests.support.identity import RegisteredClient, TestIssuer, install_issuers, jwks, new_key
 from tests.support.oracle import Oracle
 from tests.support.partners import Partner
 from tests.support.population import EdgeCases, add_edge_cases
@@ -89,7 +90,18 @@ def signing() -> SigningKeys:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def partner_jwks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("partner-jwks")
+
+
+@pytest.fixture(scope="session")
+def issuers(agreements: dict[str, Agreement], partner_jwks_dir: Path) -> dict[str, TestIssuer]:
+    """A stand-in identity provider for each agreement that names officers, trusted by the gateway."""
+    return install_issuers(agreements, partner_jwks_dir)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, partner_jwks_dir: Path) -> Settings:
     state = tmp_path_factory.mktemp("state")
     return Settings(
         database_url=database_url,
@@ -98,6 +110,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         ref_secret=SecretStr(REF_SECRET.decode()),
         ref_secret_file=state / "unused-ref-secret",
         audit_witness=str(state / "witness"),
+        partner_jwks_dir=partner_jwks_dir,
+        # Nonces cost every new partner a refused first request; the DPoP tests turn them on.
+        dpop_nonce=False,
     )
 
 
@@ -144,38 +159,53 @@ async def asgi(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
-async def registered(engine: AsyncEngine, agreements: dict[str, Agreement]) -> dict[str, tuple[str, str]]:
-    """One enabled client per agreement: agreement id -> (client_id, secret)."""
+async def register(
+    engine: AsyncEngine, agreements: dict[str, Agreement], agreement_ids: list[str] | None = None
+) -> dict[str, RegisteredClient]:
+    """A client per agreement, with keys made here: agreement id -> (client_id, key, dpop_key)."""
     out = {}
     async with engine.begin() as conn:
-        for agreement_id in agreements:
-            created = await add_client(conn, agreement_id=agreement_id, known_agreements=set(agreements))
-            out[agreement_id] = (created.record.client_id, created.secret)
+        for agreement_id in agreement_ids or list(agreements):
+            key = new_key()
+            created = await add_client(
+                conn, agreement_id=agreement_id, known_agreements=set(agreements), jwks=jwks(key)
+            )
+            out[agreement_id] = RegisteredClient(created.record.client_id, key, new_key())
     return out
 
 
+@pytest.fixture(scope="session")
+async def registered(engine: AsyncEngine, agreements: dict[str, Agreement]) -> dict[str, RegisteredClient]:
+    """One enabled client per agreement."""
+    return await register(engine, agreements)
+
+
 def make_partners(
-    client: httpx.AsyncClient, registered: dict[str, tuple[str, str]]
+    client: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
 ) -> Callable[[str], Partner]:
     def partner(agreement_id: str) -> Partner:
-        client_id, secret = registered[agreement_id]
-        return Partner(client, agreement_id, client_id, secret, RefCodec(REF_SECRET, agreement_id))
+        made = registered[agreement_id]
+        return Partner(
+            client, agreement_id, made.client_id, made.key, made.dpop_key, RefCodec(REF_SECRET, agreement_id),
+            issuers.get(agreement_id),
+        )  # fmt: skip
 
     return partner
 
 
 @pytest.fixture
-def partner(http: httpx.AsyncClient, registered: dict[str, tuple[str, str]]) -> Callable[[str], Partner]:
+def partner(
+    http: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
+) -> Callable[[str], Partner]:
     """A partner over both transports (in-process and uvicorn)."""
-    return make_partners(http, registered)
+    return make_partners(http, registered, issuers)
 
 
 @pytest.fixture
 def local_partner(
-    asgi: httpx.AsyncClient, registered: dict[str, tuple[str, str]]
+    asgi: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
 ) -> Callable[[str], Partner]:
-    return make_partners(asgi, registered)
+    return make_partners(asgi, registered, issuers)
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,10 @@ class LedgerQueries:
             stmt = stmt.where(audit_events.c.agreement_id == criteria.agreement)
         if criteria.outcome is not None:
             stmt = stmt.where(audit_events.c.outcome == criteria.outcome)
+        if criteria.acting_user is not None:
+            stmt = stmt.where(audit_events.c.acting_user == criteria.acting_user)
+        if criteria.case_reference is not None:
+            stmt = stmt.where(audit_events.c.case_reference == criteria.case_reference)
         if criteria.start is not None:
             stmt = stmt.where(audit_events.c.occurred_at >= time_text(criteria.start))
         if criteria.end is not None:

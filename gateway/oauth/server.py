@@ -1,35 +1,26 @@
-"""The OAuth 2.0 authorization server for partner systems (authlib), on Starlette.
+"""The OAuth 2.0 authorization server for partner systems: token, introspection and revocation.
 
-Client-credentials grant only; clients authenticate with `client_secret_basic`; access tokens are
-RFC 9068 JWTs signed ES256 with `scope` = the client's one agreement, whatever the client asked for
-(asking for any other scope is `invalid_scope`).
+Grants: `client_credentials`, and token exchange (RFC 8693) of an officer's token from the partner's
+own identity provider for a gateway token that names the officer in `act`. Clients authenticate as
+their agreement says (`gateway.oauth.authentication`). Where the agreement binds tokens (or the client
+sends a proof anyway), the token endpoint needs a DPoP proof and the token carries its key's
+thumbprint (`cnf.jkt`, RFC 9449). A token is for the client's one agreement (asking for another scope
+is `invalid_scope`), for at most ten minutes, and only while that agreement is in force.
 
-authlib is synchronous and has no Starlette integration. The endpoint reads and checks the body,
-loads the client record from the database asynchronously, then runs authlib's grant, which needs no
-further I/O: `query_client` is never called, because the client auth method below uses the client
-loaded beforehand.
+The endpoints are the gateway's own, on joserfc: authlib's server is synchronous and has neither
+DPoP nor token exchange, and every check here may need the shared replay store. Each request is
+answered with its outcome for the audit ledger (never the secret, an assertion or a token).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from joserfc.jwk import KeySet
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -38,234 +29,342 @@ from gateway.db import is_unavailable
 from gateway.http import (
     CLIENT_CLOSED_REQUEST,
     CLIENT_DISCONNECTED,
-    NO_STORE,
     BodyTooLargeError,
     ClientDisconnectedError,
     json_response,
     media_type,
     read_body,
 )
-from gateway.keys import ALGORITHM, SigningKeys
-from gateway.oauth.clients import ClientRecord, get_client
+from gateway.keys import ALGORITHM
+from gateway.oauth.authentication import (
+    ASSERTION_TYPE,
+    Authenticated,
+    ClientAuthenticationError,
+    ClientAuthenticator,
+)
+from gateway.oauth.clients import CLIENT_ALGORITHMS
+from gateway.oauth.dpop import ALGORITHMS as DPOP_ALGORITHMS
+from gateway.oauth.dpop import DPoPError, Proof, ProofChecker
+from gateway.oauth.officers import OfficerIssuers, SubjectTokenError
+from gateway.oauth.revocations import Revocations, TokenRefusedError, revoke_token
+from gateway.oauth.tokens import AccessClaims, InvalidTokenError, Officer, TokenIssuer, TokenVerifier
+from policies import Agreement, out_of_force
 
 log = logging.getLogger("gateway.oauth")
 
-MAX_TOKEN_REQUEST_BYTES: Final = 4096
-# Client ids are made by `gateway clients add` from an agreement id and hex; anything else is not one.
-CLIENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_REQUEST_BYTES: Final = 16 * 1024  # an assertion, a subject token and a DPoP proof fit
 TOKEN_PATH: Final = "/oauth/token"  # noqa: S105 - a path, not a password
+INTROSPECTION_PATH: Final = "/oauth/introspect"
+REVOCATION_PATH: Final = "/oauth/revoke"
+CLIENT_CREDENTIALS: Final = "client_credentials"
+TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+SUBJECT_TOKEN_TYPES: Final = frozenset(
+    {"urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token", ACCESS_TOKEN_TYPE}
+)
+_NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @dataclass(frozen=True, slots=True)
 class TokenOutcome:
-    """What the token endpoint did, for the audit ledger: never the secret or the token."""
+    """What an endpoint did, for the audit ledger: never a secret, an assertion or a token."""
 
-    client_id: str | None  # as claimed in the request; authenticated only when status is 200
+    client_id: str | None  # as claimed; authenticated only when status is 200
     agreement_id: str | None
     status: int
     error: str | None
     token_jti: str | None = None
+    officer: Officer | None = None
 
 
-class _PartnerClient(ClientMixin):  # type: ignore[misc]
-    def __init__(self, record: ClientRecord) -> None:
-        self.record = record
-
-    def get_client_id(self) -> str:
-        return self.record.client_id
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        return self.record.secret_matches(client_secret)
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return method == "client_secret_basic" and endpoint == "token"
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "client_credentials"
-
-    def get_allowed_scope(self, scope: str | None) -> str:
-        return self.record.agreement_id
-
-
-class _TokenRequest(OAuth2Request):  # type: ignore[misc]
+class _Refusal(Exception):
     def __init__(
-        self, uri: str, headers: Mapping[str, str], form: dict[str, str], client: _PartnerClient | None
-    ):
-        super().__init__("POST", uri, headers=headers)
-        self.payload = BasicOAuth2Payload(form)
-        self.known_client = client
-
-    @property
-    def form(self) -> dict[str, str]:
-        return dict(self.payload.data)
+        self, status: int, error: str, description: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(description)
+        self.status, self.error, self.description, self.headers = status, error, description, headers or {}
 
 
-def _client_secret_basic(_query_client: Any, request: _TokenRequest) -> _PartnerClient | None:
-    client_id, secret = extract_basic_authorization(request.headers)
-    client = request.known_client
-    if client is None or not client_id or not secret or client.get_client_id() != client_id:
-        return None
-    return client if client.check_client_secret(secret) else None
+_Handler = Callable[
+    [Request, "str | None", "list[str | None]"], Awaitable["tuple[JSONResponse, TokenOutcome]"]
+]
 
 
-class _ClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS: Final = ["client_secret_basic"]
-
-    def validate_requested_scope(self) -> None:
-        requested = self.request.payload.scope
-        allowed = self.request.client.get_allowed_scope(None)
-        if requested is not None and requested.strip() != allowed:
-            raise InvalidScopeError("this client may only request its own agreement as scope")
-
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        token = self.generate_token(scope=self.client.get_allowed_scope(None), include_refresh_token=False)
-        self.save_token(token)
-        return 200, token, self.TOKEN_RESPONSE_HEADER
-
-
-class _TokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
-    def __init__(self, *, issuer: str, audience: str, signing: SigningKeys, ttl: int) -> None:
-        super().__init__(issuer=issuer, alg=ALGORITHM, expires_generator=lambda _client, _grant: ttl)
-        self._audience = audience
-        # Only the active key: authlib signs with any key of the right algorithm in the set it is given.
-        self._keys = KeySet([signing.active])
-
-    def get_jwks(self) -> KeySet:
-        return self._keys
-
-    def get_audiences(self, client: Any, user: Any, scope: Any) -> str:
-        return self._audience
-
-    def get_jti(self, client: Any, grant_type: Any, user: Any, scope: Any) -> str:
-        return secrets.token_urlsafe(18)
-
-
-class _Server(AuthorizationServer):  # type: ignore[misc]
-    def query_client(self, client_id: str) -> None:
-        return None  # clients are loaded before authlib runs; see _client_secret_basic
-
-    def save_token(self, token: dict[str, Any], request: Any) -> None:
-        return None  # self-contained JWTs: nothing to store
-
-    def create_oauth2_request(self, request: _TokenRequest) -> _TokenRequest:
-        return request
-
-    def handle_response(
-        self, status: int, body: Any, headers: list[tuple[str, str]]
-    ) -> tuple[int, Any, list[tuple[str, str]]]:
-        return status, body, headers
-
-    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class TokenEndpoint:
+class AuthorizationServer:
     def __init__(
-        self, *, engine: AsyncEngine, signing: SigningKeys, issuer: str, audience: str, ttl: int
+        self,
+        *,
+        engine: AsyncEngine,
+        issuer: str,
+        authenticator: ClientAuthenticator,
+        issuer_of_tokens: TokenIssuer,
+        verifier: TokenVerifier,
+        dpop: ProofChecker,
+        officers: OfficerIssuers,
+        revocations: Revocations,
+        today: Callable[[], date],
     ) -> None:
         self._engine = engine
-        self._uri = issuer + TOKEN_PATH
-        self._server = _Server()
-        self._server.register_client_auth_method("client_secret_basic", _client_secret_basic)
-        self._server.register_grant(_ClientCredentialsGrant)
-        self._server.register_token_generator(
-            "default", _TokenGenerator(issuer=issuer, audience=audience, signing=signing, ttl=ttl)
-        )
+        self._token_url = issuer + TOKEN_PATH
+        self._authenticator = authenticator
+        self._tokens = issuer_of_tokens
+        self._verifier = verifier
+        self._dpop = dpop
+        self._officers = officers
+        self._revocations = revocations
+        self._today = today
 
-    async def handle(self, request: Request) -> tuple[JSONResponse, TokenOutcome]:
-        """A bug raises; a client that went away and a database that cannot answer do not."""
+    # -- the three endpoints ----------------------------------------------------------------------
+
+    async def token(self, request: Request, address: str | None) -> tuple[JSONResponse, TokenOutcome]:
+        return await self._answer(request, address, self._token)
+
+    async def introspect(self, request: Request, address: str | None) -> tuple[JSONResponse, TokenOutcome]:
+        return await self._answer(request, address, self._introspect)
+
+    async def revoke(self, request: Request, address: str | None) -> tuple[JSONResponse, TokenOutcome]:
+        return await self._answer(request, address, self._revoke)
+
+    async def _answer(
+        self, request: Request, address: str | None, handler: _Handler
+    ) -> tuple[JSONResponse, TokenOutcome]:
+        """A bug raises; a refusal, a client that went away and a database that cannot answer do not."""
+        claimed: list[str | None] = [None]
         try:
-            return await self._handle(request)
+            return await handler(request, address, claimed)
+        except _Refusal as refusal:
+            return self._error(refusal, claimed[0])
+        except ClientAuthenticationError as failed:
+            headers = {"WWW-Authenticate": 'Basic realm="partner-gateway"'} if failed.status == 401 else {}
+            if failed.status == 429:
+                headers = {"Retry-After": "60"}
+            return self._error(
+                _Refusal(failed.status, failed.error, failed.description, headers=headers), failed.client_id
+            )
         except ClientDisconnectedError:
-            return self._error(CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "the client disconnected")
+            return self._error(
+                _Refusal(CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "the client disconnected"), claimed[0]
+            )
         except Exception as error:
             if not is_unavailable(error):
                 raise
             log.warning("database unavailable", extra={"error_type": type(error).__name__})
-            body = {
-                "error": "temporarily_unavailable",
-                "error_description": "the client registry cannot be read",
-            }
-            response = json_response(body, status=503, headers={"Retry-After": "5"})
-            return response, TokenOutcome(None, None, 503, "temporarily_unavailable")
+            unavailable = _Refusal(
+                503,
+                "temporarily_unavailable",
+                "the client registry cannot be read",
+                headers={"Retry-After": "5"},
+            )
+            return self._error(unavailable, claimed[0])
 
-    async def _handle(self, request: Request) -> tuple[JSONResponse, TokenOutcome]:
-        if request.url.query:
-            return self._error(400, "invalid_request", "send parameters in the body, never in the URL")
-        if media_type(request) != "application/x-www-form-urlencoded":
-            return self._error(400, "invalid_request", "the body must be application/x-www-form-urlencoded")
-        try:
-            body = await read_body(request, limit=MAX_TOKEN_REQUEST_BYTES)
-        except BodyTooLargeError:
-            return self._error(413, "invalid_request", "the request is too large")
-        form = _parse_form(body)
-        if form is None:
-            return self._error(400, "invalid_request", "malformed body or a repeated parameter")
-        if "client_secret" in form or "client_assertion" in form:
-            return self._error(400, "invalid_request", "authenticate with HTTP Basic (client_secret_basic)")
+    def _error(self, refusal: _Refusal, client_id: str | None) -> tuple[JSONResponse, TokenOutcome]:
+        body = {"error": refusal.error, "error_description": refusal.description}
+        response = json_response(body, status=refusal.status, headers=refusal.headers)
+        return response, TokenOutcome(client_id, None, refusal.status, refusal.error)
 
-        try:
-            client_id, _ = extract_basic_authorization(request.headers)
-        except ValueError:  # undecodable Basic credentials (not base64, not UTF-8)
-            return self._error(401, "invalid_client", "the client credentials cannot be read")
-        record = None
-        if client_id and CLIENT_ID.fullmatch(client_id):  # anything else names no client: never looked up
-            async with self._engine.connect() as conn:
-                record = await get_client(conn, client_id)
-        client = _PartnerClient(record) if record is not None and record.is_enabled else None
+    # -- POST /oauth/token ------------------------------------------------------------------------
 
-        oauth_request = _TokenRequest(self._uri, request.headers, form, client)
-        status, payload, headers = self._server.create_token_response(oauth_request)
-        response = JSONResponse(payload, status_code=status, headers={**dict(headers), **NO_STORE})
-        error = payload.get("error") if isinstance(payload, dict) else None
-        token = payload.get("access_token") if isinstance(payload, dict) and status == 200 else None
+    async def _token(
+        self, request: Request, address: str | None, claimed: list[str | None]
+    ) -> tuple[JSONResponse, TokenOutcome]:
+        form = await self._form(request)
+        dpop_headers = request.headers.getlist("dpop")
+        if len(dpop_headers) > 1:
+            raise _Refusal(400, "invalid_request", "send at most one DPoP header")
+        authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
+        client, agreement = authenticated.client, authenticated.agreement
+        claimed[0] = client.client_id
+        refused = out_of_force(agreement, today=self._today())
+        if refused is not None:
+            raise _Refusal(400, "unauthorized_client", f"the agreement is not in force ({refused.code})")
+        requested = form.get("scope")
+        if requested is not None and requested.strip() != agreement.id:
+            raise _Refusal(400, "invalid_scope", "this client may only request its own agreement as scope")
+        proof = await self._proof(dpop_headers, required=agreement.access.binds_tokens)
+        grant = form.get("grant_type")
+        officer = None
+        if grant == TOKEN_EXCHANGE:
+            officer = await self._exchanged_officer(form, authenticated)
+        elif grant == CLIENT_CREDENTIALS:
+            if agreement.access.verifies_officers:
+                raise _Refusal(
+                    400,
+                    "unauthorized_client",
+                    "this agreement names its officer: exchange the officer's token (RFC 8693) instead",
+                )
+        else:
+            raise _Refusal(400, "unsupported_grant_type", "use client_credentials or token exchange")
+        issued = self._tokens.issue(
+            client_id=client.client_id, scope=agreement.id, jkt=proof.jkt if proof else None, officer=officer
+        )
+        body: dict[str, Any] = {
+            "access_token": issued.token,
+            "token_type": "DPoP" if proof else "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": agreement.id,
+        }
+        if grant == TOKEN_EXCHANGE:
+            body["issued_token_type"] = ACCESS_TOKEN_TYPE
+        response = json_response(body, headers=self._nonce_header(proof is not None))
         return response, TokenOutcome(
-            client_id=client_id if client_id and CLIENT_ID.fullmatch(client_id) else None,
-            agreement_id=record.agreement_id if record is not None else None,
-            status=status,
-            error=error,
-            token_jti=_jti_of(token) if isinstance(token, str) else None,
+            client.client_id, agreement.id, 200, None, token_jti=issued.jti, officer=officer
         )
 
-    def _error(self, status: int, error: str, description: str) -> tuple[JSONResponse, TokenOutcome]:
-        body = {"error": error, "error_description": description}
-        headers = {"WWW-Authenticate": f'Basic error="{error}"'} if status == 401 else None
-        return json_response(body, status=status, headers=headers), TokenOutcome(None, None, status, error)
+    async def _proof(self, values: list[str], *, required: bool) -> Proof | None:
+        if not values and not required:
+            return None
+        try:
+            return await self._dpop.check(values, method="POST", url=self._token_url, access_token=None)
+        except DPoPError as error:
+            raise _Refusal(400, error.error, error.description, headers=self._nonce_header(True)) from None
+
+    async def _exchanged_officer(self, form: Mapping[str, str], authenticated: Authenticated) -> Officer:
+        access = authenticated.agreement.access
+        if not access.verifies_officers:
+            raise _Refusal(
+                400, "unauthorized_client", "this agreement does not name officers: use client_credentials"
+            )
+        if form.get("subject_token_type") not in SUBJECT_TOKEN_TYPES or not form.get("subject_token"):
+            raise _Refusal(400, "invalid_request", "send subject_token and a JWT subject_token_type")
+        if form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+            raise _Refusal(400, "invalid_request", "only access tokens are issued")
+        if "actor_token" in form:
+            raise _Refusal(400, "invalid_request", "actor tokens are not accepted: the client is the actor")
+        try:
+            return await self._officers.officer(form["subject_token"], access.officer_issuers)
+        except SubjectTokenError as error:
+            # RFC 8693 2.2.2: a subject token that is invalid or unacceptable is invalid_request.
+            raise _Refusal(400, "invalid_request", str(error)) from None
+
+    # -- POST /oauth/introspect (RFC 7662) and /oauth/revoke (RFC 7009) ---------------------------
+
+    async def _introspect(
+        self, request: Request, address: str | None, claimed: list[str | None]
+    ) -> tuple[JSONResponse, TokenOutcome]:
+        authenticated, claims = await self._clients_own_token(request, address, claimed)
+        description: dict[str, Any] = {"active": False}
+        if claims is not None and await self._usable(claims):
+            description = {
+                "active": True,
+                "client_id": claims.client_id,
+                "sub": claims.client_id,
+                "scope": claims.scope,
+                "exp": claims.expires_at,
+                "jti": claims.jti,
+                "token_type": "DPoP" if claims.jkt else "Bearer",
+            }
+            if claims.jkt:
+                description["cnf"] = {"jkt": claims.jkt}
+            if claims.officer:
+                description["act"] = {"sub": claims.officer.subject, "iss": claims.officer.issuer}
+        return json_response(description), _answered(authenticated, claims)
+
+    async def _revoke(
+        self, request: Request, address: str | None, claimed: list[str | None]
+    ) -> tuple[JSONResponse, TokenOutcome]:
+        authenticated, claims = await self._clients_own_token(request, address, claimed)
+        if claims is not None:  # an expired token, or another's, needs nothing
+            async with self._engine.begin() as conn:
+                await revoke_token(
+                    conn, jti=claims.jti, client_id=claims.client_id, expires_at=claims.expires_at
+                )
+            self._revocations.revoked_here(jti=claims.jti, expires_at=claims.expires_at)
+        # RFC 7009 2.2: the same answer whether or not there was anything to revoke.
+        return json_response({}), _answered(authenticated, claims)
+
+    async def _clients_own_token(
+        self, request: Request, address: str | None, claimed: list[str | None]
+    ) -> tuple[Authenticated, AccessClaims | None]:
+        """The authenticated client of an introspection or revocation, and the claims of the `token`
+        it names if that is a live token this gateway issued to it (None for anything else)."""
+        form = await self._form(request)
+        authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
+        claimed[0] = authenticated.client.client_id
+        try:
+            claims = self._verifier.verify(form.get("token", ""))
+        except InvalidTokenError:
+            return authenticated, None
+        return authenticated, claims if claims.client_id == authenticated.client.client_id else None
+
+    async def _usable(self, claims: AccessClaims) -> bool:
+        try:
+            await self._revocations.agreement_of(client_id=claims.client_id, jti=claims.jti)
+        except TokenRefusedError:
+            return False
+        return True
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        if request.url.query:
+            raise _Refusal(400, "invalid_request", "send parameters in the body, never in the URL")
+        if len(request.headers.getlist("authorization")) > 1:
+            raise _Refusal(400, "invalid_request", "send at most one Authorization header")
+        if media_type(request) != "application/x-www-form-urlencoded":
+            raise _Refusal(400, "invalid_request", "the body must be application/x-www-form-urlencoded")
+        try:
+            body = await read_body(request, limit=MAX_REQUEST_BYTES)
+        except BodyTooLargeError:
+            raise _Refusal(413, "invalid_request", "the request is too large") from None
+        form = parse_form(body)
+        if form is None:
+            raise _Refusal(400, "invalid_request", "malformed body or a repeated parameter")
+        return form
+
+    def _nonce_header(self, dpop: bool) -> dict[str, str]:
+        nonce = self._dpop.nonce() if dpop else None
+        return {**_NO_STORE, **({"DPoP-Nonce": nonce} if nonce else {})}
 
 
-def _jti_of(access_token: str) -> str | None:
-    """The jti of a token this endpoint has just signed, read back from its payload."""
+def _answered(authenticated: Authenticated, claims: AccessClaims | None) -> TokenOutcome:
+    return TokenOutcome(
+        authenticated.client.client_id,
+        authenticated.agreement.id,
+        200,
+        None,
+        token_jti=claims.jti if claims else None,
+    )
+
+
+def parse_form(body: bytes) -> dict[str, str] | None:
+    """Parse a urlencoded body; None if malformed, if a value is not text, or if any parameter
+    repeats. A parameter sent without a value is left out, as if it had not been sent (RFC 6749 3.2)."""
     try:
-        segment = access_token.split(".")[1]
-        jti = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))["jti"]
-    except (IndexError, ValueError, KeyError, TypeError):
-        return None
-    return jti if isinstance(jti, str) else None
-
-
-def _parse_form(body: bytes) -> dict[str, str] | None:
-    """Parse a urlencoded body; None if malformed or if any parameter repeats (RFC 6749 3.2)."""
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict"
+        )
     except (UnicodeDecodeError, ValueError):
         return None
     form: dict[str, str] = {}
     for key, value in pairs:
-        if key in form:
+        if key in form or "\x00" in key or "\x00" in value:
             return None
         form[key] = value
-    return form
+    return {key: value for key, value in form.items() if value}
 
 
-def authorization_server_metadata(*, issuer: str, scopes: list[str]) -> dict[str, Any]:
-    """RFC 8414 metadata. URLs come from the configured issuer, never from Host or X-Forwarded-*."""
+def authorization_server_metadata(*, issuer: str, agreements: Mapping[str, Agreement]) -> dict[str, Any]:
+    """RFC 8414 metadata. URLs come from the configured issuer, never from Host or X-Forwarded-*; the
+    client authentication methods are those some agreement allows."""
+    scopes = list(agreements)
+    allowed = {method for a in agreements.values() for method in a.access.client_authentication}
+    client_auth = [method for method in ("private_key_jwt", "client_secret_basic") if method in allowed]
     return {
         "issuer": issuer,
         "token_endpoint": issuer + TOKEN_PATH,
         "jwks_uri": issuer + "/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "introspection_endpoint": issuer + INTROSPECTION_PATH,
+        "revocation_endpoint": issuer + REVOCATION_PATH,
+        "grant_types_supported": [CLIENT_CREDENTIALS, TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint_auth_signing_alg_values_supported": list(CLIENT_ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_signing_alg_values_supported": list(CLIENT_ALGORITHMS),
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "response_types_supported": [],
         "scopes_supported": sorted(scopes),
         "access_token_signing_alg_values_supported": [ALGORITHM],
+        "client_assertion_types_supported": [ASSERTION_TYPE],
     }

@@ -371,20 +371,14 @@ async def test_uprn_is_served_as_a_twelve_digit_string(partner: PartnerFactory, 
 
 
 async def test_a_disabled_client_gets_no_new_token_and_its_live_token_stops_working(
-    http: Any, engine: Any, agreements: dict[str, Agreement]
+    http: Any, engine: Any, settings: Any
 ) -> None:
-    from gateway.oauth import add_client, disable_client
-    from resolvers import RefCodec
+    from gateway.oauth import disable_client
     from tests.conftest import REF_SECRET
+    from tests.support.partners import enrol
 
-    async with engine.begin() as conn:
-        created = await add_client(conn, agreement_id="ons-evaluation", known_agreements=set(agreements))
-    client = Partner(
-        http,
-        "ons-evaluation",
-        created.record.client_id,
-        created.secret,
-        RefCodec(REF_SECRET, "ons-evaluation"),
+    client = await enrol(
+        engine, http, "ons-evaluation", ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir
     )
     token = await client.token()
     assert (
@@ -392,15 +386,10 @@ async def test_a_disabled_client_gets_no_new_token_and_its_live_token_stops_work
     ).status_code == 200
 
     async with engine.begin() as conn:
-        await disable_client(conn, created.record.client_id)
-    refused = await http.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(created.record.client_id, created.secret),
-    )
+        await disable_client(conn, client.client_id)
+    refused = await client.token_response()
     assert refused.status_code == 401
-    assert refused.json()["error"] == "invalid_client"
-    assert refused.headers["www-authenticate"].startswith("Basic")
+    assert refused.json() == {"error": "invalid_client", "error_description": "client authentication failed"}
     stale = await client.post("{ people(first: 1) { edges { node { ref } } } }", token=token)
     assert stale.status_code == 401
     assert stale.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -15,7 +15,9 @@ from starlette.requests import Request
 from gateway.config import Settings
 from gateway.http import client_address, parse_networks
 from gateway.keys import SigningKeys
-from tests.conftest import build_app
+from tests.conftest import ISSUER, build_app
+from tests.support.identity import assertion, new_key
+from tests.support.partners import ASSERTION_TYPE
 from tests.support.requests import event_of
 from tests.support.server import serve_in_thread
 
@@ -105,16 +107,22 @@ async def test_the_ledger_records_the_believable_address(
     served: str, forwarded: str, expected: str, engine: AsyncEngine
 ) -> None:
     async with httpx.AsyncClient(base_url=served) as client:
+        # A client assertion for a client id that is not the caller's, signed with a key of its own.
+        guess = assertion("somebody-elses-client-id", new_key(), ISSUER + "/oauth/token")
         refused = await client.post(
             "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=("somebody-elses-client-id", "guess"),
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": guess,
+            },
             headers={"X-Forwarded-For": forwarded, "X-Real-IP": forwarded, "Forwarded": f"for={forwarded}"},
         )
         graphql = await client.post(
             "/graphql", json={"query": "{ x }"}, headers={"X-Forwarded-For": forwarded}
         )
     assert refused.status_code == 401 and graphql.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
     for response in (refused, graphql):
         event = await event_of(engine, response.headers["x-audit-event-id"])
         assert event is not None

@@ -28,7 +28,7 @@ from tests.support.partners import PURPOSE, Partner
 from tests.support.population import EdgeCases
 
 POLICE = "police-prevention"
-CHALLENGE = 'Bearer realm="partner-gateway"'
+CHALLENGE = 'DPoP realm="partner-gateway", algs="ES256 PS256"'
 TYPENAME = b'{"query": "{ __typename }"}'
 PEOPLE = "query($first: Int, $after: String) { people(first: $first, after: $after) { %s } }"
 PAGE = PEOPLE % "edges { cursor node { ref } } pageInfo { hasNextPage endCursor }"
@@ -58,16 +58,42 @@ def police(local_partner: PartnerFactory) -> Partner:
     return local_partner(POLICE)
 
 
+class BoundToken(str):
+    """A token the police partner was issued: sent with its DPoP proof (a plain str goes as Bearer)."""
+
+    partner: Partner
+
+
 @pytest.fixture
 async def token(police: Partner) -> str:
-    return await police.token()
+    issued = BoundToken(await police.token())
+    issued.partner = police
+    return issued
 
 
 async def _raw(asgi: httpx.AsyncClient, token: str | None, content: Any, **headers: str) -> httpx.Response:
-    sent = {"Content-Type": "application/json", **PURPOSE, **headers}
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    return await asgi.post("/graphql", content=content, headers=sent)
+    for _ in range(2):
+        sent = {"Content-Type": "application/json", **PURPOSE}
+        if isinstance(token, BoundToken):
+            sent |= token.partner.authorization(token)
+        elif token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        response = await asgi.post("/graphql", content=content, headers={**sent, **headers})
+        if isinstance(token, BoundToken):
+            token.partner.nonce = response.headers.get("dpop-nonce", token.partner.nonce)
+            if 'error="use_dpop_nonce"' in response.headers.get("www-authenticate", ""):
+                continue
+        return response
+    return response
+
+
+def _challenged(response: httpx.Response, error: str | None = None) -> None:
+    """Both schemes offered (RFC 6750, RFC 9449), with the error on each."""
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(CHALLENGE), challenge
+    assert 'Bearer realm="partner-gateway"' in challenge
+    if error is not None:
+        assert challenge.count(f'error="{error}"') == 2, challenge
 
 
 # -- the bearer token ------------------------------------------------------------------------------
@@ -76,21 +102,21 @@ async def _raw(asgi: httpx.AsyncClient, token: str | None, content: Any, **heade
 async def test_no_token_is_401_with_a_bearer_challenge(asgi: httpx.AsyncClient) -> None:
     response = await _raw(asgi, None, TYPENAME)
     _refused(response, 401, "UNAUTHENTICATED")
-    assert response.headers["www-authenticate"] == CHALLENGE
+    assert response.headers["www-authenticate"] == CHALLENGE + ', Bearer realm="partner-gateway"'
 
 
 @pytest.mark.parametrize("authorization", ["Basic eHh4Onh4eA==", "Token abc", "Bearer", "Bearer    "])
 async def test_a_scheme_other_than_bearer_is_401(authorization: str, asgi: httpx.AsyncClient) -> None:
     response = await _raw(asgi, None, TYPENAME, Authorization=authorization)
     _refused(response, 401, "UNAUTHENTICATED")
-    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_request"')
+    _challenged(response, "invalid_request")
 
 
 @pytest.mark.parametrize("raw", ["garbage", "a.b.c", "e30.e30.", "x" * 5000])
 async def test_a_garbage_token_is_invalid_token(raw: str, asgi: httpx.AsyncClient) -> None:
     response = await _raw(asgi, raw, TYPENAME)
     _refused(response, 401, "UNAUTHENTICATED")
-    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_token"')
+    _challenged(response, "invalid_token")
 
 
 @pytest.mark.parametrize("forgery", FORGERIES)
@@ -99,7 +125,7 @@ async def test_forged_tokens_are_invalid_token(
 ) -> None:
     response = await _raw(asgi, forge(forgery, settings, signing.active, police.client_id, POLICE), TYPENAME)
     _refused(response, 401, "UNAUTHENTICATED")
-    assert response.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_token"')
+    _challenged(response, "invalid_token")
 
 
 @pytest.mark.parametrize("variant", ["as issued", "typ application/at+jwt", "expired within leeway"])
@@ -109,10 +135,17 @@ async def test_hand_made_tokens_with_the_real_key_are_accepted(
     """The control for the forgeries: each of them differs from an accepted token in one thing."""
     key, now = signing.active, int(time.time())
     header = access_header(key, typ="application/at+jwt") if variant.startswith("typ") else None
-    changes = {"iat": now - 600, "exp": now - 5} if variant.startswith("expired") else {}
-    raw = sign(key, access_claims(settings, police.client_id, POLICE, **changes), header)
+    changes: dict[str, Any] = {"iat": now - 595, "exp": now - 5} if variant.startswith("expired") else {}
+    # Bound to the police partner's DPoP key and naming its officer, as its agreement wants.
+    assert police.issuer is not None
+    changes |= {
+        "cnf": {"jkt": police.dpop_key.thumbprint()},
+        "act": {"sub": PURPOSE["X-Acting-User"], "iss": police.issuer.issuer},
+    }
+    raw = BoundToken(sign(key, access_claims(settings, police.client_id, POLICE, **changes), header))
+    raw.partner = police
     response = await _raw(asgi, raw, TYPENAME)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 200, (response.text, response.headers.get("www-authenticate"))
     assert response.json() == {"data": {"__typename": "Query"}}
 
 
@@ -245,12 +278,25 @@ async def test_operation_name_picks_one_of_several_operations(asgi: httpx.AsyncC
     [{}, {"X-Case-Reference": "CASE-1"}, {"X-Acting-User": "officer-1"}, {"X-Acting-User": "   "}],
     ids=["neither", "no acting user", "no case reference", "blank acting user"],
 )
-async def test_police_needs_an_acting_user_and_a_case_reference(
-    headers: dict[str, str], police: Partner
+async def test_the_security_team_needs_an_acting_user_and_a_case_reference(
+    headers: dict[str, str], local_partner: PartnerFactory
 ) -> None:
+    security = local_partner("security-audit")  # its acting user is asserted in a header
     _refused(
-        await police.post("{ __typename }", purpose=False, headers=headers), 400, "PURPOSE_CONTEXT_REQUIRED"
+        await security.post("{ __typename }", purpose=False, headers=headers), 400, "PURPOSE_CONTEXT_REQUIRED"
     )
+
+
+async def test_the_police_officer_comes_from_the_token_and_a_header_cannot_change_it(police: Partner) -> None:
+    no_header = await police.post("{ __typename }", purpose=False, headers={"X-Case-Reference": "CASE-1"})
+    assert no_header.status_code == 200, no_header.text  # the verified officer is enough
+    same = await police.post("{ __typename }")  # the header repeats the officer the token names
+    assert same.status_code == 200, same.text
+    other = await police.post("{ __typename }", headers={"X-Acting-User": "someone-else"})
+    _refused(other, 403, "ACTING_USER_MISMATCH")
+    assert "someone-else" not in other.text
+    no_case = await police.post("{ __typename }", purpose=False)
+    _refused(no_case, 400, "PURPOSE_CONTEXT_REQUIRED")
 
 
 @pytest.mark.parametrize(
@@ -261,8 +307,9 @@ async def test_police_needs_an_acting_user_and_a_case_reference(
 async def test_a_purpose_header_that_is_not_short_printable_ascii_is_400(
     value: bytes, police: Partner
 ) -> None:
+    token = await police.token()
     headers = [
-        ("Authorization", f"Bearer {await police.token()}"),
+        *police.authorization(token).items(),
         ("Content-Type", "application/json"),
         ("X-Case-Reference", "CASE-1"),
         ("X-Acting-User", value),
@@ -272,9 +319,19 @@ async def test_a_purpose_header_that_is_not_short_printable_ascii_is_400(
     assert value.decode("latin-1") not in response.text
 
 
-async def test_a_purpose_header_of_200_characters_is_accepted(police: Partner) -> None:
-    response = await police.post("{ __typename }", headers={"X-Acting-User": "o" * 200})
+async def test_a_purpose_header_of_200_characters_is_accepted(local_partner: PartnerFactory) -> None:
+    security = local_partner("security-audit")
+    response = await security.post("{ __typename }", headers={"X-Acting-User": "o" * 200})
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("header", ["Authorization", "DPoP", "X-Acting-User", "X-Case-Reference"])
+async def test_a_repeated_header_is_400_never_first_wins(header: str, police: Partner) -> None:
+    token = await police.token()
+    sent = {**police.authorization(token), "Content-Type": "application/json", **PURPOSE}
+    headers = [*sent.items(), (header, sent.get(header, "CASE-2"))]
+    response = await police.http.post("/graphql", content=TYPENAME, headers=headers)
+    _refused(response, 400, "BAD_REQUEST")
 
 
 async def test_break_glass_outside_an_agreement_that_has_it_is_forbidden(police: Partner) -> None:
@@ -544,21 +601,28 @@ async def test_unknown_routes_get_json_errors(
 
 async def test_nothing_may_travel_in_the_url(asgi: httpx.AsyncClient, token: str, police: Partner) -> None:
     query = {"familyName": "Brackenridge-Vale", "dateOfBirth": "1992-10-13"}
+    assert isinstance(token, BoundToken)
     refused = await asgi.post(
         "/graphql",
         params=query,
         json={"query": "{ __typename }"},
-        headers={"Authorization": f"Bearer {token}", **PURPOSE},
+        headers={**police.authorization(token), **PURPOSE},
     )
     _refused(refused, 400, "BAD_REQUEST")
     unauthenticated = await asgi.post("/graphql", params=query, json={"query": "{ __typename }"})
     assert unauthenticated.status_code == 401  # who is asking is settled first
+    assertion = police_assertion(police)
     token_refused = await asgi.post(
         "/oauth/token",
-        params={"client_secret": police.secret},
-        data={"grant_type": "client_credentials"},
-        auth=(police.client_id, police.secret),
+        params={"client_assertion": assertion},
+        data={"grant_type": "client_credentials", "client_assertion": assertion},
     )
     assert token_refused.status_code == 400
     assert token_refused.json()["error"] == "invalid_request"
     assert "access_token" not in token_refused.json()
+
+
+def police_assertion(police: Partner) -> str:
+    from tests.support.identity import assertion
+
+    return assertion(police.client_id, police.key, police.base + "/oauth/token")

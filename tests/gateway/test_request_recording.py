@@ -2,19 +2,23 @@
 that Python accepts and nothing else can store, a client that goes away before its body arrives,
 and a database that cannot answer. On SQLite and PostgreSQL; the refused requests name the client,
 agreement and token that were verified before the refusal.
+
+Requests are made by hand here, so their credentials are too: a DPoP-bound token goes with the
+`DPoP` scheme and a proof for the request's method and the gateway's configured URL, never the Host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -28,17 +32,26 @@ from gateway.audit import EventDraft, LedgerWriter, verify_ledger
 from gateway.config import Settings
 from gateway.db import create_engine, is_unavailable
 from gateway.keys import SigningKeys
-from gateway.oauth import add_client
-from policies import load_agreements
-from resolvers import RefCodec
-from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, make_partners
 from tests.support.databases import postgres_admin_url
+from tests.support.identity import RegisteredClient, assertion, new_key
 from tests.support.ledger import Fresh, fresh_database
-from tests.support.partners import PURPOSE, Partner
+from tests.support.partners import ASSERTION_TYPE, PURPOSE, Partner, enrol, proof
 from tests.support.requests import event_of, events_of_token, jti_of, raw_asgi
+
+if TYPE_CHECKING:  # imported into a test module, pytest would try to collect it as a test class
+    from tests.support.identity import TestIssuer
 
 PAGE = "query Page { people(first: 2) { edges { node { ref } } } }"
 LONE = "\ud800"  # a lone UTF-16 surrogate: json.loads returns it; str.encode refuses it
+
+
+def _bound(
+    partner: Partner, token: str, *, method: str = "POST", path: str = "/graphql"
+) -> list[tuple[bytes, bytes]]:
+    """The Authorization and DPoP headers of one hand-made request with this partner's bound token."""
+    dpop = proof(partner.dpop_key, method, ISSUER + path, token=token, nonce=partner.nonce)
+    return [(b"authorization", f"DPoP {token}".encode()), (b"dpop", dpop.encode())]
 
 
 def _json_with(**fields: Any) -> bytes:
@@ -71,7 +84,7 @@ async def test_text_that_is_not_valid_unicode_is_a_recorded_bad_request(
     status, headers, content = await raw_asgi(
         app,
         headers=[
-            (b"authorization", f"Bearer {token}".encode()),
+            *_bound(police, token),
             (b"content-type", b"application/json"),
             *((k.lower().encode(), v.encode()) for k, v in PURPOSE.items()),
         ],
@@ -109,20 +122,16 @@ async def test_a_client_that_disconnects_before_its_body_is_recorded_as_disconne
 ) -> None:
     police = local_partner("police-prevention")
     token = await police.token()
-    authorization = (
-        f"Bearer {token}" if path == "/graphql" else httpx.BasicAuth(police.client_id, police.secret)
-    )
-    if isinstance(authorization, httpx.BasicAuth):
-        authorization = authorization._auth_header  # the Basic header httpx would send
-    content_type = b"application/json" if path == "/graphql" else b"application/x-www-form-urlencoded"
+    if path == "/graphql":
+        credentials = _bound(police, token)
+        content_type = b"application/json"
+    else:  # the client assertion and the officer's token would have come in the body
+        credentials = [(b"dpop", proof(police.dpop_key, "POST", ISSUER + path, nonce=police.nonce).encode())]
+        content_type = b"application/x-www-form-urlencoded"
     status, headers, _ = await raw_asgi(
         app,
         path=path,
-        headers=[
-            (b"authorization", authorization.encode()),
-            (b"content-type", content_type),
-            (b"content-length", b"120"),
-        ],
+        headers=[*credentials, (b"content-type", content_type), (b"content-length", b"120")],
         body=None,
     )
     assert status == 499  # nobody reads it
@@ -136,24 +145,29 @@ async def test_a_client_that_disconnects_before_its_body_is_recorded_as_disconne
     if path == "/graphql":
         assert (event["client_id"], event["token_jti"]) == (police.client_id, jti_of(token))
         assert event["agreement_id"] == "police-prevention"
+    else:  # the client never authenticated
+        assert (event["client_id"], event["agreement_id"], event["token_jti"]) == (None, None, None)
 
 
 @pytest.mark.e2e
 async def test_a_disconnect_over_a_real_socket_is_recorded_once(
-    server_url: str, registered: dict[str, tuple[str, str]], engine: AsyncEngine
+    server_url: str,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,
 ) -> None:
-    async with httpx.AsyncClient(base_url=server_url) as client:
-        client_id, secret = registered["police-prevention"]
-        response = await client.post(
-            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-        )
-        token = response.json()["access_token"]
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
+        police = make_partners(client, registered, issuers)("police-prevention")
+        token = await police.token()
+    client_id = registered["police-prevention"].client_id
     host, port = urlsplit(server_url).hostname, urlsplit(server_url).port
     assert host is not None and port is not None
+    credentials = b"".join(name + b": " + value + b"\r\n" for name, value in _bound(police, token))
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(
             b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-            b"Authorization: Bearer " + token.encode() + b'\r\nContent-Length: 500\r\n\r\n{"query": '
+            + credentials
+            + b'Content-Length: 500\r\n\r\n{"query": '
         )
     [event] = await events_of_token(engine, jti_of(token))
     assert (event["outcome"], event["http_status"], event["error_code"]) == (
@@ -227,9 +241,12 @@ class Split:
 
 
 @pytest.fixture
-async def split(tmp_path: Path, signing: SigningKeys) -> AsyncIterator[Split]:
+async def split(
+    tmp_path: Path, signing: SigningKeys, partner_jwks_dir: Path, issuers: dict[str, TestIssuer]
+) -> AsyncIterator[Split]:
     """A fresh PostgreSQL database, and an app whose request engine reaches it through a relay that
-    can be cut while the ledger writes to it directly."""
+    can be cut while the ledger writes to it directly. (`issuers`: the officers' identity providers'
+    keys are installed in `partner_jwks_dir` before the app starts, as the operator would.)"""
     async with fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh:
         url = make_url(fresh.url)
         proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
@@ -238,9 +255,11 @@ async def split(tmp_path: Path, signing: SigningKeys) -> AsyncIterator[Split]:
             url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         )
         try:
+            # DPoP nonces as in production (on): the partner answers use_dpop_nonce by trying again.
             settings = Settings(
                 database_url=fresh.url, issuer=ISSUER, signing_key_file=tmp_path / "unused-key.json",
                 ref_secret_file=tmp_path / "unused-secret", audit_witness=str(tmp_path / "witness"),
+                partner_jwks_dir=partner_jwks_dir,
             )  # fmt: skip
             async with _app(fresh, requests, settings, signing) as (app, police):
                 yield Split(app, police, proxy, fresh)
@@ -256,16 +275,12 @@ async def _app(
         settings, engine=requests, ledger_engine=fresh.engine, signing=signing, ref_secret=REF_SECRET,
         today=lambda: FIXED_TODAY,
     )  # fmt: skip
-    async with fresh.engine.begin() as conn:
-        created = await add_client(
-            conn, agreement_id="police-prevention", known_agreements=set(load_agreements())
-        )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
-        partner = Partner(
-            client, "police-prevention", created.record.client_id, created.secret,
-            RefCodec(REF_SECRET, "police-prevention"),
+        partner = await enrol(
+            fresh.engine, client, "police-prevention", ref_secret=REF_SECRET,
+            jwks_dir=settings.partner_jwks_dir,
         )  # fmt: skip
         yield app, partner
     await app.state.gateway.ledger.close()
@@ -279,9 +294,7 @@ async def test_an_unreachable_database_is_a_recorded_503_on_both_endpoints(split
     await proxy.cut()  # as in a restart: established connections drop, new ones are refused
     answers = [
         await police.post(PAGE, token=token),
-        await police.http.post(
-            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(police.client_id, police.secret)
-        ),
+        await police.token_response(),  # a client assertion, the officer's token and a DPoP proof
     ]
     graphql, tokens = answers
     assert graphql.status_code == 503 and graphql.headers["retry-after"] == "5"
@@ -401,7 +414,7 @@ async def test_any_other_method_is_a_recorded_405_naming_the_verified_client(
     token = await police.token()
     for path in ("/graphql", "/oauth/token"):
         status, headers, _ = await raw_asgi(
-            app, method=method, path=path, headers=[(b"authorization", f"Bearer {token}".encode())]
+            app, method=method, path=path, headers=_bound(police, token, method=method, path=path)
         )
         assert status == 405 and headers["allow"] == "POST"
         event = await event_of(engine, headers["x-audit-event-id"])
@@ -410,16 +423,107 @@ async def test_any_other_method_is_a_recorded_405_naming_the_verified_client(
             assert (event["client_id"], event["agreement_id"]) == (police.client_id, "police-prevention")
 
 
+NOT_CLIENT_IDS = [
+    pytest.param("a\x00bc", id="NUL"),
+    pytest.param("%00abc", id="percent-NUL"),
+    pytest.param("police\nprevention", id="newline"),
+    pytest.param("x" * 65, id="too long"),
+    pytest.param("\u00e9t\u00e9", id="non-ASCII"),
+    pytest.param("", id="empty"),
+]
+
+
+@pytest.mark.parametrize("claimed", NOT_CLIENT_IDS)
+async def test_an_assertion_for_a_client_id_that_cannot_be_one_is_invalid_client_not_a_500(
+    claimed: str, app: Starlette, engine: AsyncEngine
+) -> None:
+    """A client assertion, signed and well formed, naming as iss and sub what cannot be a client id."""
+    signed = assertion(claimed, new_key(), ISSUER + "/oauth/token")
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE}
+    status, headers, content = await raw_asgi(
+        app,
+        path="/oauth/token",
+        headers=[(b"content-type", b"application/x-www-form-urlencoded")],
+        body=urlencode({**form, "client_assertion": signed}).encode(),
+    )
+    assert status == 401 and json.loads(content)["error"] == "invalid_client"
+    event = await event_of(engine, headers["x-audit-event-id"])
+    assert event is not None and event["client_id"] is None  # nothing that is not a client id is stored
+    assert event["error_code"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"sub": 42, "iss": 42}, id="a number"),
+        pytest.param({"sub": ["police-prevention-x"], "iss": ["police-prevention-x"]}, id="a list"),
+        pytest.param({"sub": None, "iss": None}, id="no sub or iss"),
+        pytest.param({"iss": "someone-else"}, id="iss is not sub"),
+    ],
+)
+async def test_an_assertion_naming_no_single_client_stores_no_client_id(
+    claims: dict[str, Any], app: Starlette, engine: AsyncEngine
+) -> None:
+    signed = assertion("police-prevention-x", new_key(), ISSUER + "/oauth/token", **claims)
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE}
+    status, headers, content = await raw_asgi(
+        app,
+        path="/oauth/token",
+        headers=[(b"content-type", b"application/x-www-form-urlencoded")],
+        body=urlencode({**form, "client_assertion": signed}).encode(),
+    )
+    assert status == 401 and json.loads(content)["error"] == "invalid_client"
+    event = await event_of(engine, headers["x-audit-event-id"])
+    assert event is not None and event["client_id"] is None
+
+
+@pytest.mark.parametrize(
+    "client_assertion",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("not-a-jwt", id="no dots"),
+        pytest.param("a.b.c", id="not base64 JSON"),
+        pytest.param("W10.W10.", id="JSON arrays"),
+        pytest.param("\u00e9.\u00e9.\u00e9", id="non-ASCII"),
+        pytest.param("x" * 5000 + "..", id="too long"),
+        pytest.param(
+            base64.urlsafe_b64encode(b'{"alg": "ES256"}').decode().rstrip("=")
+            + "."
+            + base64.urlsafe_b64encode(b'{"sub": "a\xff"}').decode().rstrip("=")
+            + ".",
+            id="claims not UTF-8",
+        ),
+    ],
+)
+async def test_a_malformed_client_assertion_is_invalid_client_not_a_500(
+    client_assertion: str, app: Starlette, engine: AsyncEngine
+) -> None:
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": client_assertion,
+    }
+    status, headers, content = await raw_asgi(
+        app,
+        path="/oauth/token",
+        headers=[(b"content-type", b"application/x-www-form-urlencoded")],
+        body=urlencode(form).encode(),
+    )
+    assert status == 401 and json.loads(content)["error"] == "invalid_client", content
+    event = await event_of(engine, headers["x-audit-event-id"])
+    assert event is not None and event["client_id"] is None
+
+
 @pytest.mark.parametrize(
     "credentials",
     [b"a\x00bc:x", b"%00abc:x", b"police\nprevention:x", b"x" * 65 + b":y", "\u00e9t\u00e9:x".encode()],
     ids=["NUL", "percent-NUL", "newline", "too long", "non-ASCII"],
 )
-async def test_a_client_id_that_cannot_be_one_is_invalid_client_not_a_500(
+async def test_basic_credentials_for_a_client_id_that_cannot_be_one_are_invalid_client_not_a_500(
     credentials: bytes, app: Starlette, engine: AsyncEngine
 ) -> None:
-    import base64
-
+    """Basic is still read (an agreement may allow client_secret_basic); what cannot be a client id is
+    refused without being stored."""
     status, headers, content = await raw_asgi(
         app,
         path="/oauth/token",

@@ -14,8 +14,8 @@ import hmac
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -32,8 +32,10 @@ from gateway.audit.tables import audit_events
 from gateway.config import Settings
 from gateway.keys import SigningKeys, derive_key
 from gateway.telemetry import Telemetry, telemetry_from_environment
-from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET
+from tests.support.identity import RegisteredClient, assertion, new_key
 from tests.support.oracle import Oracle
+from tests.support.partners import ASSERTION_TYPE, PURPOSE
 from tests.support.population import EdgeCases
 from tests.support.telemetry import (
     FIND_POLICE,
@@ -50,6 +52,9 @@ from tests.support.telemetry import (
     uvicorn_as_served,
 )
 
+if TYPE_CHECKING:  # imported into a test module, pytest would try to collect it as a test class
+    from tests.support.identity import TestIssuer
+
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -64,16 +69,32 @@ async def rig(
     settings: Settings,
     signing: SigningKeys,
     database_url: str,
-    registered: dict[str, tuple[str, str]],
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
     engine: AsyncEngine,  # migrated and seeded
 ) -> AsyncIterator[Rig]:
-    async with telemetry_rig(settings, signing, database_url, registered) as built:
+    async with telemetry_rig(settings, signing, database_url, registered, issuers) as built:
         yield built
+
+
+def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
+    assert span.attributes is not None, span.name
+    return span.attributes
+
+
+def _start_time(span: ReadableSpan) -> int:
+    assert span.start_time is not None, span.name
+    return span.start_time
+
+
+def _end_time(span: ReadableSpan) -> int:
+    assert span.end_time is not None, span.name
+    return span.end_time
 
 
 def _server_span(rig: Rig, response: httpx.Response) -> ReadableSpan:
     event_id = response.headers["x-audit-event-id"]
-    [span] = [s for s in rig.spans() if s.attributes.get("gateway.audit.event_id") == event_id]
+    [span] = [s for s in rig.spans() if _attrs(s).get("gateway.audit.event_id") == event_id]
     assert span.kind is SpanKind.SERVER and span.name == "POST /graphql", span.name
     return span
 
@@ -105,8 +126,8 @@ async def test_no_personal_data_in_spans_metrics_or_logs(
         assert (name, SpanKind.INTERNAL) in kinds, name
     assert ("POST /graphql", SpanKind.SERVER) in kinds
     sql = [s for s in spans if s.kind is SpanKind.CLIENT]
-    assert sql and all(s.attributes["db.query.text"] for s in sql)
-    finds = [s.attributes["db.query.text"] for s in sql if "lower(people.family_name)" in str(s.attributes)]
+    assert sql and all(_attrs(s)["db.query.text"] for s in sql)
+    finds = [_attrs(s)["db.query.text"] for s in sql if "lower(people.family_name)" in str(_attrs(s))]
     assert finds and all(re.search(r"lower\(people\.family_name\) = (\?|\$\d+)", str(t)) for t in finds)
     text = logs.getvalue()
     assert '"message": "request"' in text
@@ -117,23 +138,21 @@ async def test_no_personal_data_in_spans_metrics_or_logs(
 
 
 async def test_request_span_names_the_audit_event_and_the_event_names_the_trace(
-    rig: Rig, registered: dict[str, tuple[str, str]]
+    rig: Rig, registered: dict[str, RegisteredClient]
 ) -> None:
     response = await rig.partner(POLICE).post(PAGE, {"first": 7})
     assert response.status_code == 200, response.text
     people = response.json()["data"]["people"]["edges"]
     span = _server_span(rig, response)
-    assert span.attributes["gateway.client_id"] == registered[POLICE][0]
-    assert span.attributes["gateway.agreement"] == POLICE
+    assert _attrs(span)["gateway.client_id"] == registered[POLICE].client_id
+    assert _attrs(span)["gateway.agreement"] == POLICE
     # A keyed hash of the document on the span; the plain SHA-256 only in the ledger.
     plain = hashlib.sha256(PAGE.encode()).hexdigest()
     key = derive_key(REF_SECRET, "telemetry-document-hash")
-    assert (
-        span.attributes["graphql.document.hash"] == hmac.new(key, plain.encode(), hashlib.sha256).hexdigest()
-    )
-    assert plain not in {str(v) for s in rig.spans() for v in s.attributes.values()}
-    assert span.attributes["gateway.people_count"] == len(people) == 7
-    assert span.attributes["http.route"] == "/graphql" and span.attributes["http.response.status_code"] == 200
+    assert _attrs(span)["graphql.document.hash"] == hmac.new(key, plain.encode(), hashlib.sha256).hexdigest()
+    assert plain not in {str(v) for s in rig.spans() for v in _attrs(s).values()}
+    assert _attrs(span)["gateway.people_count"] == len(people) == 7
+    assert _attrs(span)["http.route"] == "/graphql" and _attrs(span)["http.response.status_code"] == 200
     event_id = response.headers["x-audit-event-id"]
     async with rig.engine.connect() as conn:
         row = select(audit_events.c.trace_id).where(audit_events.c.id == event_id)
@@ -158,10 +177,10 @@ async def test_graphql_and_sql_spans_are_children_of_the_request_span(
     steps = {s.name: s for s in spans if s.name.startswith("graphql.")}
     assert set(steps) == {"graphql.parse", "graphql.validate", "graphql.execute"}
     sql = [s for s in spans if s.kind is SpanKind.CLIENT]
-    assert any("FROM people" in str(s.attributes["db.query.text"]) for s in sql)
+    assert any("FROM people" in str(_attrs(s)["db.query.text"]) for s in sql)
     for span in [*steps.values(), *sql]:
         assert _descends_from(span, request, spans), span.name
-        assert request.start_time <= span.start_time <= span.end_time <= request.end_time, span.name
+        assert _start_time(request) <= _start_time(span) <= _end_time(span) <= _end_time(request), span.name
 
 
 async def test_query_string_and_unknown_paths_never_reach_a_span(
@@ -173,20 +192,16 @@ async def test_query_string_and_unknown_paths_never_reach_a_span(
     response = await rig.http.post(
         f"/graphql?{query}",
         json={"query": PAGE, "variables": {"first": 1}},
-        headers={
-            "Authorization": f"Bearer {await police.token()}",
-            "X-Acting-User": "u1",
-            "X-Case-Reference": "c1",
-        },
+        headers={**police.authorization(await police.token()), **PURPOSE},
     )
     # Refused (nothing may travel in a URL), and still recorded without the query string.
     assert response.status_code == 400, response.text
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
     assert (await rig.http.get(f"/people/{plain.family_name}?{query}")).status_code == 404
     span = _server_span(rig, response)
-    assert span.attributes["http.route"] == "/graphql"
+    assert _attrs(span)["http.route"] == "/graphql"
     servers = [s for s in rig.spans() if s.kind is SpanKind.SERVER]
-    assert {s.attributes.get("http.route") for s in servers} == {"/oauth/token", "/graphql", "(other)"}
+    assert {_attrs(s).get("http.route") for s in servers} == {"/oauth/token", "/graphql", "(other)"}
     server_text = [text for _, text in span_places(servers)]
     assert not [t for t in server_text if "?" in t or "familyName" in t or "/people" in t], server_text
     seen = PersonalValues()
@@ -225,9 +240,9 @@ async def test_failed_parse_ends_its_span_with_the_parse_error_and_keeps_the_aud
     [request] = [s for s in rig.spans() if s.name == "POST /graphql"]
     [parse] = [s for s in _trace(rig, request) if s.name == "graphql.parse"]
     assert parse.status.status_code is StatusCode.ERROR and parse.status.description == "GraphQLSyntaxError"
-    assert parse.end_time <= request.end_time and "gateway.audit.event_id" not in parse.attributes
-    assert request.attributes["gateway.error_code"] == "GRAPHQL_PARSE_FAILED"
-    assert request.attributes["gateway.audit.event_id"] == response.headers["x-audit-event-id"]
+    assert _end_time(parse) <= _end_time(request) and "gateway.audit.event_id" not in _attrs(parse)
+    assert _attrs(request)["gateway.error_code"] == "GRAPHQL_PARSE_FAILED"
+    assert _attrs(request)["gateway.audit.event_id"] == response.headers["x-audit-event-id"]
 
 
 async def test_metrics_count_requests_and_people_with_coarse_attributes_only(rig: Rig) -> None:
@@ -279,6 +294,7 @@ def test_telemetry_from_environment_otlp_attaches_a_batch_exporter(monkeypatch: 
         [processor] = _processors(telemetry)
         assert isinstance(processor, BatchSpanProcessor)
         assert isinstance(processor._batch_processor._exporter, OTLPSpanExporter)
+        assert isinstance(telemetry.meter_provider, MeterProvider)
         assert list(telemetry.meter_provider._metric_readers) == []
     finally:
         telemetry.shutdown()
@@ -336,27 +352,37 @@ async def test_audit_commit_spans_never_join_a_request_that_has_ended(rig: Rig) 
     spans = rig.spans()
     by_id = {s.context.span_id: s for s in spans}
     late = [
-        (s.name, s.attributes.get("db.query.text"), by_id[s.parent.span_id].name)
+        (s.name, _attrs(s).get("db.query.text"), by_id[s.parent.span_id].name)
         for s in spans
         if s.parent is not None
         and s.parent.span_id in by_id
-        and s.start_time > by_id[s.parent.span_id].end_time
+        and _start_time(s) > _end_time(by_id[s.parent.span_id])
     ]
     assert not late, late
 
 
+@pytest.mark.parametrize("who", ["unknown client", "another client's id"])
 async def test_a_caller_s_unverified_client_id_reaches_neither_spans_nor_logs(
-    rig: Rig, logs: io.StringIO
+    who: str, rig: Rig, logs: io.StringIO, registered: dict[str, RegisteredClient]
 ) -> None:
-    claimed = "Brackenridge-Vale-1992"  # an unauthenticated caller may type anything here
+    """A client assertion signed by a key no client registered: the client id it claims is not trusted."""
+    # An unauthenticated caller may type anything as iss and sub, personal data or a real client's id.
+    claimed = "Brackenridge-Vale-1992" if who == "unknown client" else registered[POLICE].client_id
     response = await rig.http.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(claimed, "not-the-secret")
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(claimed, new_key(), ISSUER + "/oauth/token"),
+        },
     )
-    assert response.status_code == 401
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+    assert claimed not in response.text
     event_id = response.headers["x-audit-event-id"]
-    [span] = [s for s in rig.spans() if s.attributes.get("gateway.audit.event_id") == event_id]
+    [span] = [s for s in rig.spans() if _attrs(s).get("gateway.audit.event_id") == event_id]
     assert span.name == "POST /oauth/token"
-    assert "gateway.client_id" not in span.attributes
+    assert "gateway.client_id" not in _attrs(span)
     assert claimed not in " ".join(text for _, text in span_places(rig.spans()))
     assert claimed not in logs.getvalue()
     [line] = [json.loads(x) for x in logs.getvalue().splitlines() if '"endpoint": "token"' in x]

@@ -33,7 +33,7 @@ from tests.support.oracle import Oracle
 from tests.support.population import EdgeCases, date_of_birth
 from tests.support.sql import statements
 
-PURPOSE = PurposeContext(acting_user="u", case_reference="c")
+PURPOSE = PurposeContext(acting_user="u", case_reference="c", acting_user_verified=True)
 MASH_FIELDS = ("givenName", "familyName", "dateOfBirth", "address", "uprn", "phone", "email", "school")
 MASH_LOCATION = ("address", "uprn", "phone", "email", "school")
 Call = Callable[[AsyncConnection], Awaitable[Any]]

@@ -72,3 +72,29 @@ async def postgres_copy(source_url: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def redis_url() -> str:
+    """The Redis the suite may use (GATEWAY_TEST_REDIS_URL); keys the tests make are random, and
+    expire. Unreachable: a failure under CI=true, elsewhere a skip saying how to run those tests."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    url = os.environ.get("GATEWAY_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (OSError, RedisError) as error:
+        message = (
+            f"Redis is not reachable at {url.split('@')[-1]} ({type(error).__name__}). Start it, or set "
+            "GATEWAY_TEST_REDIS_URL, to run the tests of state shared through Redis."
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    finally:
+        await client.aclose()
+    return url

@@ -21,11 +21,9 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db import create_engine, is_sqlite, upgrade
 from gateway.keys import SigningKeys
-from gateway.oauth import add_client
-from policies import load_agreements
-from resolvers import RefCodec, seed_population
+from resolvers import seed_population
 from tests.support.databases import postgres_database
-from tests.support.partners import Partner
+from tests.support.partners import Partner, enrol
 from tests.support.population import EdgeCases, add_edge_cases
 
 LEDGER_TABLES = ("audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints")
@@ -70,15 +68,13 @@ async def app_on(
 ) -> AsyncIterator[tuple[Starlette, Partner]]:
     """An app on the fresh database and one partner of `agreement` registered in it."""
     app = create_app(settings, engine=fresh.engine, signing=signing, ref_secret=secret, today=lambda: today)
-    async with fresh.engine.begin() as conn:
-        created = await add_client(conn, agreement_id=agreement, known_agreements=set(load_agreements()))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as client:
-        yield (
-            app,
-            Partner(client, agreement, created.record.client_id, created.secret, RefCodec(secret, agreement)),
+        partner = await enrol(
+            fresh.engine, client, agreement, ref_secret=secret, jwks_dir=settings.partner_jwks_dir
         )
+        yield app, partner
     ledger = app.state.gateway.ledger
     if ledger is not None:
         await ledger.close()

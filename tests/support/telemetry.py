@@ -35,6 +35,7 @@ from gateway.keys import SigningKeys
 from gateway.logs import _QUIET, configure_logging, uvicorn_log_config
 from gateway.telemetry import Telemetry
 from tests.conftest import FIXED_TODAY, REF_SECRET, make_partners
+from tests.support.identity import RegisteredClient, TestIssuer
 from tests.support.oracle import Oracle, Person
 from tests.support.partners import Partner
 from tests.support.population import EdgeCases
@@ -93,7 +94,11 @@ class Rig:
 
 @asynccontextmanager
 async def telemetry_rig(
-    settings: Settings, signing: SigningKeys, database_url: str, registered: dict[str, tuple[str, str]]
+    settings: Settings,
+    signing: SigningKeys,
+    database_url: str,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
 ) -> AsyncIterator[Rig]:
     engine = create_engine(database_url)
     exporter = InMemorySpanExporter()
@@ -113,7 +118,7 @@ async def telemetry_rig(
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Rig(app, engine, client, exporter, reader, make_partners(client, registered))
+            yield Rig(app, engine, client, exporter, reader, make_partners(client, registered, issuers))
     finally:
         await app.state.gateway.ledger.close()
         await engine.dispose()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.tables import audit_disclosures, audit_events
 from policies import Agreement
+from tests.support.identity import RegisteredClient
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import EdgeCases
 
@@ -76,7 +77,7 @@ def _window(start: datetime | None, end: datetime | None) -> dict[str, str]:
 
 
 async def test_introspection_shows_the_ledger_and_no_person_types(
-    partner: PartnerFactory, engine: AsyncEngine, registered: dict[str, tuple[str, str]]
+    partner: PartnerFactory, engine: AsyncEngine, registered: dict[str, RegisteredClient]
 ) -> None:
     security = partner(SECURITY)
     response = await security.post(
@@ -117,7 +118,7 @@ async def test_the_security_team_must_say_who_and_why(
 
 async def test_a_police_request_is_found_with_everything_the_ledger_records(
     partner: PartnerFactory,
-    registered: dict[str, tuple[str, str]],
+    registered: dict[str, RegisteredClient],
     agreements: dict[str, Agreement],
     engine: AsyncEngine,
 ) -> None:
@@ -156,7 +157,7 @@ async def test_a_police_request_is_found_with_everything_the_ledger_records(
 
 
 async def test_filters_by_outcome_agreement_time_and_all_together(
-    partner: PartnerFactory, registered: dict[str, tuple[str, str]]
+    partner: PartnerFactory, registered: dict[str, RegisteredClient]
 ) -> None:
     police, security = partner(POLICE), partner(SECURITY)
     client = registered[POLICE][0]
@@ -238,7 +239,7 @@ async def test_disclosures_of_a_person_list_the_police_disclosure_and_reading_th
     partner: PartnerFactory,
     cases: EdgeCases,
     engine: AsyncEngine,
-    registered: dict[str, tuple[str, str]],
+    registered: dict[str, RegisteredClient],
     agreements: dict[str, Agreement],
 ) -> None:
     police, security = partner(POLICE), partner(SECURITY)
@@ -294,7 +295,7 @@ async def test_a_person_id_that_is_not_digits_is_bad_input_and_discloses_nothing
 
 
 async def test_the_security_teams_own_requests_are_events_under_security_audit(
-    partner: PartnerFactory, registered: dict[str, tuple[str, str]]
+    partner: PartnerFactory, registered: dict[str, RegisteredClient]
 ) -> None:
     security = partner(SECURITY)
     first = await security.post(SEARCH, {"first": 1})

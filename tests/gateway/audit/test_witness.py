@@ -41,13 +41,10 @@ from gateway.cli import main
 from gateway.config import Settings
 from gateway.db import create_engine
 from gateway.keys import SigningKeys, generate_key, write_key_file
-from gateway.oauth import add_client
-from policies import load_agreements
-from resolvers import RefCodec
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.databases import postgres_copy
 from tests.support.ledger import Fresh, drop_append_only, fresh_database
-from tests.support.partners import Partner
+from tests.support.partners import enrol
 
 PAGE = "query Page($first: Int) { people(first: $first) { edges { node { ref givenName } } } }"
 
@@ -70,16 +67,13 @@ async def ledger(
         app = create_app(
             served, engine=fresh.engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
         )
-        async with fresh.engine.begin() as conn:
-            created = await add_client(
-                conn, agreement_id="police-prevention", known_agreements=set(load_agreements())
-            )
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver"
         ) as client:
-            police = Partner(
-                client, "police-prevention", created.record.client_id, created.secret,
-                RefCodec(REF_SECRET, "police-prevention"),
+            # Its keys registered, its officer's token exchanged: one token request, as before.
+            police = await enrol(
+                fresh.engine, client, "police-prevention", ref_secret=REF_SECRET,
+                jwks_dir=served.partner_jwks_dir,
             )  # fmt: skip
             token = await police.token()
             for first in range(1, 6):

@@ -1,301 +1,440 @@
-"""The OAuth 2.0 token endpoint and the server metadata (RFC 6749, 8414, 9068), in-process.
+"""The token endpoint as a whole, and the server's published documents (RFC 6749, 8414, 9068, 8693).
 
-Every partner system gets tokens with the client-credentials grant and HTTP Basic authentication;
-a token names exactly the client's one agreement. These run on SQLite and PostgreSQL.
+A partner system authenticates with a client assertion, proves possession of its DPoP key and gets
+a short-lived RFC 9068 token for its one agreement: with client credentials, or, where the agreement
+names officers, by exchanging an officer's token. What a request must look like (a urlencoded body,
+nothing in the URL, no parameter twice), the scopes and grants it may ask for, and the audit event
+every request leaves. In-process, on SQLite and PostgreSQL. The attacks on each part have files of
+their own: client assertions, DPoP, token exchange, access tokens at /graphql, introspection.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from joserfc import jwt
+from joserfc.jwk import ECKey
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
-from gateway.keys import SigningKeys
-from gateway.oauth import add_client, disable_client
+from gateway.keys import SigningKeys, generate_key
+from gateway.oauth import TokenIssuer
 from policies import Agreement
-from tests.support.partners import PURPOSE
+from tests.gateway.oauth.conftest import (
+    ACCESS_TOKEN_TYPE,
+    ONS,
+    POLICE,
+    TOKEN_EXCHANGE,
+    TOKEN_PATH,
+    Caller,
+    Enrol,
+    app_with,
+    claims_of,
+    event_of,
+    header_of,
+    http_client,
+    oauth_error,
+    served,
+)
+from tests.support.identity import OFFICER
 
-TOKEN = "/oauth/token"
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-POLICE = "police-prevention"
-GRANT = "grant_type=client_credentials"
+VERIFIED = ("police-prevention", "youth-justice", "mash-safeguarding")
+CREDENTIALS = ("ons-evaluation", "dwp-worklessness", "security-audit", "family-hub-outreach")
 
 
-async def _token_request(
-    asgi: httpx.AsyncClient, body: str | bytes, auth: tuple[str, str] | None, **headers: str
-) -> httpx.Response:
-    return await asgi.post(TOKEN, content=body, headers={**FORM, **headers}, auth=auth)
+def thumbprint(key: ECKey) -> str:
+    """RFC 7638, written out: SHA-256 of the required members in lexical order, no whitespace."""
+    public = key.as_dict(private=False)
+    members = {name: public[name] for name in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def _assert_oauth_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["error"] == error, body
-    assert "access_token" not in body
-    assert response.headers["cache-control"] == "no-store"
-    return body
-
-
-@pytest.fixture
-def police(registered: dict[str, tuple[str, str]]) -> tuple[str, str]:
-    return registered[POLICE]
+def test_the_shipped_agreements_are_the_ones_these_tests_expect(agreements: dict[str, Agreement]) -> None:
+    assert set(agreements) == {*VERIFIED, *CREDENTIALS}
+    assert {a.id for a in agreements.values() if a.access.verifies_officers} == set(VERIFIED)
+    assert all(a.access.binds_tokens for a in agreements.values())
+    assert all(a.access.client_authentication == ("private_key_jwt",) for a in agreements.values())
 
 
 # -- a successful grant --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("agreement_id", [POLICE, "ons-evaluation", "mash-safeguarding"])
-async def test_token_response_is_a_short_lived_bearer_token_for_the_clients_agreement(
-    agreement_id: str, asgi: httpx.AsyncClient, registered: dict[str, tuple[str, str]], settings: Settings
+@pytest.mark.parametrize("agreement_id", [*VERIFIED, *CREDENTIALS])
+async def test_every_agreement_gets_a_short_lived_dpop_token_for_itself_alone(
+    agreement_id: str, enrol: Enrol, settings: Settings
 ) -> None:
-    response = await _token_request(asgi, GRANT, registered[agreement_id])
+    caller = await enrol(agreement_id)
+    response = await caller.token_response()
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["token_type"] == "Bearer"
-    assert body["expires_in"] == settings.token_ttl_seconds
+    expected = {"access_token", "token_type", "expires_in", "scope"}
+    if agreement_id in VERIFIED:
+        expected.add("issued_token_type")
+        assert body["issued_token_type"] == ACCESS_TOKEN_TYPE
+    assert set(body) == expected  # no refresh token, no id token
+    assert body["token_type"] == "DPoP"
+    assert body["expires_in"] == settings.token_ttl_seconds <= 600
     assert body["scope"] == agreement_id
-    assert "refresh_token" not in body
-    assert isinstance(body["access_token"], str)
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["pragma"] == "no-cache"
     assert response.headers["content-type"].startswith("application/json")
 
 
-async def test_access_token_is_an_rfc9068_jwt_signed_by_a_published_key(
-    asgi: httpx.AsyncClient, police: tuple[str, str], settings: Settings, signing: SigningKeys
+async def test_the_access_token_is_an_rfc9068_jwt_bound_to_the_dpop_key_and_naming_the_officer(
+    police: Caller, settings: Settings, signing: SigningKeys, web: httpx.AsyncClient
 ) -> None:
-    client_id, _ = police
-    response = await _token_request(asgi, GRANT, police)
-    assert response.status_code == 200, response.text
-    token = jwt.decode(response.json()["access_token"], signing.verification, algorithms=["ES256"])
+    before = int(time.time())
+    token = await police.token()
+    header, claims = header_of(token, signing), claims_of(token, signing)
 
-    assert token.header["typ"] == "at+jwt"
-    assert token.header["alg"] == "ES256"
-    published = (await asgi.get("/.well-known/jwks.json")).json()
-    assert token.header["kid"] == signing.active.kid
-    assert token.header["kid"] in {key["kid"] for key in published["keys"]}
+    assert header == {"alg": "ES256", "typ": "at+jwt", "kid": signing.active.kid}
+    published = (await web.get("/.well-known/jwks.json")).json()
+    assert header["kid"] in {key["kid"] for key in published["keys"]}
 
-    claims = token.claims
+    assert police.issuer is not None
+    assert set(claims) == {
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "client_id",
+        "scope",
+        "cnf",
+        "act",
+    }
     assert claims["iss"] == settings.issuer
-    assert claims["aud"] == settings.token_audience
-    assert claims["sub"] == client_id
-    assert claims["client_id"] == client_id
+    assert claims["aud"] == settings.token_audience == settings.issuer + "/graphql"
+    assert claims["sub"] == claims["client_id"] == police.client_id
     assert claims["scope"] == POLICE
-    assert isinstance(claims["jti"], str)
-    assert len(claims["jti"]) >= 16
+    assert claims["cnf"] == {"jkt": thumbprint(police.dpop_key)}
+    assert claims["act"] == {"sub": OFFICER, "iss": police.issuer.issuer}
+    assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16
+    assert before <= claims["iat"] == claims["nbf"] <= int(time.time())
     assert claims["exp"] - claims["iat"] == settings.token_ttl_seconds
 
 
-async def test_every_token_has_its_own_jti(
-    asgi: httpx.AsyncClient, police: tuple[str, str], signing: SigningKeys
+async def test_a_client_credentials_token_names_no_officer(ons: Caller, signing: SigningKeys) -> None:
+    claims = claims_of(await ons.token(), signing)
+    assert "act" not in claims
+    assert claims["cnf"] == {"jkt": thumbprint(ons.dpop_key)}
+    assert claims["scope"] == ONS
+
+
+async def test_every_token_has_its_own_jti(ons: Caller, signing: SigningKeys) -> None:
+    jtis = {claims_of(await ons.token(), signing)["jti"] for _ in range(3)}
+    assert len(jtis) == 3
+
+
+async def test_a_fresh_token_opens_the_graphql_endpoint(police: Caller, ons: Caller) -> None:
+    served(await police.graphql(await police.token()))
+    served(await ons.graphql(await ons.token(), purpose=False))
+
+
+async def test_a_shorter_configured_lifetime_is_the_one_issued(
+    settings: Settings, engine: AsyncEngine, signing: SigningKeys, enrol: Enrol
 ) -> None:
-    jtis = []
-    for _ in range(2):
-        response = await _token_request(asgi, GRANT, police)
-        assert response.status_code == 200, response.text
-        raw = response.json()["access_token"]
-        jtis.append(jwt.decode(raw, signing.verification, algorithms=["ES256"]).claims["jti"])
-    assert jtis[0] != jtis[1]
+    async with app_with(settings, engine, signing, token_ttl_seconds=60) as app, http_client(app) as http:
+        caller = await enrol(ONS, http=http)
+        token = await caller.token()
+        assert caller.last["expires_in"] == 60
+        claims = claims_of(token, signing)
+        assert claims["exp"] - claims["iat"] == 60
 
 
-async def test_a_fresh_token_opens_the_graphql_endpoint(
-    asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    token = (await _token_request(asgi, GRANT, police)).json()["access_token"]
-    response = await asgi.post(
-        "/graphql", json={"query": "{ __typename }"}, headers={"Authorization": f"Bearer {token}", **PURPOSE}
-    )
-    assert response.status_code == 200, response.text
-    assert response.json() == {"data": {"__typename": "Query"}}
+@pytest.mark.parametrize("ttl", [0, 601, 3600])
+def test_no_token_lives_longer_than_ten_minutes(ttl: int, settings: Settings, signing: SigningKeys) -> None:
+    assert (
+        Settings(**{**settings.model_dump(), "token_ttl_seconds": 600}).token_ttl_seconds == 600
+    )  # the control
+    with pytest.raises(ValidationError, match="token_ttl_seconds"):
+        Settings(**{**settings.model_dump(), "token_ttl_seconds": ttl})
+    with pytest.raises(ValueError, match="at most 600"):
+        TokenIssuer(signing, issuer=settings.issuer, audience=settings.token_audience, ttl=ttl)
 
 
-# -- scope -----------------------------------------------------------------------------------------
+# -- scope -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scope", [POLICE, f"  {POLICE}  "])
 async def test_asking_for_the_clients_own_agreement_as_scope_is_granted(
-    scope: str, asgi: httpx.AsyncClient, police: tuple[str, str], signing: SigningKeys
+    scope: str, police: Caller, signing: SigningKeys
 ) -> None:
-    response = await asgi.post(TOKEN, data={"grant_type": "client_credentials", "scope": scope}, auth=police)
-    assert response.status_code == 200, response.text
-    assert response.json()["scope"] == POLICE
-    claims = jwt.decode(response.json()["access_token"], signing.verification, algorithms=["ES256"]).claims
-    assert claims["scope"] == POLICE
+    token = await police.token(form=police.form(scope=scope))
+    assert police.last["scope"] == POLICE
+    assert claims_of(token, signing)["scope"] == POLICE
 
 
 @pytest.mark.parametrize(
     "scope",
-    ["ons-evaluation", "mash-safeguarding", f"{POLICE} ons-evaluation", f"ons-evaluation {POLICE}", "", "*"],
-)
-async def test_asking_for_any_other_scope_is_invalid_scope(
-    scope: str, asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    response = await asgi.post(TOKEN, data={"grant_type": "client_credentials", "scope": scope}, auth=police)
-    _assert_oauth_error(response, 400, "invalid_scope")
-
-
-# -- client authentication -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("who", ["wrong secret", "unknown client", "another clients secret", "empty secret"])
-async def test_a_client_that_cannot_authenticate_gets_invalid_client_with_a_basic_challenge(
-    who: str, asgi: httpx.AsyncClient, registered: dict[str, tuple[str, str]]
-) -> None:
-    client_id, secret = registered[POLICE]
-    auth = {
-        "wrong secret": (client_id, secret + "x"),
-        "unknown client": ("police-prevention-000000000000", secret),
-        "another clients secret": (client_id, registered["ons-evaluation"][1]),
-        "empty secret": (client_id, ""),
-    }[who]
-    response = await _token_request(asgi, GRANT, auth)
-    _assert_oauth_error(response, 401, "invalid_client")
-    assert response.headers["www-authenticate"].startswith("Basic")
-
-
-@pytest.mark.parametrize(
-    "authorization", [None, "Bearer abc", "Basic", "Basic !!!not-base64!!!", "Basic " + "QQ==" * 40]
-)
-async def test_missing_or_malformed_basic_credentials_are_invalid_client(
-    authorization: str | None, asgi: httpx.AsyncClient
-) -> None:
-    headers = {} if authorization is None else {"Authorization": authorization}
-    response = await _token_request(asgi, GRANT, None, **headers)
-    _assert_oauth_error(response, 401, "invalid_client")
-    assert response.headers["www-authenticate"].startswith("Basic")
-
-
-async def test_unknown_client_and_wrong_secret_are_indistinguishable(
-    asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    client_id, _ = police
-    wrong = await _token_request(asgi, GRANT, (client_id, "not-the-secret"))
-    unknown = await _token_request(asgi, GRANT, ("no-such-client", "not-the-secret"))
-    assert (wrong.status_code, wrong.json()) == (unknown.status_code, unknown.json())
-    assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"]
-
-
-async def test_a_disabled_client_gets_no_token_and_its_live_tokens_stop_working(
-    asgi: httpx.AsyncClient, engine: AsyncEngine, agreements: dict[str, Agreement]
-) -> None:
-    async with engine.begin() as conn:  # a client of its own: disabling one is for good
-        created = await add_client(conn, agreement_id=POLICE, known_agreements=set(agreements))
-    auth = (created.record.client_id, created.secret)
-    issued = await _token_request(asgi, GRANT, auth)
-    assert issued.status_code == 200, issued.text
-    async with engine.begin() as conn:
-        await disable_client(conn, created.record.client_id)
-
-    _assert_oauth_error(await _token_request(asgi, GRANT, auth), 401, "invalid_client")
-    response = await asgi.post(
-        "/graphql",
-        json={"query": "{ __typename }"},
-        headers={"Authorization": f"Bearer {issued.json()['access_token']}", **PURPOSE},
-    )
-    assert response.status_code == 401, response.text
-    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    assert 'error="invalid_token"' in response.headers["www-authenticate"]
-
-
-# -- the shape of the request ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("with_basic", [True, False])
-async def test_client_secret_in_the_body_is_invalid_request(
-    with_basic: bool, asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    client_id, secret = police
-    body = f"{GRANT}&client_id={client_id}&client_secret={secret}"
-    response = await _token_request(asgi, body, police if with_basic else None)
-    _assert_oauth_error(response, 400, "invalid_request")
-
-
-async def test_client_assertion_in_the_body_is_invalid_request(
-    asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    body = f"{GRANT}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
-    response = await _token_request(asgi, body + "&client_assertion=e30.e30.", police)
-    _assert_oauth_error(response, 400, "invalid_request")
-
-
-@pytest.mark.parametrize(
-    "body",
     [
-        f"{GRANT}&{GRANT}",
-        f"{GRANT}&grant_type=password",
-        f"{GRANT}&scope={POLICE}&scope={POLICE}",
-        f"{GRANT}&&",
-        b"grant_type=client_credentials&scope=\xff",
+        ONS,  # another agreement, with no officers
+        "mash-safeguarding",  # another agreement that names officers too
+        "youth-justice",
+        f"{POLICE} {ONS}",
+        f"{ONS} {POLICE}",
+        "POLICE-PREVENTION",
+        f"{POLICE},{ONS}",
+        " ",
+        "*",
+        "openid",
     ],
-    ids=["grant_type twice", "grant_type twice, different", "scope twice", "malformed", "not utf-8"],
 )
-async def test_repeated_or_malformed_parameters_are_invalid_request(
-    body: str | bytes, asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    _assert_oauth_error(await _token_request(asgi, body, police), 400, "invalid_request")
+async def test_asking_for_any_other_scope_is_invalid_scope(scope: str, police: Caller) -> None:
+    response = await police.token_response(police.form(scope=scope))
+    oauth_error(response, 400, "invalid_scope", "this client may only request its own agreement as scope")
 
 
-# authlib answers a missing grant_type as it answers one it does not support.
+async def test_a_client_of_an_agreement_without_officers_cannot_ask_for_one_with_them(ons: Caller) -> None:
+    oauth_error(await ons.token_response(ons.form(scope=POLICE)), 400, "invalid_scope")
+
+
+@pytest.mark.parametrize("parameter", ["scope", "client_id", "requested_token_type", "actor_token"])
+async def test_a_parameter_sent_without_a_value_is_treated_as_omitted(parameter: str, police: Caller) -> None:
+    response = await police.token_response({**police.form(), parameter: ""})
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == POLICE
+
+
+# -- grants ------------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    "body",
-    ["grant_type=password&username=a&password=b", "grant_type=authorization_code&code=x", "", "scope=x"],
-    ids=["password", "authorization_code", "empty body", "no grant_type"],
+    "grant",
+    [
+        "password",
+        "authorization_code",
+        "refresh_token",
+        "implicit",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        None,
+    ],
 )
+@pytest.mark.parametrize("agreement_id", [POLICE, ONS])
 async def test_other_or_missing_grant_types_are_unsupported_grant_type(
-    body: str, asgi: httpx.AsyncClient, police: tuple[str, str]
+    grant: str | None, agreement_id: str, enrol: Enrol
 ) -> None:
-    _assert_oauth_error(await _token_request(asgi, body, police), 400, "unsupported_grant_type")
+    caller = await enrol(agreement_id)
+    response = await caller.token_response(caller.form(grant_type=grant))
+    oauth_error(response, 400, "unsupported_grant_type", "use client_credentials or token exchange")
+
+
+async def test_client_credentials_are_refused_where_the_agreement_names_its_officer(police: Caller) -> None:
+    response = await police.token_response(police.form(grant_type="client_credentials"))
+    description = oauth_error(response, 400, "unauthorized_client")
+    assert "exchange the officer's token" in description
+
+
+@pytest.mark.parametrize(
+    ("moment", "code"),
+    [("the day before it starts", "AGREEMENT_NOT_IN_EFFECT"), ("the day after it ends", "AGREEMENT_EXPIRED")],
+)
+async def test_an_agreement_out_of_force_gets_no_tokens(
+    moment: str,
+    code: str,
+    settings: Settings,
+    engine: AsyncEngine,
+    signing: SigningKeys,
+    agreements: dict[str, Agreement],
+    enrol: Enrol,
+) -> None:
+    effective = agreements[ONS].effective
+    day = effective.start - timedelta(days=1) if "before" in moment else effective.until + timedelta(days=1)
+    async with app_with(settings, engine, signing, today=day) as app, http_client(app) as http:
+        caller = await enrol(ONS, http=http)
+        response = await caller.token_response()
+    oauth_error(response, 400, "unauthorized_client", f"the agreement is not in force ({code})")
+
+
+# -- the shape of the request ------------------------------------------------------------------------
+
+
+async def test_a_client_secret_in_the_body_is_invalid_request(ons: Caller) -> None:
+    response = await ons.token_response({**ons.form(), "client_id": ons.client_id, "client_secret": "s3cr3t"})
+    oauth_error(response, 400, "invalid_request", "send no client_secret in the body")
+
+
+async def test_an_assertion_and_basic_credentials_together_are_invalid_request(ons: Caller) -> None:
+    basic = base64.b64encode(f"{ons.client_id}:whatever".encode()).decode()
+    response = await ons.token_response(headers={"Authorization": f"Basic {basic}"})
+    oauth_error(response, 400, "invalid_request", "use one client authentication method")
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "&grant_type=client_credentials",
+        "&grant_type=password",
+        f"&scope={ONS}&scope={ONS}",
+        "&client_assertion=x",
+        "&&",
+        "&scope=%00",
+    ],
+    ids=[
+        "grant_type twice",
+        "grant_type twice, different",
+        "scope twice",
+        "assertion twice",
+        "malformed",
+        "NUL",
+    ],
+)
+async def test_repeated_or_malformed_parameters_are_invalid_request(suffix: str, ons: Caller) -> None:
+    body = str(httpx.QueryParams(ons.form())) + suffix
+    response = await ons.http.post(
+        TOKEN_PATH,
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": ons.proof()},
+    )
+    oauth_error(response, 400, "invalid_request", "malformed body or a repeated parameter")
+
+
+async def test_a_body_that_is_not_utf8_is_invalid_request(ons: Caller) -> None:
+    body = str(httpx.QueryParams(ons.form())).encode() + b"&scope=\xff"
+    response = await ons.http.post(
+        TOKEN_PATH,
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": ons.proof()},
+    )
+    oauth_error(response, 400, "invalid_request", "malformed body or a repeated parameter")
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", "multipart/form-data", None])
 async def test_a_body_that_is_not_urlencoded_is_invalid_request(
-    content_type: str | None, asgi: httpx.AsyncClient, police: tuple[str, str]
+    content_type: str | None, ons: Caller
 ) -> None:
-    headers = {} if content_type is None else {"Content-Type": content_type}
-    response = await asgi.post(
-        TOKEN, content=b'{"grant_type": "client_credentials"}', headers=headers, auth=police
+    headers = {"DPoP": ons.proof(), **({"Content-Type": content_type} if content_type else {})}
+    response = await ons.http.post(TOKEN_PATH, content=json.dumps(ons.form()).encode(), headers=headers)
+    oauth_error(response, 400, "invalid_request", "the body must be application/x-www-form-urlencoded")
+
+
+async def test_parameters_in_the_url_are_refused_even_with_a_valid_body(ons: Caller) -> None:
+    response = await ons.http.post(
+        TOKEN_PATH, params={"scope": ONS}, data=ons.form(), headers={"DPoP": ons.proof()}
     )
-    _assert_oauth_error(response, 400, "invalid_request")
+    oauth_error(response, 400, "invalid_request", "send parameters in the body, never in the URL")
 
 
-async def test_a_body_of_4096_bytes_is_read_and_one_byte_more_is_413(
-    asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
-    padding = "&pad="
-    exact = GRANT + padding + "x" * (4096 - len(GRANT) - len(padding))
-    assert len(exact) == 4096
-    assert (await _token_request(asgi, exact, police)).status_code == 200
-    _assert_oauth_error(await _token_request(asgi, exact + "x", police), 413, "invalid_request")
+async def test_two_authorization_headers_are_invalid_request(ons: Caller) -> None:
+    response = await ons.http.post(
+        TOKEN_PATH,
+        data=ons.form(),
+        headers=[("DPoP", ons.proof()), ("Authorization", "Basic eDp5"), ("Authorization", "Basic eDp6")],
+    )
+    oauth_error(response, 400, "invalid_request", "send at most one Authorization header")
 
 
-async def test_an_oversized_body_without_content_length_is_413(
-    asgi: httpx.AsyncClient, police: tuple[str, str]
-) -> None:
+async def test_two_dpop_headers_are_invalid_request(ons: Caller) -> None:
+    response = await ons.http.post(
+        TOKEN_PATH, data=ons.form(), headers=[("DPoP", ons.proof()), ("DPoP", ons.proof())]
+    )
+    oauth_error(response, 400, "invalid_request", "send at most one DPoP header")
+
+
+async def test_a_body_of_16_kib_is_read_and_one_byte_more_is_413(police: Caller) -> None:
+    """An assertion, an officer's token and the rest fit; a padded body one byte over does not."""
+
+    async def send(size: int) -> httpx.Response:
+        body = str(httpx.QueryParams(police.form())) + "&pad="
+        body += "x" * (size - len(body))
+        assert len(body) == size
+        return await police.http.post(
+            TOKEN_PATH,
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": police.proof()},
+        )
+
+    exact = await send(16 * 1024)
+    assert exact.status_code == 200, exact.text
+    oauth_error(await send(16 * 1024 + 1), 413, "invalid_request", "the request is too large")
+
+
+async def test_an_oversized_body_without_content_length_is_413(ons: Caller) -> None:
     async def chunks() -> AsyncIterator[bytes]:
-        yield GRANT.encode()
-        for _ in range(5):
+        yield str(httpx.QueryParams(ons.form())).encode()
+        for _ in range(17):
             yield b"&pad=" + b"x" * 1000
 
-    response = await asgi.post(TOKEN, content=chunks(), headers=FORM, auth=police)
+    response = await ons.http.post(
+        TOKEN_PATH,
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "DPoP": ons.proof()},
+    )
     assert "content-length" not in response.request.headers
-    _assert_oauth_error(response, 413, "invalid_request")
+    oauth_error(response, 413, "invalid_request")
 
 
-async def test_get_on_the_token_endpoint_is_405(asgi: httpx.AsyncClient) -> None:
-    response = await asgi.get(TOKEN, params={"grant_type": "client_credentials"})
+@pytest.mark.parametrize("path", [TOKEN_PATH, "/oauth/introspect", "/oauth/revoke"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_other_methods_are_405_in_oauth_error_shape_and_audited(
+    path: str, method: str, web: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    response = await web.request(method, path, params={"grant_type": "client_credentials"})
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
-    # The token endpoint answers in OAuth's error shape (RFC 6749 5.2), like its other errors.
     assert response.json() == {"error": "invalid_request", "error_description": "use POST"}
-    assert "x-audit-event-id" in response.headers
+    event = await event_of(engine, response)
+    assert (event["endpoint"], event["outcome"], event["http_status"]) == (
+        path.rsplit("/", 1)[1],
+        "denied",
+        405,
+    )
+    assert event["client_id"] is None
 
 
-# -- discovery -------------------------------------------------------------------------------------
+# -- the audit ledger ----------------------------------------------------------------------------------
+
+
+async def test_a_token_exchange_is_recorded_with_the_token_and_the_officer(
+    police: Caller, engine: AsyncEngine, signing: SigningKeys, agreements: dict[str, Agreement]
+) -> None:
+    form = police.form()
+    response = await police.token_response(form)
+    assert response.status_code == 200, response.text
+    event = await event_of(engine, response)
+    jti = claims_of(response.json()["access_token"], signing)["jti"]
+    assert (event["endpoint"], event["outcome"], event["http_status"], event["error_code"]) == (
+        "token", "allowed", 200, None,
+    )  # fmt: skip
+    assert (event["client_id"], event["agreement_id"], event["agreement_version"]) == (
+        police.client_id, POLICE, agreements[POLICE].version,
+    )  # fmt: skip
+    assert event["token_jti"] == jti
+    assert event["acting_user"] == OFFICER
+    assert event["people_count"] == 0
+    stored = json.dumps({k: str(v) for k, v in event.items()})
+    for secret in (form["client_assertion"], form["subject_token"], response.json()["access_token"]):
+        for part in secret.split("."):
+            assert part not in stored  # no assertion, subject token or token in the ledger
+
+
+async def test_a_refused_token_request_is_recorded_with_what_was_claimed_and_nothing_more(
+    police: Caller, engine: AsyncEngine
+) -> None:
+    stranger = ECKey.generate_key("P-256", parameters={"alg": "ES256"}, private=True)
+    stranger.ensure_kid()
+    impostor = Caller(police.http, POLICE, police.client_id, stranger, police.dpop_key, police.issuer)
+    response = await impostor.token_response()
+    oauth_error(response, 401, "invalid_client", "client authentication failed")
+    event = await event_of(engine, response)
+    assert (event["endpoint"], event["outcome"], event["http_status"], event["error_code"]) == (
+        "token", "denied", 401, "invalid_client",
+    )  # fmt: skip
+    assert event["client_id"] == police.client_id  # as claimed: recorded, never trusted
+    assert (event["agreement_id"], event["token_jti"], event["acting_user"]) == (None, None, None)
+
+
+# -- discovery -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -304,29 +443,59 @@ async def test_get_on_the_token_endpoint_is_405(asgi: httpx.AsyncClient) -> None
     ids=["plain", "host", "forwarded"],
 )
 async def test_server_metadata_is_built_from_the_configured_issuer_only(
-    spoof: dict[str, str], asgi: httpx.AsyncClient, settings: Settings, agreements: dict[str, Agreement]
+    spoof: dict[str, str], web: httpx.AsyncClient, settings: Settings, agreements: dict[str, Agreement]
 ) -> None:
-    response = await asgi.get("/.well-known/oauth-authorization-server", headers=spoof)
+    response = await web.get("/.well-known/oauth-authorization-server", headers=spoof)
     assert response.status_code == 200
     metadata = response.json()
-    assert metadata["issuer"] == settings.issuer
-    assert metadata["token_endpoint"] == settings.issuer + "/oauth/token"
-    assert metadata["jwks_uri"] == settings.issuer + "/.well-known/jwks.json"
-    assert metadata["grant_types_supported"] == ["client_credentials"]
-    assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
-    assert metadata["access_token_signing_alg_values_supported"] == ["ES256"]
+    issuer = settings.issuer
+    assert metadata["issuer"] == issuer
+    assert metadata["token_endpoint"] == issuer + "/oauth/token"
+    assert metadata["jwks_uri"] == issuer + "/.well-known/jwks.json"
+    assert metadata["introspection_endpoint"] == issuer + "/oauth/introspect"
+    assert metadata["revocation_endpoint"] == issuer + "/oauth/revoke"
+    assert metadata["grant_types_supported"] == ["client_credentials", TOKEN_EXCHANGE]
+    assert metadata["client_assertion_types_supported"] == [
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    ]
     assert metadata["scopes_supported"] == sorted(agreements)
+    assert metadata["access_token_signing_alg_values_supported"] == ["ES256"]
     assert "evil.example" not in response.text
+    # RFC 8414 2: what is REQUIRED (response_types_supported too, though it is empty: no browser flows).
+    assert {"issuer", "token_endpoint", "response_types_supported", "jwks_uri"} <= set(metadata)
 
 
-async def test_jwks_publishes_only_public_key_material(asgi: httpx.AsyncClient, signing: SigningKeys) -> None:
-    response = await asgi.get("/.well-known/jwks.json")
+async def test_server_metadata_offers_no_weak_method_or_algorithm(web: httpx.AsyncClient) -> None:
+    metadata = (await web.get("/.well-known/oauth-authorization-server")).json()
+    for endpoint in ("token", "introspection", "revocation"):
+        methods = metadata[f"{endpoint}_endpoint_auth_methods_supported"]
+        assert methods[0] == "private_key_jwt"
+        assert not {"none", "client_secret_post", "client_secret_jwt"} & set(methods)
+        assert metadata[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] == ["ES256", "PS256"]
+    assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "PS256"]
+    assert metadata["response_types_supported"] == []  # no authorization endpoint, no browser flows
+
+
+async def test_jwks_publishes_only_public_key_material(web: httpx.AsyncClient, signing: SigningKeys) -> None:
+    response = await web.get("/.well-known/jwks.json")
     assert response.status_code == 200
     keys = response.json()["keys"]
     assert keys == signing.public_jwks["keys"]
     assert [key["kid"] for key in keys] == [signing.active.kid]
-    private_members = {"d", "p", "q", "dp", "dq", "qi", "k"}
     for key in keys:
-        assert not private_members & set(key), key
+        assert not {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key), key
         assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("EC", "P-256", "ES256", "sig")
         assert set(key) == {"kty", "crv", "x", "y", "alg", "use", "kid"}
+
+
+async def test_during_a_rotation_the_jwks_publishes_the_retired_key_beside_the_new_one(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    old, new = generate_key(), generate_key()
+    rotating = SigningKeys.from_keys(
+        [new, old], retired={str(old.kid): datetime.now(UTC) - timedelta(minutes=1)}
+    )
+    async with app_with(settings, engine, rotating) as app, http_client(app) as http:
+        keys = (await http.get("/.well-known/jwks.json")).json()["keys"]
+    assert [key["kid"] for key in keys] == [new.kid, old.kid]
+    assert all("d" not in key for key in keys)

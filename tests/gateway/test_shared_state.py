@@ -1,0 +1,126 @@
+"""The state every process shares (gateway/state.py): the replay guard and the counters, in the
+database (SQLite and PostgreSQL) and in a real Redis; and what the gateway answers when Redis is gone."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.keys import SigningKeys
+from gateway.state import DatabaseState, RedisState, SharedState
+from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.support.databases import redis_url
+from tests.support.partners import Partner
+from tests.support.requests import event_of
+
+
+@pytest.fixture(params=["database", "redis"])
+async def states(
+    request: pytest.FixtureRequest, engine: AsyncEngine
+) -> AsyncIterator[tuple[SharedState, SharedState]]:
+    """Two handles on one shared store, as two processes hold them."""
+    if request.param == "database":
+        yield DatabaseState(engine), DatabaseState(engine)
+        return
+    url = await redis_url()
+    prefix = f"test-{secrets.token_hex(4)}:"
+    one, two = RedisState(url, prefix=prefix), RedisState(url, prefix=prefix)
+    yield one, two
+    await one.close()
+    await two.close()
+
+
+async def test_a_key_is_used_once_whichever_process_offers_it(
+    states: tuple[SharedState, SharedState],
+) -> None:
+    one, two = states
+    key = f"assertion:{secrets.token_hex(8)}"
+    later = int(time.time()) + 300
+    assert await one.first_use(key, expires_at=later) is True
+    assert await two.first_use(key, expires_at=later) is False
+    assert await one.first_use(key, expires_at=later) is False
+    assert await two.first_use(f"proof:{key}", expires_at=later) is True, "another key is another key"
+
+
+async def test_counters_add_up_across_processes(states: tuple[SharedState, SharedState]) -> None:
+    one, two = states
+    key = f"failures:{secrets.token_hex(8)}"
+    assert await one.peek(key, window_seconds=60) == 0
+    assert [await one.hit(key, window_seconds=60), await two.hit(key, window_seconds=60)] == [1, 2]
+    assert await two.hit(key, window_seconds=60) == 3
+    assert await one.peek(key, window_seconds=60) == 3 and await one.peek(key, window_seconds=60) == 3
+
+
+async def test_a_redis_key_expires_with_what_it_guards() -> None:
+    url = await redis_url()
+    from redis.asyncio import Redis
+
+    prefix = f"test-{secrets.token_hex(4)}:"
+    state = RedisState(url, prefix=prefix)
+    raw = Redis.from_url(url)
+    try:
+        expires_at = int(time.time()) + 120
+        assert await state.first_use("jti:x", expires_at=expires_at)
+        assert await raw.expiretime(f"{prefix}once:jti:x") == expires_at
+        await state.hit("client:y", window_seconds=60)
+        [counter] = [key async for key in raw.scan_iter(f"{prefix}count:client:y:*")]
+        assert 0 < await raw.ttl(counter) <= 120
+    finally:
+        await state.close()
+        await raw.aclose()
+
+
+async def test_without_redis_the_gateway_answers_503_and_records_it(
+    settings: Settings,
+    signing: SigningKeys,
+    engine: AsyncEngine,
+    local_partner: Callable[[str], Partner],
+) -> None:
+    unreachable = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    app = create_app(
+        unreachable, engine=engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
+    )
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http:
+            police = local_partner("police-prevention")
+            token = await police.token()  # from the gateway whose shared state is reachable
+            partner = Partner(
+                http,
+                police.agreement,
+                police.client_id,
+                police.key,
+                police.dpop_key,
+                police.refs,
+                police.issuer,
+            )
+            refused = await partner.token_response()
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "temporarily_unavailable"
+            assert refused.headers["retry-after"] == "5"
+            assert "access_token" not in refused.text
+            event: dict[str, Any] | None = await event_of(engine, refused.headers["x-audit-event-id"])
+            assert event is not None and (event["http_status"], event["error_code"]) == (
+                503,
+                "temporarily_unavailable",
+            )
+
+            query = await partner.post("{ people(first: 1) { edges { node { ref } } } }", token=token)
+            assert query.status_code == 503, query.text
+            assert query.json()["errors"][0]["extensions"]["code"] == "DATABASE_UNAVAILABLE"
+            assert "data" not in query.json()
+            event = await event_of(engine, query.headers["x-audit-event-id"])
+            assert event is not None and (event["http_status"], event["people_count"]) == (503, 0)
+    finally:
+        ledger = app.state.gateway.ledger
+        if ledger is not None:
+            await ledger.close()
