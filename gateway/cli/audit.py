@@ -47,8 +47,10 @@ from schema.ledger_records import AuditEventRecord, EventFilter
 
 LEDGER_AGREEMENT = "security-audit"
 
-_who = click.option("--acting-user", default=None, help="Who is asking (default: the login name).")
-_why = click.option("--case-reference", default=None, help="The investigation or request this is for.")
+_who = click.option("--acting-user", default=None, help="Who is asking (default: the login name); recorded.")
+_why = click.option(
+    "--case-reference", default=None, help="The investigation or request you ask for; recorded."
+)
 
 
 @click.group(help="The access ledger: every request, who saw what, when and why.")
@@ -60,6 +62,8 @@ def audit() -> None:
 @click.option("--client", default=None)
 @click.option("--agreement", default=None)
 @click.option("--outcome", type=click.Choice(["allowed", "denied", "error", "disconnected"]), default=None)
+@click.option("--officer", default=None, help="Events naming this acting user.")
+@click.option("--case", "case", default=None, help="Events for this case reference.")
 @click.option("--from", "start", type=click.DateTime(), default=None, help="At or after (UTC).")
 @click.option("--to", "end", type=click.DateTime(), default=None, help="Before (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
@@ -70,6 +74,8 @@ def audit_search(
     client: str | None,
     agreement: str | None,
     outcome: str | None,
+    officer: str | None,
+    case: str | None,
     start: datetime | None,
     end: datetime | None,
     limit: int,
@@ -78,7 +84,15 @@ def audit_search(
     case_reference: str | None,
 ) -> None:
     settings = load_settings()
-    criteria = EventFilter(client=client, agreement=agreement, outcome=outcome, start=start, end=end)
+    criteria = EventFilter(
+        client=client,
+        agreement=agreement,
+        outcome=outcome,
+        start=start,
+        end=end,
+        acting_user=officer,
+        case_reference=case,
+    )
 
     async def search() -> list[AuditEventRecord]:
         async with open_database(settings) as engine:

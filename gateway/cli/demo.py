@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import textwrap
@@ -11,17 +10,18 @@ from typing import Final
 
 import click
 
-from gateway.cli.clients import add_clients, client_json
+from gateway.cli.client_files import ClientFile, new_key, public_jwks, stand_in_issuer
+from gateway.cli.clients import add_clients
 from gateway.cli.database import DEMO_PEOPLE, seed_database, upgrade_database
 from gateway.cli.keys import ensure_secrets
 from gateway.cli.serve import serve_app
 from gateway.cli.support import fail, load_settings, run, settings_with
-from gateway.config import council_today
+from gateway.config import Settings, council_today
 from gateway.db import is_sqlite
 from policies import load_agreements
 
 DEMO_STATE_DIR: Final = Path("var")
-DEMO_CLIENTS_FILE: Final = DEMO_STATE_DIR / "demo-clients.json"
+DEMO_CLIENTS_DIR: Final = DEMO_STATE_DIR / "demo-clients"
 
 
 @click.command(help="Fresh SQLite database, synthetic population, a demo client per agreement, then serve.")
@@ -50,24 +50,39 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     ensure_secrets(settings)
     run(lambda: upgrade_database(settings))
     summary = run(lambda: seed_database(settings, people_count, 1, council_today(), show_progress=True))
-    known = sorted(load_agreements(settings.agreements_dir))
-    demo_clients = run(lambda: add_clients(settings, [(a, f"Demo {a}") for a in known]))
-    created = dict(zip(known, demo_clients, strict=True))
-    DEMO_CLIENTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    DEMO_CLIENTS_FILE.write_text(
-        json.dumps({a: client_json(settings, c) for a, c in created.items()}, indent=2) + "\n",
-        encoding="utf-8",
-    )
-    DEMO_CLIENTS_FILE.chmod(0o600)
+    files = _demo_clients(settings)
     base = f"http://{host}:{port}"
     click.echo(
         f"\nDemo ready: {summary['people']} synthetic people in {database}.\n"
-        f"Demo clients (one per agreement, secrets shown once) are in {DEMO_CLIENTS_FILE}.\n\n"
-        "Get a token and query, from another terminal in this directory:\n\n"
+        f"A client file per agreement (its keys, private: keep it so) is in {DEMO_CLIENTS_DIR}/; "
+        f"{len(files)} clients authenticate with private_key_jwt and DPoP-bound tokens.\n\n"
+        "Query as the Metropolitan Police, from another terminal in this directory (the reference client\n"
+        "signs the client assertion and the DPoP proofs, and exchanges the officer's token):\n\n"
         f"{textwrap.indent(demo_example(base), '  ')}\n"
+        "Doing the same by hand, with any OAuth library: docs/partners.md.\n"
     )
     if not no_serve:
         serve_app(settings, host, port)
+
+
+def _demo_clients(settings: Settings) -> dict[str, Path]:
+    """A client per agreement with keys made here, and for an agreement with verified officers a
+    stand-in for the partner's identity provider (gateway/cli/client_files.py says why only here)."""
+    agreements = load_agreements(settings.agreements_dir)
+    shutil.rmtree(DEMO_CLIENTS_DIR, ignore_errors=True)
+    keys = {agreement_id: (new_key(), new_key()) for agreement_id in sorted(agreements)}
+    wanted = [(a, f"Demo {a}", public_jwks(signing), False) for a, (signing, _) in keys.items()]
+    created = dict(zip(keys, run(lambda: add_clients(settings, wanted)), strict=True))
+    files = {}
+    for agreement_id, (signing, dpop) in keys.items():
+        issuers = agreements[agreement_id].access.officer_issuers
+        stand_in = stand_in_issuer(issuers[0], settings.partner_jwks_dir) if issuers else None
+        file = ClientFile(
+            created[agreement_id].record.client_id, agreement_id, settings.issuer, signing, dpop, stand_in
+        )
+        files[agreement_id] = DEMO_CLIENTS_DIR / f"{agreement_id}.json"
+        file.write(files[agreement_id])
+    return files
 
 
 def demo_example(base: str) -> str:

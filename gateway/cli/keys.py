@@ -11,7 +11,14 @@ import click
 
 from gateway.cli.support import fail, load_settings
 from gateway.config import Settings
-from gateway.keys import SigningKeyError, generate_key, load_key_file, write_key_file
+from gateway.keys import (
+    SigningKeyError,
+    archive_directory,
+    generate_key,
+    load_key_file,
+    rotate_key_file,
+    write_key_file,
+)
 
 
 @click.group(help="Signing key and ref secret.")
@@ -24,6 +31,26 @@ def keys_generate() -> None:
     settings = load_settings()
     created = ensure_secrets(settings)
     click.echo(f"created: {', '.join(created) or 'nothing (both exist)'}")
+
+
+@keys.command(
+    "rotate",
+    help="Put a new signing key first. The one it replaces keeps verifying tokens until they have all "
+    "expired (15 minutes), and its public half is archived beside the key file for the ledger's checkpoints.",
+)
+def keys_rotate() -> None:
+    settings = load_settings()
+    if settings.signing_keys is not None:
+        fail("the keys come from GATEWAY_SIGNING_KEYS: rotate them where that value is kept")
+    if not settings.signing_key_file.is_file():
+        fail(f"no signing key file at {settings.signing_key_file}: run `gateway keys generate`")
+    previous = load_key_file(settings.signing_key_file).active.kid
+    fresh, dropped = rotate_key_file(settings.signing_key_file)
+    archive = archive_directory(settings.signing_key_file)
+    click.echo(f"signing with {fresh.kid}; {previous} retired (its public half is in {archive})")
+    if dropped:
+        click.echo(f"removed the private halves of keys retired long enough: {', '.join(dropped)}")
+    click.echo("restart or roll the gateway's processes so that they sign with the new key")
 
 
 @keys.command("public", help="Print the public keys (JWKS): archive them before retiring a key.")

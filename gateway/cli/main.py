@@ -16,6 +16,7 @@ from gateway.cli.clients import clients
 from gateway.cli.database import db, seed
 from gateway.cli.demo import demo
 from gateway.cli.keys import keys
+from gateway.cli.partner import partner
 from gateway.cli.policies import policies
 from gateway.cli.schema import schema
 from gateway.cli.serve import serve
@@ -86,5 +87,5 @@ def main(debug: bool) -> None:
     pass
 
 
-for command in (db, seed, clients, policies, schema, keys, serve, demo, audit, sar):
+for command in (db, seed, clients, policies, schema, keys, serve, demo, audit, sar, partner):
     main.add_command(command)

@@ -21,6 +21,7 @@ from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import AuditError, AuditUnavailableError, UnknownPersonError
+from gateway.cli.client_files import ClientFileError
 from gateway.config import Settings, SettingsError
 from gateway.db import SchemaOutOfDateError, create_engine, is_sqlite, is_unavailable, require_current_schema
 from gateway.keys import SigningKeyError
@@ -41,6 +42,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     AuditUnavailableError,
     AuditError,
     SchemaOutOfDateError,
+    ClientFileError,
 )
 
 

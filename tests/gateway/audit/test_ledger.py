@@ -21,10 +21,8 @@ from gateway.audit.tables import audit_checkpoints, audit_disclosures, audit_eve
 from gateway.cli import main
 from gateway.config import Settings
 from gateway.keys import SigningKeys, write_key_file
-from gateway.oauth import add_client
-from policies import Agreement
-from resolvers import RefCodec
 from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.support.identity import new_key
 from tests.support.ledger import (
     Fresh,
     allow_ledger_inserts,
@@ -33,7 +31,7 @@ from tests.support.ledger import (
     fresh_database,
     refuse_ledger_inserts,
 )
-from tests.support.partners import PURPOSE, Partner
+from tests.support.partners import PURPOSE, Partner, enrol
 
 PAGE = "query Page($first: Int) { people(first: $first) { edges { node { ref } } } }"
 
@@ -60,15 +58,13 @@ async def _events(engine: AsyncEngine, ids: list[str]) -> dict[str, dict[str, An
 
 
 async def test_concurrent_requests_from_several_partners_produce_exactly_one_event_each(
-    http: httpx.AsyncClient, engine: AsyncEngine, agreements: dict[str, Agreement], cases: Any, oracle: Any
+    http: httpx.AsyncClient, engine: AsyncEngine, settings: Settings, cases: Any, oracle: Any
 ) -> None:
     partners: dict[str, Partner] = {}
-    async with engine.begin() as conn:
-        for agreement_id in ("police-prevention", "ons-evaluation", "dwp-worklessness", "mash-safeguarding"):
-            made = await add_client(conn, agreement_id=agreement_id, known_agreements=set(agreements))
-            partners[agreement_id] = Partner(
-                http, agreement_id, made.record.client_id, made.secret, RefCodec(REF_SECRET, agreement_id)
-            )
+    for agreement_id in ("police-prevention", "ons-evaluation", "dwp-worklessness", "mash-safeguarding"):
+        partners[agreement_id] = await enrol(
+            engine, http, agreement_id, ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir
+        )
     tokens = {agreement_id: await p.token() for agreement_id, p in partners.items()}
     adult = oracle.people[cases.id("mash_adult")]
     find = (
@@ -161,9 +157,9 @@ async def test_token_requests_are_recorded_with_the_token_they_issued(
     local_partner: Callable[[str], Partner], engine: AsyncEngine, signing: SigningKeys
 ) -> None:
     ons = local_partner("ons-evaluation")
-    form = {"grant_type": "client_credentials"}
-    issued = await ons.http.post("/oauth/token", data=form, auth=(ons.client_id, ons.secret))
-    refused = await ons.http.post("/oauth/token", data=form, auth=(ons.client_id, "wrong"))
+    issued = await ons.token_response()
+    impostor = Partner(ons.http, ons.agreement, ons.client_id, new_key(), new_key(), ons.refs)  # not its key
+    refused = await impostor.token_response()
     events = await _events(engine, [issued.headers["x-audit-event-id"], refused.headers["x-audit-event-id"]])
     ok, bad = events[issued.headers["x-audit-event-id"]], events[refused.headers["x-audit-event-id"]]
     jti = jwt.decode(issued.json()["access_token"], signing.verification, algorithms=["ES256"]).claims["jti"]
@@ -333,9 +329,7 @@ async def test_with_the_ledger_unwritable_graphql_answers_audit_unavailable_and_
             names = {r.family_name for r in await conn.execute(text("SELECT family_name FROM people"))}
         assert not [name for name in names if name in refused.text]
 
-        token_refused = await police.http.post(
-            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(police.client_id, police.secret)
-        )
+        token_refused = await police.token_response()
         assert token_refused.status_code == 503
         assert token_refused.json()["error"] == "temporarily_unavailable"
         assert "access_token" not in token_refused.json()

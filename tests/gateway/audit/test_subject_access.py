@@ -182,7 +182,10 @@ async def test_the_text_report_names_the_person_and_each_recipient(
     assert text.startswith(f"Subject access report for person {person_id}\n")
     assert "Ada Brackenridge-Vale" in text
     assert f"Disclosures ({len(report.disclosures)})" in text
-    assert "Metropolitan Police Service  (police-prevention version 1)" in text
+    assert (
+        f"Metropolitan Police Service  (police-prevention version {agreements['police-prevention'].version})"
+        in text
+    )
     assert "None." not in text
     assert PURPOSE["X-Acting-User"] not in text and PURPOSE["X-Case-Reference"] not in text
 

@@ -25,6 +25,7 @@ from gateway.cli import main
 from gateway.keys import SigningKeys, generate_key, write_key_file
 from policies import Agreement
 from tests.conftest import REF_SECRET
+from tests.support.identity import RegisteredClient
 from tests.support.partners import Partner
 from tests.support.population import EdgeCases
 
@@ -58,10 +59,10 @@ async def _cli_events(engine: AsyncEngine, since: str, **where: Any) -> list[Any
 
 
 async def test_audit_search_lists_the_police_events_as_json_and_as_text(
-    env: dict[str, str], local_partner: PartnerFactory, registered: dict[str, tuple[str, str]]
+    env: dict[str, str], local_partner: PartnerFactory, registered: dict[str, RegisteredClient]
 ) -> None:
     police = local_partner(POLICE)
-    client = registered[POLICE][0]
+    client = registered[POLICE].client_id
     allowed = await police.post(PAGE)
     assert allowed.status_code == 200
     denied = await police.post(PAGE, purpose=False)
@@ -78,7 +79,7 @@ async def test_audit_search_lists_the_police_events_as_json_and_as_text(
     assert times == sorted(times, reverse=True)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times)
     event = events[ids.index(allowed_id)]
-    assert (event["outcome"], event["agreement_id"], event["agreement_version"]) == ("allowed", POLICE, 1)
+    assert (event["outcome"], event["agreement_id"], event["agreement_version"]) == ("allowed", POLICE, 2)
     assert (event["people_count"], event["http_status"], event["endpoint"]) == (3, 200, "graphql")
     assert event["fields_disclosed"] == ["ref", "familyName"]
     refused = events[ids.index(denied_id)]
@@ -99,7 +100,7 @@ async def test_audit_search_lists_the_police_events_as_json_and_as_text(
     assert [line.split()[-1] for line in lines] == ids
     [line] = [line for line in lines if line.endswith(allowed_id)]
     assert line.startswith(event["occurred_at"])
-    assert re.search(rf"allowed +200 +graphql +{client} +police-prevention@1 +people=3 ", line)
+    assert re.search(rf"allowed +200 +graphql +{client} +police-prevention@2 +people=3 ", line)
 
 
 async def test_every_cli_run_is_recorded_under_security_audit(
@@ -112,7 +113,7 @@ async def test_every_cli_run_is_recorded_under_security_audit(
     assert (event.operation_name, event.agreement_id, event.agreement_version) == (
         "audit search",
         SECURITY,
-        1,
+        agreements[SECURITY].version,
     )
     assert (event.outcome, event.http_status, event.people_count) == ("allowed", 0, 0)
     assert event.purpose == agreements[SECURITY].purpose

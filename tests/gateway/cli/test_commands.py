@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from joserfc.jwk import ECKey
 
 from gateway.cli import main
+from gateway.keys import RETIREMENT, archive_directory, generate_key, load_key_file, rotate_key_file
+from tests.support.identity import jwks, new_key
 
 
 @pytest.fixture
@@ -27,25 +31,49 @@ def run(env: dict[str, str], *args: str) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def test_clients_add_prints_the_secret_once_and_stores_only_its_hash(
+def _public_jwks(tmp_path: Path, name: str = "partner.jwks.json") -> tuple[Path, ECKey]:
+    key = new_key()
+    path = tmp_path / name
+    path.write_text(json.dumps(jwks(key)))
+    return path, key
+
+
+def _client_rows(tmp_path: Path) -> list[tuple[str, str, str | None, str | None]]:
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        return db.execute("SELECT client_id, agreement_id, jwks, secret_hash FROM clients").fetchall()
+
+
+def test_clients_add_registers_the_partners_public_keys_and_no_secret(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     assert run(env, "db", "upgrade").exit_code == 0
-    added = run(env, "clients", "add", "--agreement", "police-prevention", "--name", "Met CAD")
+    jwks_file, key = _public_jwks(tmp_path)
+    added = run(
+        env,
+        "clients",
+        "add",
+        "--agreement",
+        "police-prevention",
+        "--name",
+        "Met CAD",
+        "--jwks",
+        str(jwks_file),
+    )
     assert added.exit_code == 0, added.output
     printed = json.loads(added.output)
-    assert set(printed) == {"client_id", "client_secret", "agreement", "name", "token_endpoint"}
+    assert set(printed) == {"client_id", "agreement", "name", "token_endpoint", "authentication"}
     assert printed["agreement"] == "police-prevention" and printed["name"] == "Met CAD"
     assert printed["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
-    assert len(printed["client_secret"]) >= 43  # 256 bits, base64url
+    assert printed["authentication"] == "private_key_jwt"
 
-    with sqlite3.connect(tmp_path / "cli.db") as db:
-        rows = db.execute("SELECT * FROM clients").fetchall()
-    assert len(rows) == 1
-    assert not any(printed["client_secret"] in str(value) for value in rows[0])
+    [(client_id, agreement, stored, secret_hash)] = _client_rows(tmp_path)
+    assert (client_id, agreement, secret_hash) == (printed["client_id"], "police-prevention", None)
+    assert stored is not None
+    [stored_key] = json.loads(stored)["keys"]
+    assert stored_key["kid"] == key.kid and stored_key["alg"] == "ES256"
+    assert stored_key["x"] == key.as_dict()["x"] and "d" not in stored_key
 
     listed = run(env, "clients", "list", "--json")
-    assert printed["client_secret"] not in listed.output
     [row] = json.loads(listed.output)
     assert row["client_id"] == printed["client_id"] and row["status"] == "enabled"
 
@@ -54,9 +82,119 @@ def test_clients_add_prints_the_secret_once_and_stores_only_its_hash(
     assert row["status"].startswith("disabled")
 
 
-def test_clients_add_refuses_an_unknown_agreement(env: dict[str, str]) -> None:
+def test_clients_add_with_a_client_file_keeps_the_private_halves_out_of_the_database(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     run(env, "db", "upgrade")
-    result = CliRunner().invoke(main, ["clients", "add", "--agreement", "police-everything"], env=env)
+    client_file = tmp_path / "partners" / "ons.json"
+    added = run(env, "clients", "add", "--agreement", "ons-evaluation", "--client-file", str(client_file))
+    assert added.exit_code == 0, added.output
+    printed = json.loads(added.output)
+    assert printed["client_file"] == str(client_file)
+    assert stat.S_IMODE(client_file.stat().st_mode) == 0o600
+    written = json.loads(client_file.read_text())
+    assert written["client_id"] == printed["client_id"] and written["agreement"] == "ons-evaluation"
+    assert written["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
+    assert {"d", "x", "y"} <= set(written["key"]) and {"d", "x", "y"} <= set(written["dpop_key"])
+    [(_, _, stored, _)] = _client_rows(tmp_path)
+    assert stored is not None
+    [stored_key] = json.loads(stored)["keys"]
+    assert stored_key["x"] == written["key"]["x"], "the gateway holds the assertion key's public half"
+    assert written["key"]["d"] not in stored and written["dpop_key"]["x"] not in stored
+
+    again = CliRunner().invoke(
+        main, ["clients", "add", "--agreement", "ons-evaluation", "--client-file", str(client_file)], env=env
+    )
+    assert again.exit_code == 1
+    assert again.output == f"error: {client_file} exists: a client file is written once, to a new path\n"
+    assert json.loads(client_file.read_text()) == written, "the first partner's keys are not overwritten"
+    assert len(_client_rows(tmp_path)) == 1
+
+
+def test_a_client_file_that_cannot_be_written_leaves_no_client(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "db", "upgrade")
+    locked = tmp_path / "locked"
+    locked.write_text("a file where the client file's folder would be")  # refuses even root
+    result = CliRunner().invoke(
+        main,
+        ["clients", "add", "--agreement", "ons-evaluation", "--client-file", str(locked / "c.json")],
+        env=env,
+    )
+    assert result.exit_code == 1
+    assert (
+        result.output.startswith(f"error: cannot write {locked / 'c.json'} (")
+        and "no client added" in result.output
+    )
+    assert _client_rows(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give exactly one of --jwks, --client-file and --secret"),
+        (
+            ["--secret"],
+            "agreement police-prevention does not allow client_secret_basic (it allows private_key_jwt)",
+        ),
+        (["--jwks", "{private}"], "a private or symmetric key: register the public half only"),
+        (["--jwks", "{hs256}"], "a private or symmetric key: register the public half only"),
+        (["--jwks", "{p384}"], "an EC key must be on P-256"),
+        (["--jwks", "{no kid}"], "every key needs its own kid"),
+        (["--jwks", "{not json}"], "is not JSON"),
+        (["--jwks", "{missing}"], "cannot read"),
+    ],
+)
+def test_clients_add_refuses_what_would_not_authenticate_and_adds_nothing(
+    arguments: list[str], message: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    run(env, "db", "upgrade")
+    key = new_key()
+    files = {
+        "{private}": {"keys": [{**key.as_dict(private=True), "alg": "ES256"}]},
+        "{hs256}": {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s", "alg": "HS256"}]},
+        "{p384}": {"keys": [{**ECKey.generate_key("P-384").as_dict(private=False), "kid": "k"}]},
+        "{no kid}": {"keys": [{k: v for k, v in key.as_dict(private=False).items() if k != "kid"}]},
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "{not json}").write_text("{keys")
+    wanted = [str(tmp_path / a) if a.startswith("{") else a for a in arguments]
+    result = CliRunner().invoke(
+        main, ["clients", "add", "--agreement", "police-prevention", *wanted], env=env
+    )
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("error: ") and message in line
+    assert _client_rows(tmp_path) == []
+
+
+def test_clients_keys_replaces_a_partners_keys(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "db", "upgrade")
+    first, old = _public_jwks(tmp_path, "first.json")
+    client_id = json.loads(
+        run(env, "clients", "add", "--agreement", "ons-evaluation", "--jwks", str(first)).output
+    )["client_id"]
+    new_a, new_b = new_key(), new_key()
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps(jwks(new_a, new_b)))
+    replaced = run(env, "clients", "keys", client_id, "--jwks", str(second))
+    assert replaced.exit_code == 0, replaced.output
+    assert replaced.output == f"{client_id}: keys {new_a.kid}, {new_b.kid}\n"
+    [(_, _, stored, _)] = _client_rows(tmp_path)
+    assert stored is not None
+    assert {k["kid"] for k in json.loads(stored)["keys"]} == {new_a.kid, new_b.kid}
+    assert str(old.as_dict()["x"]) not in stored
+
+    refused = CliRunner().invoke(main, ["clients", "keys", "nobody-123", "--jwks", str(second)], env=env)
+    assert refused.exit_code == 1 and "no client 'nobody-123'" in refused.output
+
+
+def test_clients_add_refuses_an_unknown_agreement(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "db", "upgrade")
+    jwks_file, _ = _public_jwks(tmp_path)
+    result = CliRunner().invoke(
+        main, ["clients", "add", "--agreement", "police-everything", "--jwks", str(jwks_file)], env=env
+    )
     assert result.exit_code == 1
     assert "no agreement 'police-everything'" in result.output
     assert "police-prevention" in result.output
@@ -134,3 +272,138 @@ def test_bad_settings_name_the_variable(env: dict[str, str]) -> None:
     )
     assert result.exit_code == 1
     assert "GATEWAY_ISSUER" in result.output and "https" in result.output
+
+
+def test_keys_rotate_signs_with_a_new_key_and_keeps_the_old_one_until_its_tokens_expire(
+    env: dict[str, str],
+) -> None:
+    run(env, "keys", "generate")
+    key_file = Path(env["GATEWAY_SIGNING_KEY_FILE"])
+    [old] = json.loads(run(env, "keys", "public").output)["keys"]
+
+    rotated = run(env, "keys", "rotate")
+    assert rotated.exit_code == 0, rotated.output
+    fresh = load_key_file(key_file).active
+    archive = archive_directory(key_file)
+    assert (
+        rotated.output.splitlines()[0]
+        == f"signing with {fresh.kid}; {old['kid']} retired (its public half is in {archive})"
+    )
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    published = json.loads(run(env, "keys", "public").output)["keys"]
+    assert [key["kid"] for key in published] == [fresh.kid, old["kid"]], (
+        "the new key first, the old still published"
+    )
+    assert json.loads((archive / f"{old['kid']}.json").read_text())["keys"][0]["x"] == old["x"]
+    assert "d" not in json.loads((archive / f"{old['kid']}.json").read_text())["keys"][0]
+
+    # A token the old key signed still verifies within the retirement window, and not after it.
+    now = datetime.now(UTC)
+    soon, later = (
+        load_key_file(key_file, now=now + timedelta(minutes=14)),
+        load_key_file(key_file, now=now + RETIREMENT + timedelta(seconds=1)),
+    )
+    assert old["kid"] in {key.kid for key in soon.verification.keys}
+    assert old["kid"] not in {key.kid for key in later.verification.keys}
+    assert [key["kid"] for key in later.public_jwks["keys"]] == [fresh.kid]
+    assert old["kid"] in {key.kid for key in later.audit_verification.keys}, "checkpoints verify for good"
+
+    # The next rotation after the window drops the old key's private half from the file.
+    newest, dropped = rotate_key_file(key_file, now=now + RETIREMENT + timedelta(seconds=1))
+    assert dropped == [old["kid"]]
+    assert old["kid"] not in key_file.read_text() and str(newest.kid) in key_file.read_text()
+
+
+def test_keys_rotate_refuses_keys_given_in_the_environment(env: dict[str, str]) -> None:
+    keys = json.dumps({"keys": [generate_key().as_dict(private=True)]})
+    result = CliRunner().invoke(main, ["keys", "rotate"], env={**env, "GATEWAY_SIGNING_KEYS": keys})
+    assert result.exit_code == 1
+    assert (
+        result.output
+        == "error: the keys come from GATEWAY_SIGNING_KEYS: rotate them where that value is kept\n"
+    )
+
+
+def test_policies_check_prints_the_register_with_warnings_ahead_and_refusals(env: dict[str, str]) -> None:
+    calm = CliRunner().invoke(main, ["policies", "check", "--today", "2026-11-22"], env=env)
+    assert calm.exit_code == 0 and calm.stderr == ""
+    police = _register_block(calm.stdout, "police-prevention")
+    assert "   partner system: private_key_jwt; DPoP-bound tokens" in police
+    assert "   acting user:    verified by " in police
+    assert "   state:          in force" in police
+
+    near = CliRunner().invoke(main, ["policies", "check", "--today", "2027-01-05"], env=env)
+    assert near.exit_code == 0
+    assert (
+        "warning: police-prevention@2: falls due for review on 2027-01-31, in 26 days"
+        in near.stderr.splitlines()
+    )
+    assert len(near.stderr.splitlines()) == 7
+
+    lapsed = CliRunner().invoke(main, ["policies", "check", "--today", "2027-04-01", "--json"], env=env)
+    assert lapsed.exit_code == 0
+    register = {entry["id"]: entry for entry in json.loads(lapsed.stdout)}
+    assert set(register) == {
+        "police-prevention", "dwp-worklessness", "ons-evaluation", "family-hub-outreach",
+        "youth-justice", "mash-safeguarding", "security-audit",
+    }  # fmt: skip
+    entry = register["police-prevention"]
+    assert (entry["in_force"], entry["state"]) == (False, "refused: AGREEMENT_EXPIRED")
+    assert (entry["token_binding"], entry["acting_user"], entry["client_authentication"]) == (
+        "dpop",
+        "verified",
+        ["private_key_jwt"],
+    )
+    assert "warning: police-prevention@2: not in force: AGREEMENT_EXPIRED" in lapsed.stderr
+
+
+def _register_block(output: str, agreement: str) -> str:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"ok {agreement}@"))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("ok ")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_clients_add_reads_the_key_set_from_standard_input(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    key = new_key()
+    result = CliRunner().invoke(
+        main,
+        ["clients", "add", "--agreement", "dwp-worklessness", "--jwks", "-"],
+        input=json.dumps(jwks(key)),
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(run(env, "clients", "list", "--json").output)
+    assert (
+        row["client_id"] == json.loads(result.output)["client_id"] and row["agreement"] == "dwp-worklessness"
+    )
+
+
+def test_the_reference_partner_client_fails_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "db", "upgrade")
+    client_file = tmp_path / "ons.json"
+    run(env, "clients", "add", "--agreement", "ons-evaluation", "--client-file", str(client_file))
+    cases = [
+        (["officer-token", "--client-file", str(client_file), "--officer", "pc-1"], "has no officer issuer"),
+        (["token", "--client-file", str(tmp_path / "missing.json")], "cannot read"),
+        (["query", "--client-file", str(client_file)], "give the operation once: --query or --query-file"),
+        (
+            ["query", "--client-file", str(client_file), "--query", "{ x }", "--variables", "[1]"],
+            "--variables must be a JSON object",
+        ),
+    ]
+    for arguments, message in cases:
+        result = CliRunner().invoke(main, ["partner", *arguments], env=env)
+        assert result.exit_code == 1, (arguments, result.output)
+        [line] = result.output.splitlines()
+        assert line.startswith("error: ") and message in line, (arguments, line)
+
+    # Nothing listens where the client file points (the test settings' issuer, 127.0.0.1:8000, may be
+    # in use on a developer's machine): a file naming a closed port.
+    written = json.loads(client_file.read_text())
+    closed = tmp_path / "closed.json"
+    closed.write_text(json.dumps({**written, "issuer": "http://127.0.0.1:9"}))
+    result = CliRunner().invoke(main, ["partner", "token", "--client-file", str(closed)], env=env)
+    assert result.exit_code == 1
+    assert result.output == "error: cannot reach http://127.0.0.1:9/oauth/token (ConnectError)\n"
