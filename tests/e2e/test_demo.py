@@ -1,27 +1,24 @@
 """`gateway demo` as a newcomer runs it, and the README's copy-paste example against it.
 
-The demo runs as a real process in a scratch directory; the README's shell block runs under bash
-with curl, exactly as written but for the port, and must print police data.
+The demo runs as a real process in a scratch directory laid out as the repository is (`.venv/bin`);
+the README's shell block runs there under bash, exactly as written but for the port, and must print
+police data, with the officer it names verified and in the ledger.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import socket
+import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.cli.demo import demo_example
+from tests.e2e.conftest import Demo
 
 README_BASE = "http://127.0.0.1:8000"
 _BLOCK = re.compile(r"<!-- demo-example:start -->\s*```sh\n(.*?)```\s*<!-- demo-example:end -->", re.DOTALL)
@@ -37,60 +34,14 @@ def test_readme_example_is_what_the_demo_prints(repo_root: Path) -> None:
     assert readme_example(repo_root) == demo_example(README_BASE)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def running_demo(tmp_path: Path) -> Iterator[str]:
-    gateway = Path(sys.executable).parent / "gateway"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    log = (tmp_path / "demo.log").open("w")
-    process = subprocess.Popen(
-        [str(gateway), "demo", "--people", "400", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gateway demo exited: {(tmp_path / 'demo.log').read_text()}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("gateway demo did not serve within 90 s")
-            time.sleep(0.25)
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-
-
 @pytest.mark.e2e
-def test_the_readme_example_returns_police_data_from_the_demo(
-    running_demo: str, tmp_path: Path, repo_root: Path
-) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    script = readme_example(repo_root).replace(README_BASE, running_demo)
+def test_the_readme_example_returns_police_data_from_the_demo(running_demo: Demo, repo_root: Path) -> None:
+    base, directory, env = running_demo.base, running_demo.directory, running_demo.env()
+    script = readme_example(repo_root).replace(README_BASE, base)
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert "errors" not in body, body
@@ -101,19 +52,39 @@ def test_the_readme_example_returns_police_data_from_the_demo(
         assert set(node) == {"ref", "givenName", "familyName", "dateOfBirth", "postcode", "withheld"}
         assert node["ref"].startswith("per_") and node["givenName"] and node["familyName"]
 
-    clients = json.loads((tmp_path / "var" / "demo-clients.json").read_text())
-    assert set(clients) == {
+    files = {path.stem: path for path in (directory / "var" / "demo-clients").glob("*.json")}
+    assert set(files) == {
         "police-prevention", "dwp-worklessness", "ons-evaluation",
         "family-hub-outreach", "youth-justice", "mash-safeguarding", "security-audit",
     }  # fmt: skip
-    metadata = httpx.get(f"{running_demo}/.well-known/oauth-authorization-server").json()
-    assert metadata["token_endpoint"] == f"{running_demo}/oauth/token"
+    for path in files.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        written = json.loads(path.read_text())
+        assert written["token_endpoint"] == f"{base}/oauth/token" and "d" in written["dpop_key"]
+    metadata = httpx.get(f"{base}/.well-known/oauth-authorization-server").json()
+    assert metadata["token_endpoint"] == f"{base}/oauth/token"
+    assert metadata["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+
+    # The ledger names the officer the README's example named, verified by the police's issuer.
+    gateway = str(Path(sys.executable).parent / "gateway")
+    searched = subprocess.run(
+        [gateway, "audit", "search", "--case", "CASE-2026-0001", "--outcome", "allowed", "--json"],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert searched.returncode == 0, searched.stderr
+    events = [e for e in json.loads(searched.stdout) if e["endpoint"] == "graphql"]
+    assert len(events) == 1, [(e["client_id"], e["case_reference"], e["acting_user"]) for e in events]
+    [event] = events
+    assert (event["acting_user"], event["case_reference"], event["people_count"]) == (
+        "pc-4471",
+        "CASE-2026-0001",
+        3,
+    )
 
     # The demo keeps its witness beside its database, and the ledger verifies against it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     verified = subprocess.run(
-        [str(Path(sys.executable).parent / "gateway"), "audit", "verify", "--witness", "var/witness"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [gateway, "audit", "verify", "--witness", "var/witness"],
+        cwd=directory, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "the witness agrees" in verified.stdout
