@@ -104,12 +104,11 @@ class ClientAuthenticator:
             )
         if assertion is not None:
             claims, header = self._assertion_claims(assertion, form)
-            client_id = claims["sub"]
-            await self._not_throttled(client_id, address)
+            await self._address_not_throttled(claims["sub"], address)
             return await self._private_key_jwt(assertion, header, claims, address=address)
         if basic.lower().startswith("basic "):
             client_id, secret = _basic(basic)
-            await self._not_throttled(client_id, address)
+            await self._address_not_throttled(client_id, address)
             return await self._client_secret_basic(client_id, secret, address=address)
         raise ClientAuthenticationError("client authentication is required (private_key_jwt)", client_id=None)
 
@@ -228,25 +227,35 @@ class ClientAuthenticator:
             return None, None
         return record, self._agreements.get(record.agreement_id)
 
-    async def _not_throttled(self, client_id: str | None, address: str | None) -> None:
-        for key, limit in (
-            (f"authfail:client:{client_id}", FAILURES_PER_CLIENT),
-            (f"authfail:address:{address}", FAILURES_PER_ADDRESS),
+    async def _address_not_throttled(self, client_id: str, address: str | None) -> None:
+        """An address with too many failures this minute is refused before anything is checked."""
+        if address is None:
+            return
+        if (
+            await self._state.peek(f"authfail:address:{address}", window_seconds=FAILURE_WINDOW)
+            >= FAILURES_PER_ADDRESS
         ):
-            if key.endswith(":None"):
-                continue
-            if await self._state.peek(key, window_seconds=FAILURE_WINDOW) >= limit:
-                raise ClientAuthenticationError(
-                    "too many failed attempts: try again in a minute",
-                    client_id=client_id,
-                    status=429,
-                    error="temporarily_unavailable",
-                )
+            raise _throttled(client_id)
 
     async def _failed(self, client_id: str, address: str | None) -> None:
-        await self._state.hit(f"authfail:client:{client_id}", window_seconds=FAILURE_WINDOW)
+        """Count a failure against the client id and the address. Past the client id's limit a
+        failure is answered 429, but a client that authenticates properly is never refused for
+        failures made in its name: anyone can claim a client id, and a key or a 256-bit secret
+        cannot be guessed, so a lock on the id would only hand attackers a way to shut a partner out."""
+        failures = await self._state.hit(f"authfail:client:{client_id}", window_seconds=FAILURE_WINDOW)
         if address is not None:
             await self._state.hit(f"authfail:address:{address}", window_seconds=FAILURE_WINDOW)
+        if failures > FAILURES_PER_CLIENT:
+            raise _throttled(client_id)
+
+
+def _throttled(client_id: str) -> ClientAuthenticationError:
+    return ClientAuthenticationError(
+        "too many failed attempts: try again in a minute",
+        client_id=client_id,
+        status=429,
+        error="temporarily_unavailable",
+    )
 
 
 def _same(a: str, b: str) -> bool:

@@ -550,17 +550,33 @@ async def _within_one_window(attempt: Callable[[], Awaitable[None]]) -> None:
     raise AssertionError("three windows ended during the attempts")
 
 
-async def test_ten_failures_for_a_client_id_lock_it_out_for_the_minute(enrol: Enrol) -> None:
+async def test_past_ten_failures_for_a_client_id_failures_are_throttled_but_the_genuine_client_is_not(
+    app: Starlette, enrol: Enrol
+) -> None:
+    """Anyone can claim a client id: failures in its name must not shut the real partner out."""
+
     async def attempt() -> None:
         victim = await enrol(ONS)
-        attacker = Caller(victim.http, ONS, victim.client_id, new_key(), new_key())
-        for _ in range(10):
-            oauth_error(await attacker.token_response(), 401, "invalid_client", FAILED)
-        locked = await victim.token_response()  # even the genuine client, with its genuine key
-        oauth_error(locked, 429, "temporarily_unavailable", "too many failed attempts: try again in a minute")
-        assert locked.headers["retry-after"] == "60"
-        bystander = await enrol(ONS)  # the same address, another client: not locked
-        assert (await bystander.token_response()).status_code == 200
+        async with http_client(app, new_address()) as elsewhere:  # under the address limit throughout
+            attacker = Caller(elsewhere, ONS, victim.client_id, new_key(), new_key())
+            for _ in range(10):
+                oauth_error(await attacker.token_response(), 401, "invalid_client", FAILED)
+            for _ in range(3):
+                throttled = await attacker.token_response()
+                oauth_error(
+                    throttled,
+                    429,
+                    "temporarily_unavailable",
+                    "too many failed attempts: try again in a minute",
+                )
+                assert throttled.headers["retry-after"] == "60"
+            assert (await victim.token_response()).status_code == 200, (
+                "the genuine client, with its genuine key"
+            )
+            ghost = Caller(elsewhere, ONS, f"ons-evaluation-{secrets.token_hex(6)}", new_key(), new_key())
+            for _ in range(10):  # an id nobody registered is throttled alike: a 429 tells nothing
+                oauth_error(await ghost.token_response(), 401, "invalid_client", FAILED)
+            oauth_error(await ghost.token_response(), 429, "temporarily_unavailable")
 
     await _within_one_window(attempt)
 
