@@ -29,7 +29,7 @@ from gateway.oauth.clients import (
 from gateway.oauth.dpop import DPoPError, Nonces, ProofChecker, make_proof
 from gateway.oauth.dpop import challenge as dpop_challenge
 from gateway.oauth.officers import OfficerIssuers
-from gateway.oauth.revocations import Revocations, TokenRefusedError
+from gateway.oauth.revocations import Revocations, TokenRefusedError, revoke_token
 from gateway.oauth.server import (
     INTROSPECTION_PATH,
     REVOCATION_PATH,
@@ -72,4 +72,5 @@ __all__ = [
     "list_clients",
     "make_proof",
     "replace_keys",
+    "revoke_token",
 ]

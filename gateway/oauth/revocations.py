@@ -48,6 +48,9 @@ log = logging.getLogger("gateway.oauth")
 
 CHANNEL: Final = REVOCATION_CHANNEL
 _RECONNECT_SECONDS: Final = 1.0
+# A revocation is kept this long past its token's expiry: longer than any leeway a verifier allows
+# (at most 120 s), so that a revoked token is never accepted again in the leeway after its `exp`.
+KEPT_AFTER_EXPIRY: Final = 300
 
 revocation_metadata = MetaData()
 
@@ -71,6 +74,7 @@ async def revoke_token(conn: AsyncConnection, *, jti: str, client_id: str, expir
             )
         )
     await announce(conn, f"token:{jti}:{expires_at}")
+    await purge_expired(conn)  # the table holds only what can still matter
 
 
 class TokenRefusedError(Exception):
@@ -124,7 +128,7 @@ class Revocations:
                 revoked = None if found is None else int(found.expires_at)
         if agreement is None:
             raise TokenRefusedError("the client is not enabled")
-        if revoked is not None and revoked >= time.time():
+        if revoked is not None:  # kept past the token's expiry and its leeway: no time to compare
             raise TokenRefusedError("the token was revoked")
         return agreement
 
@@ -174,7 +178,7 @@ class Revocations:
         )
         revoked = await conn.execute(
             select(revoked_tokens.c.jti, revoked_tokens.c.expires_at).where(
-                revoked_tokens.c.expires_at >= int(time.time())
+                revoked_tokens.c.expires_at >= int(time.time()) - KEPT_AFTER_EXPIRY
             )
         )
         self._clients = {row.client_id: row.agreement_id for row in enabled}
@@ -194,7 +198,7 @@ class Revocations:
                 self._revoked[jti] = int(expires)
 
     def _prune(self) -> None:
-        now = time.time()
+        now = time.time() - KEPT_AFTER_EXPIRY
         self._revoked = {jti: expires for jti, expires in self._revoked.items() if expires >= now}
 
     async def _drop_listener(self) -> None:
@@ -205,4 +209,6 @@ class Revocations:
 
 
 async def purge_expired(conn: AsyncConnection) -> None:
-    await conn.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at < int(time.time())))
+    await conn.execute(
+        delete(revoked_tokens).where(revoked_tokens.c.expires_at < int(time.time()) - KEPT_AFTER_EXPIRY)
+    )

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
 from gateway.keys import RETIREMENT, SigningKeys, generate_key
-from gateway.oauth import disable_client
+from gateway.oauth import disable_client, revoke_token
 from policies import load_agreements
 from tests.conftest import ISSUER, register
 from tests.gateway.oauth.conftest import (
@@ -296,6 +296,23 @@ async def test_with_revocations_pushed_a_token_revoked_here_is_refused_on_the_ve
                     served(await caller.graphql(token))
                     assert (await caller.revoke(token)).status_code == 200
                     invalid_token(await caller.graphql(token), "the token was revoked")
+
+
+async def test_a_revoked_token_stays_refused_in_the_leeway_after_its_expiry(
+    police: Caller, settings: Settings, signing: SigningKeys, engine: AsyncEngine
+) -> None:
+    """A verifier accepts a token until exp + leeway; its revocation must last at least as long,
+    whether it was revoked before its expiry or within the leeway after it."""
+    now = _now()
+    for revoked_at_exp in (now + 60, now - 5):  # revoked while live / revoked in the leeway
+        token = hand_made(settings, signing.active, police, iat=now - 60, exp=now - 5)
+        jti = claims_of(token, signing)["jti"]
+        async with engine.begin() as conn:
+            await revoke_token(conn, jti=jti, client_id=police.client_id, expires_at=revoked_at_exp)
+        invalid_token(await police.graphql(token), "the token was revoked")
+    # The control: the same kind of token, expired but within the leeway, is served unrevoked.
+    served(await police.graphql(hand_made(settings, signing.active, police, iat=now - 60, exp=now - 5)))
+    assert settings.token_leeway_seconds > 5
 
 
 async def test_a_revoked_token_is_refused_and_the_clients_other_tokens_still_work(police: Caller) -> None:
