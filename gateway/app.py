@@ -30,7 +30,7 @@ from gateway.audit import (
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
-from gateway.keys import SigningKeys, derive_key, load_key_file, signing_keys_from_json
+from gateway.keys import SigningKeys, derive_key, signing_keys
 from gateway.oauth import (
     TOKEN_PATH,
     AuthorizationServer,
@@ -106,7 +106,7 @@ def create_app(
         refs={agreement_id: RefCodec(secret, agreement_id) for agreement_id in agreements},
         ledger=ledger,
         telemetry=telemetry,
-        state=shared_state(engine, settings.redis_url),
+        state=shared_state(engine, settings.redis_url, issuer=settings.issuer),
         revocations=Revocations(engine),
     )
     endpoints = _endpoints(gateway, today=today, secret=secret)
@@ -155,18 +155,10 @@ def _ledger_writer(
     )
 
 
-def signing_keys(settings: Settings) -> SigningKeys:
-    if settings.signing_keys is not None:
-        return signing_keys_from_json(settings.signing_keys.get_secret_value(), source="GATEWAY_SIGNING_KEYS")
-    return load_key_file(settings.signing_key_file)
-
-
 def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) -> Endpoints:
     settings, engine, signing = gateway.settings, gateway.engine, gateway.signing
     leeway = settings.token_leeway_seconds
-    verifier = TokenVerifier(
-        signing.verification, issuer=settings.issuer, audience=settings.token_audience, leeway=leeway
-    )
+    verifier = TokenVerifier(signing, issuer=settings.issuer, audience=settings.token_audience, leeway=leeway)
     nonces = Nonces(derive_key(secret, "dpop-nonce")) if settings.dpop_nonce else None
     dpop = ProofChecker(replay=gateway.state, nonces=nonces, leeway=leeway)
     oauth = AuthorizationServer(
@@ -209,7 +201,7 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         auditor=auditor,
         agreements=gateway.agreements,
         engine=engine,
-        public_jwks=signing.public_jwks,
+        signing=signing,
         server_metadata=authorization_server_metadata(issuer=settings.issuer, agreements=gateway.agreements),
         trusted_proxies=settings.trusted_networks,
     )

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     audience: str | None = Field(default=None, description="The tokens' aud; default: <issuer>/graphql")
     signing_key_file: Path = Field(default=DEFAULT_STATE_DIR / "signing-key.jwk.json")
     signing_keys: SecretStr | None = Field(
-        default=None, description="The signing keys as a JWK set in JSON, instead of a file (no rotation)"
+        default=None,
+        description="The signing keys as a JWK set in JSON, instead of a file (read at start-up only)",
     )
     ref_secret: SecretStr | None = Field(default=None, description="At least 32 bytes; or ref_secret_file")
     ref_secret_file: Path = Field(default=DEFAULT_STATE_DIR / "ref-secret")
@@ -132,6 +133,16 @@ class Settings(BaseSettings):
     @classmethod
     def _database(cls, value: str) -> str:
         return check_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("issuer")
     @classmethod

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.audit import EventDraft, RequestAuditor, micros_since
 from gateway.graphql import GraphQLEndpoint, Outcome
 from gateway.http import CLIENT_DISCONNECTED, IPNetwork, client_address, graphql_error_response, json_response
+from gateway.keys import SigningKeys
 from gateway.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, AuthorizationServer, TokenOutcome
 from gateway.telemetry import trace_id_hex
 from policies import Agreement
@@ -49,7 +50,7 @@ class Endpoints:
     auditor: RequestAuditor
     agreements: Mapping[str, Agreement]
     engine: AsyncEngine
-    public_jwks: dict[str, Any]
+    signing: SigningKeys  # read per request: the keys change while the gateway runs
     server_metadata: dict[str, Any]
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
@@ -172,7 +173,7 @@ class _Handlers:
     # -- not audited: nothing personal is disclosed -----------------------------------------------
 
     async def jwks(self, request: Request) -> Response:
-        return JSONResponse(self._e.public_jwks, headers=_PUBLIC_CACHE)
+        return JSONResponse(self._e.signing.public_jwks, headers=_PUBLIC_CACHE)
 
     async def server_metadata(self, request: Request) -> Response:
         return JSONResponse(self._e.server_metadata, headers=_PUBLIC_CACHE)

@@ -2,8 +2,9 @@
 
 - `first_use(key, expires_at)`: True the first time a key is offered, False ever after (until it
   expires): a client assertion's or a DPoP proof's `jti` is accepted once, in whichever process.
-- `hit(key, window)`: count one more event in the current fixed window and return the count: failed
-  client authentication per client id and per address; `peek` reads the count without adding one.
+- `hit(key, window)`: add `amount` (one, or minus one to give a reservation back) to the count of
+  the fixed window holding `at` (now, by default) and return the new count, atomically: failed client
+  authentication per client id and per address; `peek` reads the count without adding to it.
 
 In Redis when GATEWAY_REDIS_URL is set (several workers or replicas: one round trip, SET NX / INCR),
 otherwise in the gateway's own database (tables `replay_guard` and `shared_counters`).
@@ -11,6 +12,7 @@ otherwise in the gateway's own database (tables `replay_guard` and `shared_count
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Final, Protocol
 
@@ -42,7 +44,9 @@ _PURGE_EVERY: Final = 60.0  # seconds between deletions of expired replay keys a
 class SharedState(Protocol):
     async def first_use(self, key: str, *, expires_at: int) -> bool: ...
 
-    async def hit(self, key: str, *, window_seconds: int) -> int: ...
+    async def hit(
+        self, key: str, *, window_seconds: int, amount: int = 1, at: float | None = None
+    ) -> int: ...
 
     async def peek(self, key: str, *, window_seconds: int) -> int: ...
 
@@ -65,19 +69,19 @@ class DatabaseState:
             return False
         return True
 
-    async def hit(self, key: str, *, window_seconds: int) -> int:
+    async def hit(self, key: str, *, window_seconds: int, amount: int = 1, at: float | None = None) -> int:
         await self._purge()
-        start = int(time.time()) // window_seconds * window_seconds
+        start = _window(at, window_seconds)
         upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        statement: Any = upsert(shared_counters).values(key=key[:200], window_start=start, count=1)
+        statement: Any = upsert(shared_counters).values(key=key[:200], window_start=start, count=amount)
         statement = statement.on_conflict_do_update(
-            index_elements=["key", "window_start"], set_={"count": shared_counters.c.count + 1}
+            index_elements=["key", "window_start"], set_={"count": shared_counters.c.count + amount}
         ).returning(shared_counters.c.count)
         async with self._engine.begin() as conn:
             return int((await conn.execute(statement)).scalar_one())
 
     async def peek(self, key: str, *, window_seconds: int) -> int:
-        start = int(time.time()) // window_seconds * window_seconds
+        start = _window(None, window_seconds)
         async with self._engine.connect() as conn:
             found = await conn.execute(
                 select(shared_counters.c.count).where(
@@ -114,22 +118,30 @@ class RedisState:
         expires_at = max(expires_at, int(time.time()) + 1)
         return bool(await self._redis.set(f"{self._prefix}once:{key}", b"1", nx=True, exat=expires_at))
 
-    async def hit(self, key: str, *, window_seconds: int) -> int:
-        start = int(time.time()) // window_seconds * window_seconds
+    async def hit(self, key: str, *, window_seconds: int, amount: int = 1, at: float | None = None) -> int:
+        start = _window(at, window_seconds)
         name = f"{self._prefix}count:{key}:{start}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(name)
+            pipe.incrby(name, amount)
             pipe.expireat(name, start + 2 * window_seconds)
             count, _ = await pipe.execute()
         return int(count)
 
     async def peek(self, key: str, *, window_seconds: int) -> int:
-        start = int(time.time()) // window_seconds * window_seconds
+        start = _window(None, window_seconds)
         return int(await self._redis.get(f"{self._prefix}count:{key}:{start}") or 0)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-def shared_state(engine: AsyncEngine, redis_url: str | None) -> SharedState:
-    return RedisState(redis_url) if redis_url else DatabaseState(engine)
+def _window(at: float | None, seconds: int) -> int:
+    return int(time.time() if at is None else at) // seconds * seconds
+
+
+def shared_state(engine: AsyncEngine, redis_url: str | None, *, issuer: str) -> SharedState:
+    """Redis keys carry a prefix drawn from the issuer, so that two deployments sharing one Redis
+    (a test and a live gateway, two councils) never share a replay store or a counter."""
+    if not redis_url:
+        return DatabaseState(engine)
+    return RedisState(redis_url, prefix=f"gateway:{hashlib.sha256(issuer.encode()).hexdigest()[:12]}:")

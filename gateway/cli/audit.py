@@ -41,7 +41,7 @@ from gateway.audit.verification import printable
 from gateway.audit.witness import witness_files
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import Settings
-from gateway.keys import load_key_file
+from gateway.keys import signing_keys
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
 
@@ -201,7 +201,7 @@ def audit_close_chain(
     chain_id: str, reason: str, acting_user: str | None, case_reference: str | None
 ) -> None:
     settings = load_settings()
-    signing = load_key_file(settings.signing_key_file)
+    signing = signing_keys(settings)
     user = acting_user or getpass.getuser()
 
     async def close() -> SealedChain:
@@ -260,7 +260,7 @@ async def _record(
     agreement = load_agreements(settings.agreements_dir).get(LEDGER_AGREEMENT)
     user = getpass.getuser()
     # The command's chain is signed and witnessed like a gateway's: a missing key is an error here.
-    signing = load_key_file(settings.signing_key_file)
+    signing = signing_keys(settings)
     writer = LedgerWriter(
         engine, signing=signing, writer="cli", witness=witness_for(settings.witness, signing), heads=False
     )
@@ -288,9 +288,10 @@ async def _record(
 
 def _verification_keys(settings: Settings, jwks_files: tuple[Path, ...]) -> KeySet:
     if not jwks_files:
-        if not settings.signing_key_file.is_file():
+        if settings.signing_keys is None and not settings.signing_key_file.is_file():
             fail("no keys to check checkpoints with: pass --jwks or set GATEWAY_SIGNING_KEY_FILE")
-        return load_key_file(settings.signing_key_file).verification
+        # Every key that ever signed and is known here: the archive of retired keys too.
+        return signing_keys(settings).audit_verification
     try:
         found = [key for path in jwks_files for key in json.loads(path.read_text(encoding="utf-8"))["keys"]]
         return KeySet.import_key_set({"keys": found})

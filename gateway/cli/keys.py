@@ -6,17 +6,20 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import click
 
 from gateway.cli.support import fail, load_settings
 from gateway.config import Settings
 from gateway.keys import (
+    SIGNS_AFTER,
     SigningKeyError,
     archive_directory,
     generate_key,
     load_key_file,
     rotate_key_file,
+    signing_keys,
     write_key_file,
 )
 
@@ -35,29 +38,46 @@ def keys_generate() -> None:
 
 @keys.command(
     "rotate",
-    help="Put a new signing key first. The one it replaces keeps verifying tokens until they have all "
+    help="Put a new signing key first. Running gateways publish it at once and sign with it from "
+    "--signs-after later; the key it replaces then retires, keeps verifying tokens until they have all "
     "expired (15 minutes), and its public half is archived beside the key file for the ledger's checkpoints.",
 )
-def keys_rotate() -> None:
+@click.option(
+    "--signs-after",
+    type=click.IntRange(0, 3600),
+    default=int(SIGNS_AFTER.total_seconds()),
+    show_default=True,
+    help="Seconds before the new key signs: longer than it takes the file to reach every process "
+    "(a Kubernetes Secret can take a minute or two).",
+)
+def keys_rotate(signs_after: int) -> None:
     settings = load_settings()
     if settings.signing_keys is not None:
         fail("the keys come from GATEWAY_SIGNING_KEYS: rotate them where that value is kept")
     if not settings.signing_key_file.is_file():
         fail(f"no signing key file at {settings.signing_key_file}: run `gateway keys generate`")
-    previous = load_key_file(settings.signing_key_file).active.kid
-    fresh, dropped = rotate_key_file(settings.signing_key_file)
+    try:
+        previous = load_key_file(settings.signing_key_file).active.kid
+        fresh, starts, dropped = rotate_key_file(
+            settings.signing_key_file, signs_after=timedelta(seconds=signs_after)
+        )
+    except SigningKeyError as error:
+        fail(str(error))
     archive = archive_directory(settings.signing_key_file)
-    click.echo(f"signing with {fresh.kid}; {previous} retired (its public half is in {archive})")
+    click.echo(
+        f"{fresh.kid} signs from {starts.isoformat(timespec='seconds')}, when {previous} retires "
+        f"(its public half is in {archive})"
+    )
     if dropped:
         click.echo(f"removed the private halves of keys retired long enough: {', '.join(dropped)}")
-    click.echo("restart or roll the gateway's processes so that they sign with the new key")
+    click.echo("running gateways read the key file every few seconds: no restart is needed")
 
 
 @keys.command("public", help="Print the public keys (JWKS): archive them before retiring a key.")
 def keys_public() -> None:
     settings = load_settings()
     try:
-        signing = load_key_file(settings.signing_key_file)
+        signing = signing_keys(settings)
     except SigningKeyError as error:
         fail(str(error))
     click.echo(json.dumps(signing.public_jwks, indent=2))

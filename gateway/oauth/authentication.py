@@ -23,7 +23,8 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -102,15 +103,22 @@ class ClientAuthenticator:
             raise ClientAuthenticationError(
                 "send no client_secret in the body", client_id=None, status=400, error="invalid_request"
             )
-        if assertion is not None:
-            claims, header = self._assertion_claims(assertion, form)
-            await self._address_not_throttled(claims["sub"], address)
-            return await self._private_key_jwt(assertion, header, claims, address=address)
-        if basic.lower().startswith("basic "):
-            client_id, secret = _basic(basic)
-            await self._address_not_throttled(client_id, address)
-            return await self._client_secret_basic(client_id, secret, address=address)
-        raise ClientAuthenticationError("client authentication is required (private_key_jwt)", client_id=None)
+        if assertion is None and not basic.lower().startswith("basic "):
+            raise ClientAuthenticationError(
+                "client authentication is required (private_key_jwt)", client_id=None
+            )
+        try:
+            if assertion is not None:
+                claims, header = self._assertion_claims(assertion, form)
+            else:
+                client_id, secret = _basic(basic)
+        except ClientAuthenticationError:
+            await self._count_address(address)  # unreadable credentials are failures too
+            raise
+        async with self._address_reservation(claims["sub"] if assertion is not None else client_id, address):
+            if assertion is not None:
+                return await self._private_key_jwt(assertion, header, claims)
+            return await self._client_secret_basic(client_id, secret)
 
     # -- private_key_jwt ------------------------------------------------------------------------
 
@@ -168,7 +176,7 @@ class ClientAuthenticator:
         return claims, header
 
     async def _private_key_jwt(
-        self, assertion: str, header: dict[str, Any], claims: dict[str, Any], *, address: str | None
+        self, assertion: str, header: dict[str, Any], claims: dict[str, Any]
     ) -> Authenticated:
         client_id = str(claims["sub"])
         record, agreement = await self._client(client_id)
@@ -191,21 +199,19 @@ class ClientAuthenticator:
         except (JoseError, ValueError, TypeError):
             verified = False
         if not verified or record is None or agreement is None:
-            await self._failed(client_id, address)
+            await self._failed(client_id)
             raise ClientAuthenticationError(_FAILED, client_id=client_id)
         # Spent in every process: an assertion authenticates once.
         if not await self._state.first_use(
             f"assertion:{client_id}:{claims['jti']}", expires_at=int(claims["exp"]) + self._leeway
         ):
-            await self._failed(client_id, address)
+            await self._failed(client_id)
             raise ClientAuthenticationError("this client assertion was used before", client_id=client_id)
         return Authenticated(client=record, agreement=agreement, method="private_key_jwt")
 
     # -- client_secret_basic ----------------------------------------------------------------------
 
-    async def _client_secret_basic(
-        self, client_id: str, secret: str, *, address: str | None
-    ) -> Authenticated:
+    async def _client_secret_basic(self, client_id: str, secret: str) -> Authenticated:
         record, agreement = await self._client(client_id)
         allowed = agreement is not None and "client_secret_basic" in agreement.access.client_authentication
         stored = record.secret_hash if record is not None and allowed else None
@@ -214,7 +220,7 @@ class ClientAuthenticator:
             _same(stored or hash_secret("not-this-" + secret), hash_secret(secret)) and stored is not None
         )
         if not matches or record is None or agreement is None:
-            await self._failed(client_id, address)
+            await self._failed(client_id)
             raise ClientAuthenticationError(_FAILED, client_id=client_id)
         return Authenticated(client=record, agreement=agreement, method="client_secret_basic")
 
@@ -227,24 +233,39 @@ class ClientAuthenticator:
             return None, None
         return record, self._agreements.get(record.agreement_id)
 
-    async def _address_not_throttled(self, client_id: str, address: str | None) -> None:
-        """An address with too many failures this minute is refused before anything is checked."""
+    @asynccontextmanager
+    async def _address_reservation(self, client_id: str, address: str | None) -> AsyncIterator[None]:
+        """Count this attempt against its address before anything is checked, and give the count back
+        if it authenticates (or fails for a reason of the gateway's own). Counting first makes the
+        limit hold under concurrency: of a burst of attempts, only those within the limit proceed."""
         if address is None:
+            yield
             return
-        if (
-            await self._state.peek(f"authfail:address:{address}", window_seconds=FAILURE_WINDOW)
-            >= FAILURES_PER_ADDRESS
-        ):
+        key, at = f"authfail:address:{address}", time.time()
+        if await self._state.hit(key, window_seconds=FAILURE_WINDOW, at=at) > FAILURES_PER_ADDRESS:
+            await self._state.hit(key, window_seconds=FAILURE_WINDOW, amount=-1, at=at)
             raise _throttled(client_id)
+        failed = False
+        try:
+            yield
+        except ClientAuthenticationError:
+            failed = True
+            raise
+        finally:
+            if not failed:
+                await self._state.hit(key, window_seconds=FAILURE_WINDOW, amount=-1, at=at)
 
-    async def _failed(self, client_id: str, address: str | None) -> None:
-        """Count a failure against the client id and the address. Past the client id's limit a
-        failure is answered 429, but a client that authenticates properly is never refused for
-        failures made in its name: anyone can claim a client id, and a key or a 256-bit secret
-        cannot be guessed, so a lock on the id would only hand attackers a way to shut a partner out."""
-        failures = await self._state.hit(f"authfail:client:{client_id}", window_seconds=FAILURE_WINDOW)
+    async def _count_address(self, address: str | None) -> None:
         if address is not None:
             await self._state.hit(f"authfail:address:{address}", window_seconds=FAILURE_WINDOW)
+
+    async def _failed(self, client_id: str) -> None:
+        """Count a failure against the client id (its address is counted already). Past the client
+        id's limit a failure is answered 429, but a client that authenticates properly is never
+        refused for failures made in its name: anyone can claim a client id, and a key or a 256-bit
+        secret cannot be guessed, so a lock on the id would only hand attackers a way to shut a partner
+        out."""
+        failures = await self._state.hit(f"authfail:client:{client_id}", window_seconds=FAILURE_WINDOW)
         if failures > FAILURES_PER_CLIENT:
             raise _throttled(client_id)
 

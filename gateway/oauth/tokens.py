@@ -27,7 +27,6 @@ from typing import Any, Final, TypeGuard
 
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
-from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from gateway.keys import ALGORITHM, SigningKeys
@@ -109,9 +108,8 @@ class TokenIssuer:
 
 
 class TokenVerifier:
-    def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway: int) -> None:
-        self._keys = keys
-        self._kids = frozenset(key.kid for key in keys.keys if key.kid)
+    def __init__(self, keys: SigningKeys, *, issuer: str, audience: str, leeway: int) -> None:
+        self._keys = keys  # read per token: a rotation reaches a running gateway
         self._audience = audience
         self._leeway = leeway
         self._claims = JWTClaimsRegistry(
@@ -134,10 +132,11 @@ class TokenVerifier:
             raise InvalidTokenError("not an access token (typ must be at+jwt)")
         if header.get("alg") != ALGORITHM or KEY_CARRYING_HEADERS & set(header):
             raise InvalidTokenError("the token's header is not one the gateway signs")
-        if header.get("kid") not in self._kids:
+        keys = self._keys.verification
+        if header.get("kid") not in {key.kid for key in keys.keys}:
             raise InvalidTokenError("the token was not signed by a key the gateway publishes")
         try:
-            token = jwt.decode(raw, self._keys, algorithms=[ALGORITHM])
+            token = jwt.decode(raw, keys, algorithms=[ALGORITHM])
         except (JoseError, ValueError, TypeError):
             raise InvalidTokenError("malformed token or bad signature") from None
         try:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.keys import SigningKeys
-from gateway.state import DatabaseState, RedisState, SharedState
+from gateway.state import DatabaseState, RedisState, SharedState, shared_state
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.databases import redis_url
 from tests.support.partners import Partner
@@ -57,6 +57,18 @@ async def test_counters_add_up_across_processes(states: tuple[SharedState, Share
     assert [await one.hit(key, window_seconds=60), await two.hit(key, window_seconds=60)] == [1, 2]
     assert await two.hit(key, window_seconds=60) == 3
     assert await one.peek(key, window_seconds=60) == 3 and await one.peek(key, window_seconds=60) == 3
+
+
+async def test_a_reservation_is_given_back_in_the_window_it_was_taken_in(
+    states: tuple[SharedState, SharedState],
+) -> None:
+    one, two = states
+    key = f"failures:{secrets.token_hex(8)}"
+    last_window = time.time() - 60
+    assert await one.hit(key, window_seconds=60, at=last_window) == 1
+    assert await two.hit(key, window_seconds=60) == 1, "this window counts on its own"
+    assert await two.hit(key, window_seconds=60, amount=-1, at=last_window) == 0
+    assert await one.peek(key, window_seconds=60) == 1, "the current window is untouched"
 
 
 async def test_a_redis_key_expires_with_what_it_guards() -> None:
@@ -124,3 +136,21 @@ async def test_without_redis_the_gateway_answers_503_and_records_it(
         ledger = app.state.gateway.ledger
         if ledger is not None:
             await ledger.close()
+
+
+async def test_deployments_sharing_one_redis_share_no_replay_store_or_counter(engine: AsyncEngine) -> None:
+    url = await redis_url()
+    issuer = f"https://gateway-{secrets.token_hex(4)}.example"
+    here, again = shared_state(engine, url, issuer=issuer), shared_state(engine, url, issuer=issuer)
+    elsewhere = shared_state(engine, url, issuer=issuer + ".other")
+    try:
+        key = f"assertion:{secrets.token_hex(8)}"
+        later = int(time.time()) + 60
+        assert await here.first_use(key, expires_at=later) is True
+        assert await again.first_use(key, expires_at=later) is False, "one deployment, one store"
+        assert await elsewhere.first_use(key, expires_at=later) is True, "another deployment's own"
+        assert await here.hit(key, window_seconds=60) == 1
+        assert await elsewhere.peek(key, window_seconds=60) == 0
+    finally:
+        for state in (here, again, elsewhere):
+            await state.close()

@@ -10,7 +10,9 @@ import asyncio
 import getpass
 import json
 import re
+import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.audit import now_text, subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.cli import main
-from gateway.keys import SigningKeys, generate_key, write_key_file
+from gateway.keys import (
+    RETIREMENT,
+    SigningKeys,
+    archive_directory,
+    generate_key,
+    load_key_file,
+    read_key_file,
+    rotate_key_file,
+    write_key_file,
+)
 from policies import Agreement
 from tests.conftest import REF_SECRET
 from tests.support.identity import RegisteredClient
@@ -192,3 +203,28 @@ async def test_audit_verify_passes_on_the_shared_ledger_and_fails_with_a_differe
     right = tmp_path / "right.jwks.json"
     right.write_text(json.dumps({"keys": [signing.active.as_dict(private=False)]}), encoding="utf-8")
     assert (await invoke(env, "audit", "verify", "--jwks", str(right))).exit_code == 0
+
+
+async def test_audit_verify_checks_checkpoints_of_a_key_retired_long_ago_from_the_archive(
+    env: dict[str, str], local_partner: PartnerFactory
+) -> None:
+    """After a rotation, the old key leaves the JWKS; the checkpoints it signed verify from the
+    archive beside the key file, and only from there."""
+    await local_partner(POLICE).post(PAGE)  # checkpoints signed by the shared key
+    key_file = Path(env["GATEWAY_SIGNING_KEY_FILE"])
+    old = read_key_file(key_file).keys[0]
+    # Two rotations long ago: the second drops the first key's private half from the file.
+    long_ago = datetime.now(UTC) - 2 * RETIREMENT - timedelta(minutes=1)
+    rotate_key_file(key_file, now=long_ago, signs_after=timedelta(0))
+    _, _, dropped = rotate_key_file(key_file, now=long_ago + RETIREMENT, signs_after=timedelta(0))
+    assert dropped == [old.kid]
+    assert old.kid not in {key.kid for key in load_key_file(key_file).verification.keys}
+
+    result = await invoke(env, "audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("ledger intact: ")
+
+    shutil.rmtree(archive_directory(key_file))
+    refused = await invoke(env, "audit", "verify")
+    assert refused.exit_code == 1
+    assert "a checkpoint's signature does not verify" in refused.output

@@ -13,7 +13,16 @@ from click.testing import CliRunner, Result
 from joserfc.jwk import ECKey
 
 from gateway.cli import main
-from gateway.keys import RETIREMENT, archive_directory, generate_key, load_key_file, rotate_key_file
+from gateway.keys import (
+    RETIREMENT,
+    SIGNS_AFTER,
+    KeysNow,
+    archive_directory,
+    generate_key,
+    load_key_file,
+    read_key_file,
+    rotate_key_file,
+)
 from tests.support.identity import jwks, new_key
 
 
@@ -274,44 +283,74 @@ def test_bad_settings_name_the_variable(env: dict[str, str]) -> None:
     assert "GATEWAY_ISSUER" in result.output and "https" in result.output
 
 
-def test_keys_rotate_signs_with_a_new_key_and_keeps_the_old_one_until_its_tokens_expire(
+def test_keys_rotate_publishes_a_new_key_that_signs_a_minute_later_and_keeps_the_old_one_for_its_tokens(
     env: dict[str, str],
 ) -> None:
     run(env, "keys", "generate")
     key_file = Path(env["GATEWAY_SIGNING_KEY_FILE"])
     [old] = json.loads(run(env, "keys", "public").output)["keys"]
 
+    before = datetime.now(UTC)
     rotated = run(env, "keys", "rotate")
     assert rotated.exit_code == 0, rotated.output
-    fresh = load_key_file(key_file).active
+    data = read_key_file(key_file)
+    fresh = data.keys[0]
+    starts = data.signs_from[str(fresh.kid)]
+    assert before + SIGNS_AFTER <= starts <= datetime.now(UTC) + SIGNS_AFTER
+    assert data.retired == {old["kid"]: starts}, "the old key retires when the new one starts signing"
     archive = archive_directory(key_file)
-    assert (
-        rotated.output.splitlines()[0]
-        == f"signing with {fresh.kid}; {old['kid']} retired (its public half is in {archive})"
+    assert rotated.output.splitlines()[0] == (
+        f"{fresh.kid} signs from {starts.isoformat(timespec='seconds')}, when {old['kid']} retires "
+        f"(its public half is in {archive})"
     )
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     published = json.loads(run(env, "keys", "public").output)["keys"]
-    assert [key["kid"] for key in published] == [fresh.kid, old["kid"]], (
-        "the new key first, the old still published"
-    )
+    assert [key["kid"] for key in published] == [fresh.kid, old["kid"]], "both published at once"
     assert json.loads((archive / f"{old['kid']}.json").read_text())["keys"][0]["x"] == old["x"]
     assert "d" not in json.loads((archive / f"{old['kid']}.json").read_text())["keys"][0]
 
+    def at(moment: datetime) -> KeysNow:
+        return load_key_file(key_file, now=moment).now()
+
+    # Until it starts, the old key signs and the new one already verifies; then the new one signs.
+    assert at(starts - timedelta(seconds=1)).active.kid == old["kid"]
+    assert fresh.kid in {key.kid for key in at(starts - timedelta(seconds=1)).verification.keys}
+    assert at(starts).active.kid == fresh.kid
     # A token the old key signed still verifies within the retirement window, and not after it.
-    now = datetime.now(UTC)
-    soon, later = (
-        load_key_file(key_file, now=now + timedelta(minutes=14)),
-        load_key_file(key_file, now=now + RETIREMENT + timedelta(seconds=1)),
-    )
+    soon, later = at(starts + RETIREMENT - timedelta(seconds=1)), at(starts + RETIREMENT)
     assert old["kid"] in {key.kid for key in soon.verification.keys}
     assert old["kid"] not in {key.kid for key in later.verification.keys}
     assert [key["kid"] for key in later.public_jwks["keys"]] == [fresh.kid]
     assert old["kid"] in {key.kid for key in later.audit_verification.keys}, "checkpoints verify for good"
 
     # The next rotation after the window drops the old key's private half from the file.
-    newest, dropped = rotate_key_file(key_file, now=now + RETIREMENT + timedelta(seconds=1))
+    newest, _, dropped = rotate_key_file(key_file, now=starts + RETIREMENT)
     assert dropped == [old["kid"]]
     assert old["kid"] not in key_file.read_text() and str(newest.kid) in key_file.read_text()
+
+
+def test_two_rotations_within_the_minute_hand_over_in_order(env: dict[str, str]) -> None:
+    run(env, "keys", "generate")
+    key_file = Path(env["GATEWAY_SIGNING_KEY_FILE"])
+    first = load_key_file(key_file).active
+    now = datetime.now(UTC)
+    second, starts_second, _ = rotate_key_file(key_file, now=now)
+    third, starts_third, _ = rotate_key_file(key_file, now=now + timedelta(seconds=10))
+
+    def signer(moment: datetime) -> str | None:
+        return load_key_file(key_file, now=moment).active.kid
+
+    assert signer(now + timedelta(seconds=30)) == first.kid
+    assert signer(starts_second) == second.kid
+    assert signer(starts_third) == third.kid
+
+
+def test_keys_rotate_says_what_is_wrong_with_a_damaged_key_file(env: dict[str, str]) -> None:
+    run(env, "keys", "generate")
+    key_file = Path(env["GATEWAY_SIGNING_KEY_FILE"])
+    key_file.write_text('{"keys": []}')
+    result = CliRunner().invoke(main, ["keys", "rotate"], env=env)
+    assert (result.exit_code, result.output) == (1, "error: the key set is empty\n")
 
 
 def test_keys_rotate_refuses_keys_given_in_the_environment(env: dict[str, str]) -> None:

@@ -152,6 +152,12 @@ CASES = [
         id="a witness that is not a sink",
     ),
     pytest.param(
+        {"GATEWAY_REDIS_URL": "http://secret@cache:6379"},
+        ["serve", "--port", "1"],
+        "GATEWAY_REDIS_URL: must be a redis://, rediss:// or unix:// URL",
+        id="a Redis URL that is not one",
+    ),
+    pytest.param(
         {"GATEWAY_REF_SECRET": "short"},
         ["serve", "--port", "1"],
         "the ref secret must be at least 32 bytes",

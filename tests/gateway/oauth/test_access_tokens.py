@@ -25,7 +25,14 @@ from joserfc.jwk import ECKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
-from gateway.keys import RETIREMENT, SigningKeys, generate_key
+from gateway.keys import (
+    RETIREMENT,
+    SigningKeys,
+    generate_key,
+    load_key_file,
+    rotate_key_file,
+    write_key_file,
+)
 from gateway.oauth import disable_client, revoke_token
 from policies import load_agreements
 from tests.conftest import ISSUER, register
@@ -387,6 +394,50 @@ async def test_a_retired_key_that_signs_after_its_window_is_refused(
             "the token was not signed by a key the gateway publishes",
         )
         served(await caller.graphql(hand_made(settings, new, caller)))
+
+
+async def test_a_rotation_reaches_a_running_gateway_without_a_restart(
+    settings: Settings, engine: AsyncEngine, enrol: Enrol, tmp_path: Path
+) -> None:
+    """`gateway keys rotate` rewrites the key file; the running app publishes the new key at once,
+    signs with it from `signs_from`, and still accepts the tokens the old key signed."""
+    key_file = tmp_path / "signing-key.jwk.json"
+    old = generate_key()
+    write_key_file(key_file, [old])
+    live = load_key_file(key_file, refresh_seconds=0)
+    async with app_with(settings, engine, live) as app, http_client(app) as http:
+        caller = await enrol(POLICE, http=http)
+        before = await caller.token()
+
+        async def signer(token: str) -> str:
+            return str(jwt.decode(token, live.verification, algorithms=["ES256"]).header["kid"])
+
+        async def published() -> list[str]:
+            return [key["kid"] for key in (await http.get("/.well-known/jwks.json")).json()["keys"]]
+
+        fresh, starts, _ = rotate_key_file(key_file, signs_after=timedelta(seconds=2))
+        assert await published() == [fresh.kid, old.kid], "published before it signs"
+        assert await signer(await caller.token()) == old.kid, "not signing yet"
+        await asyncio.sleep(max(0.0, (starts - datetime.now(UTC)).total_seconds()) + 0.05)
+        after = await caller.token()
+        assert await signer(after) == fresh.kid
+        served(await caller.graphql(after))
+        served(await caller.graphql(before))  # the old key's token, within its window
+
+
+async def test_a_key_file_that_becomes_unreadable_leaves_the_keys_in_force(
+    settings: Settings, engine: AsyncEngine, enrol: Enrol, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "signing-key.jwk.json"
+    write_key_file(key_file, [generate_key()])
+    live = load_key_file(key_file, refresh_seconds=0)
+    signing = live.active.kid
+    key_file.write_text("{not json")
+    async with app_with(settings, engine, live) as app, http_client(app) as http:
+        caller = await enrol(POLICE, http=http)
+        token = await caller.token()
+        served(await caller.graphql(token))
+    assert jwt.decode(token, live.verification, algorithms=["ES256"]).header["kid"] == signing
 
 
 # -- an agreement with bearer tokens -----------------------------------------------------------------

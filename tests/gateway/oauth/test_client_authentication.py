@@ -10,6 +10,7 @@ A client assertion is good once, and failures are counted per client id and per 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -594,6 +595,55 @@ async def test_thirty_failures_from_an_address_lock_it_out_for_the_minute(
             oauth_error(await genuine.token_response(), 429, "temporarily_unavailable")
             genuine.http = elsewhere
             assert (await genuine.token_response()).status_code == 200
+
+    await _within_one_window(attempt)
+
+
+async def test_a_concurrent_burst_from_one_address_gets_no_more_than_thirty_tries(
+    app: Starlette, enrol: Enrol
+) -> None:
+    """The address's count is taken before the checks, so sixty attempts sent at once cannot all slip
+    in under a limit each of them read as not yet reached."""
+
+    async def attempt() -> None:
+        async with http_client(app, new_address()) as from_there:
+            ghosts = [
+                Caller(from_there, ONS, f"ons-evaluation-{n:012x}", new_key(), new_key()) for n in range(60)
+            ]
+            answers = await asyncio.gather(*(ghost.token_response() for ghost in ghosts))
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [401] * 30 + [429] * 30, statuses
+            genuine = await enrol(ONS, http=from_there)
+            oauth_error(await genuine.token_response(), 429, "temporarily_unavailable")
+
+    await _within_one_window(attempt)
+
+
+async def test_successes_from_one_address_are_not_counted_against_it(app: Starlette, enrol: Enrol) -> None:
+    async def attempt() -> None:
+        async with http_client(app, new_address()) as from_there:
+            genuine = await enrol(ONS, http=from_there)
+            for _ in range(35):
+                assert (await genuine.token_response()).status_code == 200
+
+    await _within_one_window(attempt)
+
+
+async def test_unreadable_credentials_count_against_the_address(app: Starlette, enrol: Enrol) -> None:
+    async def attempt() -> None:
+        async with http_client(app, new_address()) as from_there:
+            for _ in range(15):
+                junk = await from_there.post(
+                    "/oauth/token",
+                    data={"grant_type": "client_credentials"},
+                    headers={"Authorization": "Basic !!!"},
+                )
+                oauth_error(junk, 401, "invalid_client", "the client credentials cannot be read")
+            genuine = await enrol(ONS, http=from_there)
+            for _ in range(15):
+                malformed = genuine.form(client_assertion="not.an.assertion")
+                assert (await genuine.token_response(malformed)).status_code == 401
+            oauth_error(await genuine.token_response(), 429, "temporarily_unavailable")
 
     await _within_one_window(attempt)
 
