@@ -100,6 +100,7 @@ class Outcome:
     error_codes: list[str] = field(default_factory=list)
     disclosures: list[Disclosure] = field(default_factory=list)
     token_jti: str | None = None
+    officer: Officer | None = None  # named by a verified token: the officer every event records
 
     @property
     def code(self) -> str | None:
@@ -180,6 +181,9 @@ class GraphQLEndpoint:
         claims, raw = self._token(request)
         outcome.client_id = claims.client_id
         outcome.token_jti = claims.jti
+        if claims.officer is not None:
+            outcome.officer = claims.officer
+            outcome.purpose = PurposeContext(acting_user=claims.officer.subject, acting_user_verified=True)
         outcome.agreement = self._agreement_of(claims)  # as the signed token says, until the client confirms
         try:
             bound_to = await self._revocations.agreement_of(client_id=claims.client_id, jti=claims.jti)
@@ -198,7 +202,14 @@ class GraphQLEndpoint:
         payload = await self._payload(request)
         outcome.operation_name = _operation_name(payload)
         outcome.document_sha256 = _sha256(payload["query"])
-        outcome.purpose = _purpose_context(request, claims.officer)
+        headers = _purpose_headers(request)
+        outcome.purpose = _purpose_context(headers, claims.officer)
+        # The officer the partner's identity provider named; a header may repeat it, never change it.
+        # The event records the verified officer and the case, not the header's claim.
+        if claims.officer is not None and headers["acting_user"] not in (None, claims.officer.subject):
+            raise _bad_request(
+                403, "ACTING_USER_MISMATCH", "X-Acting-User differs from the officer the token names."
+            )
         decision = evaluate(view.agreement, outcome.purpose, today=self._today())
         outcome.decision = decision
         if not decision.allowed:
@@ -416,7 +427,7 @@ def _single_headers(request: Request) -> None:
             raise _bad_request(400, "BAD_REQUEST", f"Send at most one {name} header.")
 
 
-def _purpose_context(request: Request, officer: Officer | None) -> PurposeContext:
+def _purpose_headers(request: Request) -> dict[str, str | None]:
     values: dict[str, str | None] = {}
     for header, key in PURPOSE_HEADERS:
         raw = request.headers.get(header)
@@ -427,16 +438,15 @@ def _purpose_context(request: Request, officer: Officer | None) -> PurposeContex
         if not _HEADER_VALUE.match(value):
             raise _bad_request(400, "BAD_REQUEST", f"{header} must be 1 to 200 printable ASCII characters.")
         values[key] = value
+    return values
+
+
+def _purpose_context(values: dict[str, str | None], officer: Officer | None) -> PurposeContext:
     if officer is None:
         return PurposeContext(
             acting_user=values["acting_user"],
             case_reference=values["case_reference"],
             break_glass_reason=values["break_glass_reason"],
-        )
-    # The officer the partner's identity provider named; a header may repeat it, never change it.
-    if values["acting_user"] is not None and values["acting_user"] != officer.subject:
-        raise _bad_request(
-            403, "ACTING_USER_MISMATCH", "X-Acting-User differs from the officer the token names."
         )
     return PurposeContext(
         acting_user=officer.subject,

@@ -127,7 +127,7 @@ class _Handlers:
             response,
             started=started,
             unavailable=token_unavailable,
-            client_verified=outcome.status == 200,
+            client_verified=outcome.authenticated,
         )
 
     async def graphql(self, request: Request) -> Response:
@@ -242,6 +242,7 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
         client_id=outcome.client_id,
         decision_rule=decision.rule if decision else None,
         acting_user=outcome.purpose.acting_user,
+        officer_issuer=outcome.officer.issuer if outcome.officer else None,
         case_reference=outcome.purpose.case_reference,
         break_glass_reason=outcome.purpose.break_glass_reason,
         operation_name=outcome.operation_name,
@@ -279,6 +280,7 @@ def token_event(
         trace_id=trace_id_hex(),
         token_jti=outcome.token_jti,
         acting_user=outcome.officer.subject if outcome.officer else None,
+        officer_issuer=outcome.officer.issuer if outcome.officer else None,
     )
     return _with_agreement(draft, agreement)
 

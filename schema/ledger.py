@@ -70,6 +70,10 @@ class AuditEvent:
     lawful_basis: list[str]
     decision_rule: str | None
     acting_user: str | None
+    officer_issuer: str | None = strawberry.field(
+        description="The partner identity provider that signed the token naming actingUser; "
+        "null when the partner asserted the officer in a header."
+    )
     case_reference: str | None
     break_glass_reason: str | None
     operation_name: str | None
@@ -237,6 +241,7 @@ def _event(record: AuditEventRecord) -> AuditEvent:
         lawful_basis=list(record.lawful_basis),
         decision_rule=record.decision_rule,
         acting_user=record.acting_user,
+        officer_issuer=record.officer_issuer,
         case_reference=record.case_reference,
         break_glass_reason=record.break_glass_reason,
         operation_name=record.operation_name,

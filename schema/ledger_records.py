@@ -36,6 +36,7 @@ class AuditEventRecord:
     lawful_basis: tuple[str, ...]
     decision_rule: str | None
     acting_user: str | None
+    officer_issuer: str | None  # who verified acting_user; None: the partner asserted it
     case_reference: str | None
     break_glass_reason: str | None
     operation_name: str | None

@@ -27,7 +27,12 @@ GENESIS: Final = "0" * 64
 _CHAIN_ID: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
 # Every column of audit_events except `hash` is covered by the hash.
-HASHED_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "hash")
+# Columns added after events were first written are hashed only when they hold a value, so that
+# the events written before them keep their hashes.
+_HASHED_WHEN_SET: Final = ("officer_issuer",)
+HASHED_COLUMNS: Final = tuple(
+    c.name for c in audit_events.columns if c.name != "hash" and c.name not in _HASHED_WHEN_SET
+)
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -58,6 +63,7 @@ class EventDraft:
     lawful_basis: tuple[str, ...] = ()
     decision_rule: str | None = None
     acting_user: str | None = None
+    officer_issuer: str | None = None  # who verified acting_user; None: asserted by the partner
     case_reference: str | None = None
     break_glass_reason: str | None = None
     operation_name: str | None = None
@@ -108,6 +114,7 @@ def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> 
         "lawful_basis": "; ".join(draft.lawful_basis) or None,
         "decision_rule": draft.decision_rule,
         "acting_user": draft.acting_user,
+        "officer_issuer": draft.officer_issuer,
         "case_reference": draft.case_reference,
         "break_glass_reason": draft.break_glass_reason,
         "operation_name": draft.operation_name,
@@ -136,7 +143,10 @@ def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> st
     """
     canonical = json.dumps(
         {
-            "event": {name: row[name] for name in HASHED_COLUMNS},
+            "event": {
+                **{name: row[name] for name in HASHED_COLUMNS},
+                **{name: row[name] for name in _HASHED_WHEN_SET if row.get(name) is not None},
+            },
             "disclosures": sorted([int(person_id), fields] for person_id, fields in disclosures),
         },
         sort_keys=True,

@@ -149,6 +149,7 @@ def _event_record(row: Mapping[str, Any]) -> AuditEventRecord:
         lawful_basis=_split(row["lawful_basis"], "; "),
         decision_rule=row["decision_rule"],
         acting_user=row["acting_user"],
+        officer_issuer=row["officer_issuer"],
         case_reference=row["case_reference"],
         break_glass_reason=row["break_glass_reason"],
         operation_name=row["operation_name"],

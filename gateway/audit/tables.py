@@ -50,6 +50,9 @@ audit_events = Table(
     Column("lawful_basis", Text, nullable=True),
     Column("decision_rule", String(64), nullable=True),
     Column("acting_user", String(200), nullable=True),
+    # The issuer of the signed token that named acting_user (RFC 8693 exchange); NULL: the partner
+    # asserted the officer in a header. Hashed only when set (added in migration 0005).
+    Column("officer_issuer", String(255), nullable=True),
     Column("case_reference", String(200), nullable=True),
     Column("break_glass_reason", String(200), nullable=True),
     Column("operation_name", String(100), nullable=True),

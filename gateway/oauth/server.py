@@ -69,12 +69,25 @@ _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 class TokenOutcome:
     """What an endpoint did, for the audit ledger: never a secret, an assertion or a token."""
 
-    client_id: str | None  # as claimed; authenticated only when status is 200
-    agreement_id: str | None
+    client_id: str | None  # as claimed, unless `authenticated`
+    agreement_id: str | None  # the authenticated client's agreement; None before authentication
     status: int
     error: str | None
     token_jti: str | None = None
     officer: Officer | None = None
+    authenticated: bool = False  # the client proved itself, whatever the answer
+
+
+@dataclass
+class _Caller:
+    """Who is asking, as far as the request has got: claimed, then authenticated."""
+
+    client_id: str | None = None
+    agreement_id: str | None = None
+
+    def authenticated(self, authenticated: Authenticated) -> None:
+        self.client_id = authenticated.client.client_id
+        self.agreement_id = authenticated.agreement.id
 
 
 class _Refusal(Exception):
@@ -85,9 +98,7 @@ class _Refusal(Exception):
         self.status, self.error, self.description, self.headers = status, error, description, headers or {}
 
 
-_Handler = Callable[
-    [Request, "str | None", "list[str | None]"], Awaitable["tuple[JSONResponse, TokenOutcome]"]
-]
+_Handler = Callable[[Request, "str | None", "_Caller"], Awaitable["tuple[JSONResponse, TokenOutcome]"]]
 
 
 class AuthorizationServer:
@@ -129,21 +140,22 @@ class AuthorizationServer:
         self, request: Request, address: str | None, handler: _Handler
     ) -> tuple[JSONResponse, TokenOutcome]:
         """A bug raises; a refusal, a client that went away and a database that cannot answer do not."""
-        claimed: list[str | None] = [None]
+        caller = _Caller()
         try:
-            return await handler(request, address, claimed)
+            return await handler(request, address, caller)
         except _Refusal as refusal:
-            return self._error(refusal, claimed[0])
+            return self._error(refusal, caller)
         except ClientAuthenticationError as failed:
             headers = {"WWW-Authenticate": 'Basic realm="partner-gateway"'} if failed.status == 401 else {}
             if failed.status == 429:
                 headers = {"Retry-After": "60"}
             return self._error(
-                _Refusal(failed.status, failed.error, failed.description, headers=headers), failed.client_id
+                _Refusal(failed.status, failed.error, failed.description, headers=headers),
+                _Caller(failed.client_id),
             )
         except ClientDisconnectedError:
             return self._error(
-                _Refusal(CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "the client disconnected"), claimed[0]
+                _Refusal(CLIENT_CLOSED_REQUEST, CLIENT_DISCONNECTED, "the client disconnected"), caller
             )
         except Exception as error:
             if not is_unavailable(error):
@@ -155,17 +167,24 @@ class AuthorizationServer:
                 "the client registry cannot be read",
                 headers={"Retry-After": "5"},
             )
-            return self._error(unavailable, claimed[0])
+            return self._error(unavailable, caller)
 
-    def _error(self, refusal: _Refusal, client_id: str | None) -> tuple[JSONResponse, TokenOutcome]:
+    def _error(self, refusal: _Refusal, caller: _Caller) -> tuple[JSONResponse, TokenOutcome]:
         body = {"error": refusal.error, "error_description": refusal.description}
         response = json_response(body, status=refusal.status, headers=refusal.headers)
-        return response, TokenOutcome(client_id, None, refusal.status, refusal.error)
+        outcome = TokenOutcome(
+            caller.client_id,
+            caller.agreement_id,
+            refusal.status,
+            refusal.error,
+            authenticated=caller.agreement_id is not None,
+        )
+        return response, outcome
 
     # -- POST /oauth/token ------------------------------------------------------------------------
 
     async def _token(
-        self, request: Request, address: str | None, claimed: list[str | None]
+        self, request: Request, address: str | None, caller: _Caller
     ) -> tuple[JSONResponse, TokenOutcome]:
         form = await self._form(request)
         dpop_headers = request.headers.getlist("dpop")
@@ -173,7 +192,7 @@ class AuthorizationServer:
             raise _Refusal(400, "invalid_request", "send at most one DPoP header")
         authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
         client, agreement = authenticated.client, authenticated.agreement
-        claimed[0] = client.client_id
+        caller.authenticated(authenticated)
         refused = out_of_force(agreement, today=self._today())
         if refused is not None:
             raise _Refusal(400, "unauthorized_client", f"the agreement is not in force ({refused.code})")
@@ -207,7 +226,13 @@ class AuthorizationServer:
             body["issued_token_type"] = ACCESS_TOKEN_TYPE
         response = json_response(body, headers=self._nonce_header(proof is not None))
         return response, TokenOutcome(
-            client.client_id, agreement.id, 200, None, token_jti=issued.jti, officer=officer
+            client.client_id,
+            agreement.id,
+            200,
+            None,
+            token_jti=issued.jti,
+            officer=officer,
+            authenticated=True,
         )
 
     async def _proof(self, values: list[str], *, required: bool) -> Proof | None:
@@ -239,9 +264,9 @@ class AuthorizationServer:
     # -- POST /oauth/introspect (RFC 7662) and /oauth/revoke (RFC 7009) ---------------------------
 
     async def _introspect(
-        self, request: Request, address: str | None, claimed: list[str | None]
+        self, request: Request, address: str | None, caller: _Caller
     ) -> tuple[JSONResponse, TokenOutcome]:
-        authenticated, claims = await self._clients_own_token(request, address, claimed)
+        authenticated, claims = await self._clients_own_token(request, address, caller)
         description: dict[str, Any] = {"active": False}
         if claims is not None and await self._usable(claims):
             description = {
@@ -260,9 +285,9 @@ class AuthorizationServer:
         return json_response(description), _answered(authenticated, claims)
 
     async def _revoke(
-        self, request: Request, address: str | None, claimed: list[str | None]
+        self, request: Request, address: str | None, caller: _Caller
     ) -> tuple[JSONResponse, TokenOutcome]:
-        authenticated, claims = await self._clients_own_token(request, address, claimed)
+        authenticated, claims = await self._clients_own_token(request, address, caller)
         if claims is not None:  # an expired token, or another's, needs nothing
             async with self._engine.begin() as conn:
                 await revoke_token(
@@ -273,13 +298,13 @@ class AuthorizationServer:
         return json_response({}), _answered(authenticated, claims)
 
     async def _clients_own_token(
-        self, request: Request, address: str | None, claimed: list[str | None]
+        self, request: Request, address: str | None, caller: _Caller
     ) -> tuple[Authenticated, AccessClaims | None]:
         """The authenticated client of an introspection or revocation, and the claims of the `token`
         it names if that is a live token this gateway issued to it (None for anything else)."""
         form = await self._form(request)
         authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
-        claimed[0] = authenticated.client.client_id
+        caller.authenticated(authenticated)
         try:
             claims = self._verifier.verify(form.get("token", ""))
         except InvalidTokenError:
@@ -323,6 +348,7 @@ def _answered(authenticated: Authenticated, claims: AccessClaims | None) -> Toke
         200,
         None,
         token_jti=claims.jti if claims else None,
+        authenticated=True,
     )
 
 

@@ -73,6 +73,7 @@ def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) 
         "allowed",
     )
     assert (query["acting_user"], query["people_count"], query["http_status"]) == ("pc-4471", 3, 200)
+    assert query["officer_issuer"], "the officer is recorded as verified, with the issuer that verified it"
     assert query["fields_disclosed"] == ["ref", "givenName", "familyName"]
 
     # Everything the client did, oldest first: the nonce it was asked for, the exchange naming the
@@ -89,8 +90,9 @@ def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) 
         ("token", 200, None, "pc-4471"),
         ("graphql", 200, None, "pc-4471"),
         ("revoke", 200, None, None),
-        ("graphql", 401, "UNAUTHENTICATED", None),
+        ("graphql", 401, "UNAUTHENTICATED", "pc-4471"),  # the revoked token still names its officer
     ]
+    assert {e["officer_issuer"] for e in events} == {None, query["officer_issuer"]}
     assert (
         events[2]["token_jti"] == events[1]["token_jti"] == events[3]["token_jti"] == events[4]["token_jti"]
     )

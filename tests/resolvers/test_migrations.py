@@ -85,7 +85,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0004"
+    assert head == "0005"
     assert await current_revision(engine) == head
 
 

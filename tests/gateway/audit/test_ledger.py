@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import EventDraft, LedgerWriter, verify_ledger
+from gateway.audit.events import event_hash, event_row
 from gateway.audit.tables import audit_checkpoints, audit_disclosures, audit_events
 from gateway.cli import main
 from gateway.config import Settings
@@ -200,6 +201,19 @@ async def test_verify_passes_on_an_untouched_ledger(
     assert [events[i]["seq"] for i in ids] == list(range(2, 10))
 
 
+def test_events_written_before_the_officer_issuer_column_keep_their_hashes() -> None:
+    """Migration 0005 added `officer_issuer`; an event without it hashes as it did before."""
+    row = event_row(
+        EventDraft(endpoint="graphql", outcome="allowed", http_status=200, latency_us=1),
+        chain_id="c",
+        seq=1,
+        prev_hash="0" * 64,
+    )
+    before = {name: value for name, value in row.items() if name not in ("officer_issuer", "hash")}
+    assert event_hash(before, []) == row["hash"]
+    assert event_hash({**before, "officer_issuer": "https://idp.example"}, []) != row["hash"]
+
+
 async def test_the_database_refuses_to_update_or_delete_ledger_rows(
     fresh: Fresh, settings: Settings, signing: SigningKeys
 ) -> None:
@@ -218,6 +232,8 @@ async def test_the_database_refuses_to_update_or_delete_ledger_rows(
     ("tamper", "named", "problem"),
     [
         pytest.param("update-event", 3, "were altered", id="UPDATE an event"),
+        pytest.param("update-issuer", 3, "were altered", id="UPDATE who verified the officer"),
+        pytest.param("clear-issuer", 3, "were altered", id="UPDATE a verified officer to asserted"),
         pytest.param("update-disclosure", 4, "were altered", id="UPDATE a disclosure"),
         pytest.param("delete-disclosure", 4, "were altered", id="DELETE a disclosure"),
         pytest.param("delete-event", 6, "missing (deleted)", id="DELETE an event: the next is named"),
@@ -238,6 +254,11 @@ async def test_verify_names_the_event_after_tampering_made_directly_in_the_datab
         if tamper == "update-event":
             await conn.execute(
                 update(audit_events).where(audit_events.c.id == ids[1]).values(acting_user="nobody")
+            )
+        elif tamper in ("update-issuer", "clear-issuer"):
+            issuer = "https://idp.elsewhere.example" if tamper == "update-issuer" else None
+            await conn.execute(
+                update(audit_events).where(audit_events.c.id == ids[1]).values(officer_issuer=issuer)
             )
         elif tamper == "update-disclosure":
             await conn.execute(
@@ -268,8 +289,6 @@ async def test_verify_names_the_event_after_tampering_made_directly_in_the_datab
             await conn.execute(delete(audit_events).where(audit_events.c.id == ids[-1]))
         elif tamper == "rehash":
             # Change an event and give it a hash that matches its new content: the next link breaks.
-            from gateway.audit.events import event_hash
-
             row = dict(
                 (await conn.execute(select(audit_events).where(audit_events.c.id == victim))).one()._mapping
             )

@@ -434,6 +434,28 @@ async def test_a_refused_token_request_is_recorded_with_what_was_claimed_and_not
     assert (event["agreement_id"], event["token_jti"], event["acting_user"]) == (None, None, None)
 
 
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"scope": ONS}, "invalid_scope"),
+        ({"grant_type": "client_credentials"}, "unauthorized_client"),
+        ({"subject_token": "not-a-token"}, "invalid_request"),
+    ],
+    ids=["another scope", "client credentials where officers are named", "a bad subject token"],
+)
+async def test_a_refusal_after_the_client_authenticated_names_its_agreement(
+    change: dict[str, str], error: str, police: Caller, engine: AsyncEngine, agreements: dict[str, Agreement]
+) -> None:
+    """The client proved itself; what it then asked for was refused. The event says whose agreement."""
+    response = await police.token_response(police.form(**change))
+    oauth_error(response, 400, error)
+    event = await event_of(engine, response)
+    assert (event["client_id"], event["agreement_id"], event["agreement_version"], event["outcome"]) == (
+        police.client_id, POLICE, agreements[POLICE].version, "denied",
+    )  # fmt: skip
+    assert event["token_jti"] is None
+
+
 # -- discovery -----------------------------------------------------------------------------------------
 
 

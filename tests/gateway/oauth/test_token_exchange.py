@@ -178,7 +178,11 @@ async def test_the_issued_token_names_the_verified_officer_and_their_issuer(
     assert claims["act"] == {"sub": "a.officer@partner.example", "iss": caller.issuer.issuer}
     assert claims["sub"] == claims["client_id"] == caller.client_id  # the client is the subject
     event = await event_of(engine, response)
-    assert (event["acting_user"], event["agreement_id"]) == ("a.officer@partner.example", agreement_id)
+    assert (event["acting_user"], event["officer_issuer"], event["agreement_id"]) == (
+        "a.officer@partner.example",
+        caller.issuer.issuer,
+        agreement_id,
+    )
 
 
 @pytest.mark.parametrize(
@@ -323,7 +327,13 @@ async def test_the_officer_comes_from_the_token_and_is_recorded_without_a_header
     response = await police.graphql(token, purpose=False, headers={"X-Case-Reference": "CASE-2026-0042"})
     served(response)
     event = await event_of(engine, response)
-    assert (event["acting_user"], event["outcome"]) == (OFFICER, "allowed")
+    assert police.issuer is not None
+    assert (event["acting_user"], event["officer_issuer"], event["case_reference"], event["outcome"]) == (
+        OFFICER,
+        police.issuer.issuer,
+        "CASE-2026-0042",
+        "allowed",
+    )
 
 
 async def test_a_header_repeating_the_officer_is_accepted(police: Caller) -> None:
@@ -347,7 +357,13 @@ async def test_a_header_naming_another_officer_is_acting_user_mismatch(
         "ACTING_USER_MISMATCH",
         403,
     )
-    assert event["acting_user"] != other
+    # The event names the officer the token's issuer verified and the case, not the header's claim.
+    assert police.issuer is not None
+    assert (event["acting_user"], event["officer_issuer"], event["case_reference"]) == (
+        OFFICER,
+        police.issuer.issuer,
+        "CASE-2026-0042",
+    )
     assert event["people_count"] == 0
 
 
@@ -376,7 +392,8 @@ async def test_an_agreement_with_asserted_officers_takes_the_header(
     security = await enrol("security-audit")
     response = await security.graphql(await security.token(), headers={"X-Acting-User": "auditor-7"})
     served(response)
-    assert (await event_of(engine, response))["acting_user"] == "auditor-7"
+    event = await event_of(engine, response)
+    assert (event["acting_user"], event["officer_issuer"]) == ("auditor-7", None), "asserted, not verified"
 
 
 def test_the_exchanging_agreements_are_the_ones_with_verified_officers(
