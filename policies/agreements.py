@@ -212,6 +212,13 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     break_glass = top["break_glass"].boolean() if "break_glass" in top else False
     if break_glass and protected_address != "withhold":
         raise top["break_glass"].fail("break-glass applies only where protected_address is 'withhold'")
+    if protected_address == "withhold" and not break_glass:
+        # A person listed with their location withheld is a person with a protected-address marker:
+        # the view would tell its reader who lives in a refuge. Only break-glass (MASH) may see that.
+        raise top["protected_address"].fail(
+            "'withhold' would show which people have a protected address: use 'exclude' "
+            "(withhold only with break_glass)"
+        )
     if break_glass and not fields_reveal_location(fields):
         raise top["break_glass"].fail("break-glass is pointless without a location or contact field")
 

@@ -69,8 +69,12 @@ FIELD_TYPES: Final[dict[str, tuple[str, Any]]] = {
 }
 
 
-def person_type(name: str, fields: tuple[str, ...], *, description: str, member: type | None = None) -> type:
-    """A strawberry type with `ref`, the given fields in agreement order, and `withheld`."""
+def person_type(
+    name: str, fields: tuple[str, ...], *, description: str, member: type | None = None, withheld: bool
+) -> type:
+    """A strawberry type with `ref` and the given fields in agreement order; with `withheld` only in a
+    view that may know who has a protected address (break-glass): anywhere else the list would be an
+    oracle for the marker."""
     annotations: dict[str, Any] = {"ref": strawberry.ID}
     namespace: dict[str, Any] = {"ref": strawberry.field(description=REF_DESCRIPTION)}
     for field_name in fields:
@@ -88,8 +92,9 @@ def person_type(name: str, fields: tuple[str, ...], *, description: str, member:
             namespace[attribute] = strawberry.field(
                 name=field_name, description=spec.description, default=None
             )
-    annotations["withheld"] = list[str]
-    namespace["withheld"] = strawberry.field(description=WITHHELD_DESCRIPTION, default_factory=list)
+    if withheld:
+        annotations["withheld"] = list[str]
+        namespace["withheld"] = strawberry.field(description=WITHHELD_DESCRIPTION, default_factory=list)
     cls = type(name, (), {"__annotations__": annotations, "__module__": __name__, **namespace})
     return strawberry.type(cls, name=name, description=description)
 

@@ -110,19 +110,22 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
 
 def _person_query(agreement: Agreement) -> type:
     member = None
+    withheld = agreement.protected_address == "withhold"
     if "members" in agreement.fields:
         member = person_type(
             "HouseholdMember",
             tuple(name for name in agreement.fields if name != "members"),
             description="Another member of the person's household, as this view shows them.",
+            withheld=withheld,
         )
     person = person_type(
         "Person",
         agreement.fields,
         member=member,
         description=f"A person as the {agreement.partner} may see them under agreement {agreement.id}.",
+        withheld=withheld,
     )
-    presenter = _Presenter(person=person, member=member)
+    presenter = _Presenter(person=person, member=member, withheld=withheld)
     namespace: dict[str, Any] = {
         "person": strawberry.field(
             resolver=_person_resolver(presenter),
@@ -209,9 +212,10 @@ def _context(info: strawberry.Info) -> ViewContext:
 
 
 class _Presenter:
-    def __init__(self, *, person: type, member: type | None) -> None:
+    def __init__(self, *, person: type, member: type | None, withheld: bool) -> None:
         self.person = person
         self.member = member
+        self.withheld = withheld  # the types carry `withheld` (break-glass views only)
 
     def present(
         self,
@@ -224,10 +228,11 @@ class _Presenter:
         as_member: bool = False,
     ) -> Any:
         refs = context.refs
-        values: dict[str, Any] = {
-            "ref": refs.encode(RefKind.PERSON, record.person_id),
-            "withheld": list(record.withheld),
-        }
+        values: dict[str, Any] = {"ref": refs.encode(RefKind.PERSON, record.person_id)}
+        if self.withheld:
+            values["withheld"] = list(record.withheld)
+        elif record.withheld:
+            raise AssertionError("a view without `withheld` was given a person with withheld fields")
         for name in wanted.fields:
             attribute = FIELD_TYPES[name][0]
             raw = record.values.get(name)

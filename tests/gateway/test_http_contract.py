@@ -535,7 +535,7 @@ async def test_at_most_five_root_fields(roots: int, allowed: bool, police: Partn
 
 def _fanned_out(levels: int) -> str:
     """people > edges > node > F<levels>; each fragment spreads the one below twice: 6 * 2**levels."""
-    fragments = ["fragment F0 on Person { ref givenName familyName dateOfBirth postcode withheld }"]
+    fragments = ["fragment F0 on Person { ref givenName familyName dateOfBirth postcode again: ref }"]
     fragments += [f"fragment F{i} on Person {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)]
     return f"{{ people(first: 1) {{ edges {{ node {{ ...F{levels} }} }} }} }} {' '.join(fragments)}"
 

@@ -171,11 +171,11 @@ def test_allowed_decision_carries_the_agreement(agreement_id: str) -> None:
 @pytest.mark.parametrize(
     ("agreement_id", "objections_of", "protected", "withheld"),
     [
-        pytest.param(POLICE, None, ProtectedAddress.WITHHOLD, ("postcode",), id=POLICE),
+        pytest.param(POLICE, None, ProtectedAddress.EXCLUDE, (), id=POLICE),
         pytest.param(DWP, None, ProtectedAddress.EXCLUDE, (), id=DWP),
-        pytest.param("ons-evaluation", None, ProtectedAddress.WITHHOLD, (), id="ons-evaluation"),
+        pytest.param("ons-evaluation", None, ProtectedAddress.EXCLUDE, (), id="ons-evaluation"),
         pytest.param(HUB, HUB, ProtectedAddress.EXCLUDE, (), id=HUB),
-        pytest.param("youth-justice", None, ProtectedAddress.WITHHOLD, ("address", "school"),
+        pytest.param("youth-justice", None, ProtectedAddress.EXCLUDE, (),
                      id="youth-justice"),
         pytest.param(MASH, None, ProtectedAddress.WITHHOLD, ("address", "uprn", "phone", "email", "school"),
                      id=MASH),

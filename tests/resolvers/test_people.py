@@ -200,7 +200,7 @@ async def test_withhold_nulls_location_fields_inside_the_sql(
     with statements(engine) as seen:
         wyn = await fetch(engine, decisions["mash-safeguarding"], cases.id("refuge_adult"), MASH_FIELDS)
         bea = await fetch(
-            engine, decisions["police-prevention"], cases.id("cohort_protected"), ("givenName", "postcode")
+            engine, decisions["mash-safeguarding"], cases.id("cohort_protected"), ("givenName", "email")
         )
     nothing = dict.fromkeys(MASH_LOCATION)
     assert (
@@ -209,8 +209,13 @@ async def test_withhold_nulls_location_fields_inside_the_sql(
         | nothing
     )
     assert wyn.withheld == MASH_LOCATION
-    assert (bea.values, bea.withheld) == ({"givenName": "Bea", "postcode": None}, ("postcode",))
+    assert (bea.values, bea.withheld) == ({"givenName": "Bea", "email": None}, MASH_LOCATION)
     assert len(seen) == 2 and all(re.search(r"CASE WHEN \(?people\.protected_address", sql) for sql in seen)
+    # Every other view leaves the person out altogether (no withheld list to mark them).
+    assert (
+        await fetch(engine, decisions["police-prevention"], cases.id("cohort_protected"), ("givenName",))
+        is None
+    )
 
 
 async def test_break_glass_discloses_and_exclude_hides_protected_people(

@@ -287,18 +287,16 @@ def _succeeding(people: dict[str, Person], ref: str) -> list[Call]:
     )
     mash_all = f"givenName familyName dateOfBirth {ADDRESS} uprn phone email school programmeStatus familyRef"
     mash_all += f" members {{ givenName familyName dateOfBirth school email phone uprn {ADDRESS} }}"
-    youth_all = f"ref givenName familyName dateOfBirth school {ADDRESS} programmeStatus withheld"
+    youth_all = f"ref givenName familyName dateOfBirth school {ADDRESS} programmeStatus"
     break_glass = {"X-Break-Glass-Reason": f"risk to life: {refuge.given_name} {refuge.family_name}"}
     aliased = (
         "query Listing { a: people(first: 30) { edges { node { ...P } } } "
         "b: people(first: 5) { edges { node { n: familyName d: dateOfBirth } } } } "
         "fragment P on Person { ref givenName familyName dateOfBirth postcode }"
     )
-    fragment = (
-        "fragment O on Person { ref givenName familyName dateOfBirth assessmentOutcome familyRef withheld }"
-    )
+    fragment = "fragment O on Person { ref givenName familyName dateOfBirth assessmentOutcome familyRef }"
     return [
-        _page(POLICE, 100, "ref givenName familyName dateOfBirth postcode withheld"),
+        _page(POLICE, 100, "ref givenName familyName dateOfBirth postcode"),
         Call(POLICE, aliased),
         Call(
             POLICE,
@@ -307,9 +305,9 @@ def _succeeding(people: dict[str, Person], ref: str) -> list[Call]:
         ),
         _literal_find(POLICE, plain, "ref familyName dateOfBirth postcode"),
         Call(POLICE, "query($r: ID!) { person(ref: $r) { givenName familyName postcode } }", {"r": ref}),
-        _page("dwp-worklessness", 200, f"ref uprn {ADDRESS} withheld"),
+        _page("dwp-worklessness", 200, f"ref uprn {ADDRESS}"),
         Call("ons-evaluation", f"{{ people(first: 150) {{ edges {{ node {{ ...O }} }} }} }} {fragment}"),
-        _page("family-hub-outreach", 100, f"ref givenName familyName phone email {ADDRESS} withheld"),
+        _page("family-hub-outreach", 100, f"ref givenName familyName phone email {ADDRESS}"),
         Call(
             "youth-justice", FIND_YOUTH % youth_all, {"f": child.family_name, "d": str(child.date_of_birth)}
         ),
