@@ -9,6 +9,8 @@
         audience: https://gateway.example/oauth/token
         officer_claim: preferred_username
 
+    documents: trusted                           # only documents registered for the client run
+
 `client_secret_basic` (a shared secret) may be listed for development only. `acting_user: verified`
 means the request names its officer through a token exchanged from one of the officer issuers
 (RFC 8693); a header never overrides it. Break-glass needs a verified officer.
@@ -25,8 +27,11 @@ from policies._yaml import Value
 ClientAuthentication = Literal["private_key_jwt", "client_secret_basic"]
 TokenBinding = Literal["bearer", "dpop"]
 ActingUserRule = Literal["asserted", "verified"]
+DocumentRule = Literal["any", "trusted"]
 
-ACCESS_KEYS: Final = frozenset({"client_authentication", "token_binding", "acting_user", "officer_issuers"})
+ACCESS_KEYS: Final = frozenset(
+    {"client_authentication", "token_binding", "acting_user", "officer_issuers", "documents"}
+)
 _ISSUER_KEYS: Final = frozenset({"issuer", "jwks", "jwks_uri", "audience", "officer_claim"})
 _JWKS_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.json$")
 _CLAIM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
@@ -49,6 +54,11 @@ class Access:
     token_binding: TokenBinding = "bearer"  # noqa: S105 - a word, not a secret
     acting_user: ActingUserRule = "asserted"
     officer_issuers: tuple[OfficerIssuer, ...] = ()
+    documents: DocumentRule = "any"  # trusted: only documents registered for the client run
+
+    @property
+    def trusted_documents_only(self) -> bool:
+        return self.documents == "trusted"
 
     @property
     def binds_tokens(self) -> bool:
@@ -77,6 +87,9 @@ def parse_access(top: dict[str, Value], *, requires_acting_user: bool) -> Access
     rule: ActingUserRule = "asserted"
     if "acting_user" in top and top["acting_user"].word(choices=("asserted", "verified")) == "verified":
         rule = "verified"
+    documents: DocumentRule = "any"
+    if "documents" in top and top["documents"].word(choices=("any", "trusted")) == "trusted":
+        documents = "trusted"
     issuers = (
         tuple(_issuer(item) for item in top["officer_issuers"].words()) if "officer_issuers" in top else ()
     )
@@ -94,6 +107,7 @@ def parse_access(top: dict[str, Value], *, requires_acting_user: bool) -> Access
         token_binding=binding,
         acting_user=rule,
         officer_issuers=issuers,
+        documents=documents,
     )
 
 

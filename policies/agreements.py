@@ -57,7 +57,17 @@ _OPTIONAL_TOP_KEYS = (
 _REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
 # Keys about people, required for a person population and meaningless for the access ledger.
 _PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass")
-_LIMIT_KEYS = frozenset({"max_page_size", "lookup"})
+# Bounds a per-agreement limit may take: (minimum, maximum).
+_NUMERIC_LIMITS: Final = {
+    "people_per_request": (1, 5_000),
+    "people_per_day": (1, 10_000_000),
+    "requests_per_second": (1, 1_000),
+    "requests_per_minute": (1, 60_000),
+    "max_depth": (2, 20),
+    "max_fields": (1, 2_000),
+    "max_aliases": (0, 500),
+}
+_LIMIT_KEYS = frozenset({"max_page_size", "lookup", *_NUMERIC_LIMITS})
 MAX_PAGE_SIZE_CEILING: Final = 500
 
 
@@ -81,8 +91,17 @@ class Effective:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """What one client of the agreement may take. None: the gateway's default (its settings)."""
+
     max_page_size: int | None
     lookup: LookupMode | None
+    people_per_request: int | None = None  # people a document may ask for: page sizes summed
+    people_per_day: int | None = None  # distinct people disclosed to one client in a UK day
+    requests_per_second: int | None = None
+    requests_per_minute: int | None = None
+    max_depth: int | None = None
+    max_fields: int | None = None
+    max_aliases: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +336,25 @@ def _limits(value: Value) -> Limits:
     if "lookup" in mapping:
         mapping["lookup"].word(choices=("single_match",))
         lookup = "single_match"
-    return Limits(max_page_size=max_page_size, lookup=lookup)
+    numbers = {
+        key: mapping[key].integer(minimum=low, maximum=high)
+        for key, (low, high) in _NUMERIC_LIMITS.items()
+        if key in mapping
+    }
+    limits = Limits(max_page_size=max_page_size, lookup=lookup, **numbers)
+    if (
+        limits.requests_per_second is not None
+        and limits.requests_per_minute is not None
+        and limits.requests_per_minute < limits.requests_per_second
+    ):
+        raise mapping["requests_per_minute"].fail("must not be below requests_per_second")
+    if (
+        limits.people_per_request is not None
+        and max_page_size is not None
+        and limits.people_per_request < max_page_size
+    ):
+        raise mapping["people_per_request"].fail("must not be below max_page_size: one full page must fit")
+    return limits
 
 
 def fields_reveal_location(fields: Iterable[str]) -> bool:

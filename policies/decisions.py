@@ -36,7 +36,6 @@ class ProtectedAddress(StrEnum):
 
     WITHHOLD = "withhold"  # visible, but every location and contact field is null and listed as withheld
     EXCLUDE = "exclude"  # not visible at all
-    BREAK_GLASS = "break_glass"  # disclosed, for a stated emergency reason, with an alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +64,9 @@ class RowScope:
     today: date
     objections_of: str | None  # agreement id whose recorded objections remove people from view
     protected_address: ProtectedAddress
+    # Under WITHHOLD: people whose protected fields a break-glass window has opened (internal ids; the
+    # gateway sets it from its open windows, never the evaluator).
+    opened: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,12 +88,11 @@ def _purpose(agreement: Agreement, context: PurposeContext, today: date) -> Deci
 
 def _allow(agreement: Agreement, context: PurposeContext, today: date) -> Decision:
     breaking_glass = bool(context.break_glass_reason) and agreement.break_glass
-    if breaking_glass:
-        protected = ProtectedAddress.BREAK_GLASS
-    elif agreement.protected_address == "exclude":
-        protected = ProtectedAddress.EXCLUDE
-    else:
-        protected = ProtectedAddress.WITHHOLD
+    # Break-glass opens one person's protected fields for a while (the gateway keeps the windows);
+    # everyone else stays withheld, so the scope is WITHHOLD either way.
+    protected = (
+        ProtectedAddress.EXCLUDE if agreement.protected_address == "exclude" else ProtectedAddress.WITHHOLD
+    )
 
     obligations = {Obligation.RECORD_DISCLOSURE}
     if context.acting_user or "acting_user" in agreement.requires:

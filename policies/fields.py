@@ -49,6 +49,7 @@ PERSON_FIELDS: Final[tuple[FieldSpec, ...]] = (
 LEDGER_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("auditEvents", "Search the audit events: one per request, allowed or refused."),
     FieldSpec("disclosures", "Every disclosure of one person: partner, time, agreement, purpose, fields."),
+    FieldSpec("breakGlass", "The break-glass windows (MASH), newest first, and their reviews."),
 )
 
 FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSON_FIELDS}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, case, false, func, literal, null, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal, null, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
@@ -213,10 +213,13 @@ def _select(
         people.c.household_id.label("household_id"),
         people.c.protected_address.label("protected"),
     ]
+    hidden: ColumnElement[bool] = people.c.protected_address.is_(true())
+    if scope.opened:
+        hidden = and_(hidden, people.c.id.not_in(sorted(scope.opened)))
     for name in fields:
         for index, column in enumerate(_COLUMNS[name]):
             if withhold and name in LOCATION_FIELDS:
-                column = case((people.c.protected_address.is_(true()), null()), else_=column)
+                column = case((hidden, null()), else_=column)
             columns.append(column.label(f"{name}__{index}"))
     joined = people.outerjoin(assessments, assessments.c.household_id == people.c.household_id)
     if join_address or _ADDRESS_FIELDS.intersection(fields):
@@ -237,7 +240,8 @@ def _record(
         elif _COLUMNS[name]:
             values[name] = row[f"{name}__0"]
     withheld: tuple[str, ...] = ()
-    if row["protected"] and scope.protected_address is ProtectedAddress.WITHHOLD:
+    opened = int(row["person_id"]) in scope.opened
+    if row["protected"] and scope.protected_address is ProtectedAddress.WITHHOLD and not opened:
         withheld = tuple(name for name in decision.fields if name in LOCATION_FIELDS)
     return PersonRecord(
         person_id=int(row["person_id"]),

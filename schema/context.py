@@ -29,6 +29,7 @@ class Disclosure:
     person_id: int  # internal id: for the audit ledger only, never serialised to a partner
     fields: tuple[str, ...]  # view fields sent for this person (withheld ones excluded)
     withheld: tuple[str, ...]  # fields asked for but withheld for this person
+    member: bool = False  # returned as another person's household member, not as the root's person
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger_records import (
     AuditEventRecord,
+    BreakGlassEntry,
     DisclosureRecord,
     EventFilter,
     InvalidCursorError,
@@ -44,6 +45,7 @@ class AuditOutcome(Enum):
     DENIED = "denied"
     ERROR = "error"
     DISCONNECTED = "disconnected"
+    ALERT = "alert"  # not a request: an alert for the security team (its errorCode is the kind)
 
 
 @strawberry.input(description="Every given condition must hold.")
@@ -85,6 +87,9 @@ class AuditEvent:
     latency_ms: float
     trace_id: str | None
     token_jti: str | None
+    request_count: int | None = strawberry.field(
+        description="A summary of refusals past a rate limit: how many requests it stands for."
+    )
 
 
 @strawberry.type(description="One disclosure of a person: to whom, when, why and which fields.")
@@ -100,6 +105,39 @@ class PersonDisclosure:
     fields: list[str]
     acting_user: str | None
     case_reference: str | None
+
+
+@strawberry.type(
+    description="A break-glass window: who opened which person's protected fields, why, and the review."
+)
+class BreakGlass:
+    id: strawberry.ID
+    event_id: strawberry.ID = strawberry.field(description="The audit event of the request that opened it.")
+    opened_at: datetime
+    expires_at: datetime
+    client_id: str
+    agreement_id: str
+    officer: str
+    officer_issuer: str
+    case_reference: str
+    reason: str
+    person_id: strawberry.ID = strawberry.field(description="The council's person id.")
+    reviewed_at: datetime | None
+    reviewer: str | None
+    outcome: str | None = strawberry.field(description="justified or escalated; null until reviewed.")
+    note: str | None
+
+
+@strawberry.type
+class BreakGlassEdge:
+    cursor: str
+    node: BreakGlass
+
+
+@strawberry.type
+class BreakGlassConnection:
+    edges: list[BreakGlassEdge]
+    page_info: PageInfo
 
 
 @strawberry.type
@@ -144,6 +182,12 @@ def ledger_query(agreement: Agreement) -> type:
             resolver=_disclosures_resolver(maximum, default),
             description="Every disclosure of the person with this council person id, newest first. "
             "Reading them is recorded as a disclosure of that person.",
+        )
+    if "breakGlass" in agreement.fields:
+        namespace["break_glass"] = strawberry.field(
+            resolver=_break_glass_resolver(maximum, default),
+            description="Break-glass windows, newest first; pending: only those not reviewed yet. "
+            "Reading them is recorded as a disclosure of each person they name.",
         )
     return strawberry.type(
         type("Query", (), {"__annotations__": {}, "__module__": __name__, **namespace}),
@@ -226,6 +270,52 @@ def _disclosures_resolver(maximum: int, default: int) -> Callable[..., Any]:
     return disclosures
 
 
+def _break_glass_resolver(maximum: int, default: int) -> Callable[..., Any]:
+    async def break_glass(
+        info: strawberry.Info, pending: bool = False, first: int | None = default, after: str | None = None
+    ) -> BreakGlassConnection:
+        context, reader = _reader(info)
+        try:
+            page = await reader.break_glass(
+                pending=pending, first=_page_size(first, default, maximum), after=after
+            )
+        except InvalidCursorError:
+            raise BadUserInputError("after must be a cursor returned by this view.") from None
+        for _, entry in page.items:
+            context.disclosures.append(
+                Disclosure(
+                    root=str(info.path.key), person_id=entry.person_id, fields=("breakGlass",), withheld=()
+                )
+            )
+        edges = [BreakGlassEdge(cursor=cursor, node=_break_glass(entry)) for cursor, entry in page.items]
+        return BreakGlassConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.has_next, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    return break_glass
+
+
+def _break_glass(entry: BreakGlassEntry) -> BreakGlass:
+    return BreakGlass(
+        id=strawberry.ID(entry.id),
+        event_id=strawberry.ID(entry.event_id),
+        opened_at=entry.opened_at,
+        expires_at=entry.expires_at,
+        client_id=entry.client_id,
+        agreement_id=entry.agreement_id,
+        officer=entry.officer,
+        officer_issuer=entry.officer_issuer,
+        case_reference=entry.case_reference,
+        reason=entry.reason,
+        person_id=strawberry.ID(str(entry.person_id)),
+        reviewed_at=entry.reviewed_at,
+        reviewer=entry.reviewer,
+        outcome=entry.review_outcome,
+        note=entry.review_note,
+    )
+
+
 def _event(record: AuditEventRecord) -> AuditEvent:
     return AuditEvent(
         id=strawberry.ID(record.id),
@@ -253,6 +343,7 @@ def _event(record: AuditEventRecord) -> AuditEvent:
         latency_ms=record.latency_ms,
         trace_id=record.trace_id,
         token_jti=record.token_jti,
+        request_count=record.request_count,
     )
 
 

@@ -47,6 +47,7 @@ class AuditEventRecord:
     client_address: str | None
     trace_id: str | None
     token_jti: str | None
+    request_count: int | None = None  # a summary event: the refused requests it stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,27 @@ class DisclosureRecord:
     fields: tuple[str, ...]
     acting_user: str | None
     case_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassEntry:
+    """A break-glass window (MASH) and its review."""
+
+    id: str
+    event_id: str
+    opened_at: datetime
+    expires_at: datetime
+    client_id: str
+    agreement_id: str
+    officer: str
+    officer_issuer: str
+    case_reference: str
+    reason: str
+    person_id: int  # the council's own id of the person whose fields it opened
+    reviewed_at: datetime | None
+    reviewer: str | None
+    review_outcome: str | None
+    review_note: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +111,7 @@ class LedgerReader(Protocol):
     async def disclosures_of(
         self, person_id: int, *, first: int, after: str | None
     ) -> LedgerPage[DisclosureRecord]: ...
+
+    async def break_glass(
+        self, *, pending: bool, first: int, after: str | None
+    ) -> LedgerPage[BreakGlassEntry]: ...

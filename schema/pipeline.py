@@ -20,14 +20,16 @@ gateway answers 400 before validation or execution.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from graphql import (
     ASTValidationRule,
     DocumentNode,
+    FragmentDefinitionNode,
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
@@ -39,6 +41,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.schema.schema import validate_document
 
 from schema.context import ViewContext
+from schema.limits import CODE, people_cost
 
 CACHE_SIZE: Final = 512
 
@@ -55,14 +58,28 @@ def _validated(
     return validate_document(schema, document, rules)
 
 
+@dataclass(frozen=True)
+class PeopleLimit:
+    """How many people one document may ask for; `pages`: each list field and its default page size."""
+
+    maximum: int
+    pages: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # list field: (default, largest)
+
+
 class OperationPipeline(SchemaExtension):
     def __init__(
-        self, *, tracer: Tracer, max_tokens: int, rules: tuple[type[ASTValidationRule], ...]
+        self,
+        *,
+        tracer: Tracer,
+        max_tokens: int,
+        rules: tuple[type[ASTValidationRule], ...],
+        cost: PeopleLimit | None = None,
     ) -> None:
         super().__init__()
         self.tracer = tracer
         self.max_tokens = max_tokens
         self.rules = rules  # the same tuple for every request of a view, so the validation cache hits
+        self.cost = cost
 
     def on_parse(self) -> Iterator[None]:
         execution = self.execution_context
@@ -87,9 +104,33 @@ class OperationPipeline(SchemaExtension):
                 (*execution.validation_rules, *self.rules),
             )
             span.set_attribute("graphql.validation.errors", len(errors))
+        if not errors and self.cost is not None:
+            errors = self._within_cost(
+                execution.graphql_document, execution.operation_name, execution.variables
+            )
         # Setting the errors (even an empty list) tells strawberry validation has been done.
         execution.pre_execution_errors = list(errors)
         yield
+
+    def _within_cost(
+        self, document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> list[GraphQLError]:
+        assert self.cost is not None
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        operation = next(
+            (o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)),
+            None,
+        )
+        if operation is None:
+            return []
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        cost = people_cost(operation, fragments, variables, pages=self.cost.pages)
+        if cost <= self.cost.maximum:
+            return []
+        message = (
+            f"Query too complex: a document may ask for at most {self.cost.maximum} people (this one {cost})."
+        )
+        return [GraphQLError(message, operation, extensions={"code": CODE})]
 
     def on_execute(self) -> Iterator[None]:
         with self._span("graphql.execute") as span:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import strawberry
-from graphql import NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.schema.config import StrawberryConfig
@@ -36,8 +36,8 @@ from resolvers import (
 from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_query
-from schema.limits import QueryComplexityRule
-from schema.pipeline import OperationPipeline
+from schema.limits import MAX_ROOT_FIELDS, ShapeLimits, complexity_rule
+from schema.pipeline import OperationPipeline, PeopleLimit
 from schema.types import (
     FIELD_TYPES,
     Address,
@@ -69,6 +69,8 @@ _ARGUMENT_NAMES: Final = {
 class View:
     agreement: Agreement
     schema: strawberry.Schema
+    rules: tuple[type[ASTValidationRule], ...] = ()  # the view's own validation rules
+    cost: PeopleLimit | None = None
 
     @property
     def sdl(self) -> str:
@@ -93,19 +95,39 @@ def build_views(
 
 def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer | None = None) -> View:
     query = ledger_query(agreement) if agreement.is_ledger else _person_query(agreement)
-    rules: list[Any] = [QueryComplexityRule]
+    limits = agreement.limits
+    shape = ShapeLimits().overridden(
+        max_depth=limits.max_depth, max_fields=limits.max_fields, max_aliases=limits.max_aliases
+    )
+    rules: list[Any] = [complexity_rule(shape)]
     if not agreement.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     validation_rules = tuple(rules)  # built once, so the validation cache can hit
+    cost = people_limit(agreement)
     used_tracer = tracer or NoOpTracer()
     schema = _ViewSchema(
         query=query,
         config=StrawberryConfig(disable_field_suggestions=True),
         extensions=[
-            lambda: OperationPipeline(tracer=used_tracer, max_tokens=max_tokens, rules=validation_rules)
+            lambda: OperationPipeline(
+                tracer=used_tracer, max_tokens=max_tokens, rules=validation_rules, cost=cost
+            )
         ],
     )
-    return View(agreement=agreement, schema=schema)
+    return View(agreement=agreement, schema=schema, rules=validation_rules, cost=cost)
+
+
+def people_limit(agreement: Agreement) -> PeopleLimit:
+    """How many people one document of this view may ask for, and what each list field costs when it
+    names no page size: the agreement's `people_per_request`, else one full page (listing views) or
+    one person per root field (lookup views)."""
+    largest = agreement.limits.max_page_size or DEFAULT_PAGE_SIZE
+    default_page = min(DEFAULT_PAGE_SIZE, largest)
+    lists = (
+        ("auditEvents", "disclosures") if agreement.is_ledger else ("people",) if agreement.listing else ()
+    )
+    bound = agreement.limits.people_per_request or agreement.limits.max_page_size or MAX_ROOT_FIELDS
+    return PeopleLimit(maximum=bound, pages=dict.fromkeys(lists, (default_page, largest)))
 
 
 def _person_query(agreement: Agreement) -> type:
@@ -254,7 +276,9 @@ class _Presenter:
         sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in record.withheld)
         withheld = tuple(f for f in wanted.fields if f in record.withheld)
         context.disclosures.append(
-            Disclosure(root=root, person_id=record.person_id, fields=sent, withheld=withheld)
+            Disclosure(
+                root=root, person_id=record.person_id, fields=sent, withheld=withheld, member=as_member
+            )
         )
         return (self.member if as_member else self.person)(**values)  # type: ignore[misc]
 

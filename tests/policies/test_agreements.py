@@ -60,7 +60,7 @@ BAD_DOCUMENTS = [
     # Keys
     bad("honours_objection:", "honours_objections:", 17, "honours_objections", "unknown key",
         id="unknown-top-key"),
-    bad("  lookup: single_match", "  people_per_day: 5000", 23, "limits.people_per_day", "unknown key",
+    bad("  lookup: single_match", "  people_per_week: 5000", 23, "limits.people_per_week", "unknown key",
         id="unknown-limits-key"),
     bad("  until: 2027", "  to: 2027", 11, "effective.to", "unknown key", id="unknown-effective-key"),
     bad("{max_page_size: 500}", "{max_page_size: 500, page_size: 50}", 14, "limits.page_size", "unknown key",

@@ -199,13 +199,17 @@ def test_withheld_fields_follow_agreement_order_not_catalogue_order() -> None:
     assert tuple(item.field for item in decision.conditionally_withheld) == expected
 
 
-def test_break_glass_on_mash_discloses_with_an_alert() -> None:
+def test_break_glass_on_mash_is_allowed_with_an_alert_and_opens_no_one_by_itself() -> None:
+    # The evaluator only allows break-glass: the gateway opens one person's window (RowScope.opened).
     agreement = pinned(MASH)
     decision = evaluate(agreement, BREAK_GLASS, today=IN_EFFECT)
+    ordinary = evaluate(agreement, FULL, today=IN_EFFECT)
     assert (decision.allowed, decision.rule) == (True, "break_glass")
     assert decision.scope is not None
-    assert decision.scope.protected_address is ProtectedAddress.BREAK_GLASS
-    assert decision.conditionally_withheld == ()
+    assert decision.scope.protected_address is ProtectedAddress.WITHHOLD
+    assert decision.scope.opened == frozenset()
+    assert decision.scope == ordinary.scope
+    assert decision.conditionally_withheld == ordinary.conditionally_withheld != ()
     assert decision.fields == agreement.fields
     assert decision.obligations == frozenset({RD, RAU, RCR, ALERT})
 

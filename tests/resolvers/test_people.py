@@ -218,14 +218,25 @@ async def test_withhold_nulls_location_fields_inside_the_sql(
     )
 
 
-async def test_break_glass_discloses_and_exclude_hides_protected_people(
+async def test_break_glass_discloses_only_the_opened_person_and_exclude_hides_protected_people(
     engine: AsyncEngine, agreements: dict[str, Agreement], decisions: dict[str, Decision], cases: EdgeCases
 ) -> None:
     glass = decide(agreements["mash-safeguarding"], dataclasses.replace(PURPOSE, break_glass_reason="risk"))
-    bea = await fetch(engine, glass, cases.id("cohort_protected"), ("email", "address"))
+    assert glass.scope is not None
+    bea_id, wyn_id = cases.id("cohort_protected"), cases.id("refuge_adult")
+    # The decision alone opens no one: the gateway names the person whose window is open.
+    closed = await fetch(engine, glass, bea_id, ("email", "address"))
+    assert (closed.values, closed.withheld) == ({"email": None, "address": None}, MASH_LOCATION)
+    opened = dataclasses.replace(glass, scope=dataclasses.replace(glass.scope, opened=frozenset({bea_id})))
+    with statements(engine) as seen:
+        bea = await fetch(engine, opened, bea_id, ("email", "address"))
+        wyn = await fetch(engine, opened, wyn_id, ("email", "address"))
     assert bea.withheld == () and bea.values["email"] == "bea.fo@example.org"
     assert bea.values["address"]["postcode"] == "NW8 9ZZ"
-    assert await fetch(engine, decisions["dwp-worklessness"], cases.id("cohort_protected"), ("uprn",)) is None
+    # Another protected person stays withheld, in the SQL itself.
+    assert (wyn.values, wyn.withheld) == ({"email": None, "address": None}, MASH_LOCATION)
+    assert len(seen) == 2 and all(re.search(r"CASE WHEN \(?people\.protected_address", sql) for sql in seen)
+    assert await fetch(engine, decisions["dwp-worklessness"], bea_id, ("uprn",)) is None
     ada = await fetch(engine, decisions["dwp-worklessness"], cases.id("cohort_plain"), ("uprn",))
     assert ada.values == {"uprn": str(200_000_000_000 + cases.household_ids["h_plain"])}
 

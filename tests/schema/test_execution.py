@@ -117,9 +117,9 @@ async def test_household_members_are_recorded_with_their_own_fields(
     }
     assert by_root(ctx.disclosures) == [
         Disclosure("found", cases.id("mash_adult"), ("ref",), ()),
-        Disclosure("found", cases.id("mash_child"), ("givenName", "school"), ()),
+        Disclosure("found", cases.id("mash_child"), ("givenName", "school"), (), member=True),
         Disclosure("refuge", cases.id("refuge_adult"), ("givenName",), ("email",)),
-        Disclosure("refuge", cases.id("refuge_child"), ("givenName",), ("school",)),
+        Disclosure("refuge", cases.id("refuge_child"), ("givenName",), ("school",), member=True),
     ]
 
 
