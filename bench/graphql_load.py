@@ -10,9 +10,10 @@ on and off, alternating, so both see the same machine; the figures are medians o
 
 wrk sends the same request again and again, so it cannot sign a fresh DPoP proof per request: the
 benchmark serves a copy of the shipped agreements in which police-prevention takes a shared secret,
-bearer tokens and an asserted officer (`bench_agreements`). The view, its SQL and the ledger are those
-of the shipped agreement; the proof check (one ES256 verification and one replay-store insert per
-request) is not measured here.
+bearer tokens and an asserted officer (`bench_agreements`), with its daily quota of people raised; the
+two documents are registered for the client, and the client's rate limits raised. The view, its SQL,
+the trusted-document lookup, the rate limiter and the ledger are those of the shipped agreement; the
+proof check (one ES256 verification and one replay-store insert per request) is not measured here.
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ from gateway.audit import verify_ledger
 from gateway.audit.tables import audit_events
 from gateway.config import Settings
 from gateway.db import create_engine, upgrade
+from gateway.guard import add_document
 from gateway.keys import SigningKeys, generate_key
 from gateway.oauth import add_client
 from policies import AGREEMENTS_DIR, load_agreements
 from resolvers import seed_population
 from resolvers.models import assessments, people
+from schema import build_view
 from tests.support.databases import postgres_database
 from tests.support.server import serve_in_thread
 
@@ -78,6 +81,8 @@ def bench_agreements(directory: Path) -> Path:
                 "client_authentication: [client_secret_basic]\ntoken_binding: bearer\nacting_user: asserted\n"
             )
             text = text[:access] + relaxed + text[end:]
+            # The measured client asks for the same people again and again, far past a day's quota.
+            text = text.replace("people_per_day: 5000", "people_per_day: 10000000")
         (directory / source.name).write_text(text, encoding="utf-8")
     load_agreements(directory)  # refuse to measure anything the loader would not accept
     return directory
@@ -215,12 +220,25 @@ async def main(people_count: int, runs: int, seconds: int, connections: int) -> 
             token_ttl_seconds=600,
             agreements_dir=agreements_dir,
             audit_witness=tempfile.mkdtemp(prefix="gateway-bench-witness-"),
+            # wrk is one client asking as fast as it can: the rate limits would measure only themselves.
+            requests_per_second=10_000,
+            requests_per_minute=600_000,
         )
         signing = SigningKeys.from_keys([generate_key()])
         lookup = LOOKUP.replace("{family}", member.family_name).replace(
             "{born}", member.date_of_birth.isoformat()
         )
         workloads = {"police page (100 people)": PAGE, "police lookup (findPeople)": lookup}
+        # The police run registered documents only: register the two, as the council's operator would.
+        engine = create_engine(url)
+        police = build_view(load_agreements(agreements_dir)["police-prevention"])
+        async with engine.begin() as conn:
+            for document in workloads.values():
+                await add_document(
+                    conn, client_id=client.record.client_id, text=document, view=police, added_by="bench",
+                    max_tokens=settings.max_query_tokens,
+                )  # fmt: skip
+        await engine.dispose()
         results = await asyncio.to_thread(
             _measure, settings, signing, client.record.client_id, client.secret or "", workloads,
             runs=runs, seconds=seconds, connections=connections,

@@ -20,7 +20,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from gateway.audit import (
-    LedgerQueries,
     LedgerWriter,
     RequestAuditor,
     Witness,
@@ -30,6 +29,7 @@ from gateway.audit import (
 from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
+from gateway.guard import Guard, SecurityLedger
 from gateway.keys import SigningKeys, derive_key, signing_keys
 from gateway.oauth import (
     TOKEN_PATH,
@@ -65,6 +65,7 @@ class Gateway:
     telemetry: Telemetry
     state: SharedState
     revocations: Revocations
+    guard: Guard
 
 
 def create_app(
@@ -97,6 +98,7 @@ def create_app(
         trace_sql(ledger_engine, telemetry.tracer)
     witness = witness_for(settings.witness, signing, on_failure=lambda: telemetry.witness_failures.add(1))
     ledger = None if unaudited_for_benchmarks else _ledger_writer(ledger_engine, signing, telemetry, witness)
+    state = shared_state(engine, settings.redis_url, issuer=settings.issuer)
     gateway = Gateway(
         settings=settings,
         engine=engine,
@@ -106,8 +108,11 @@ def create_app(
         refs={agreement_id: RefCodec(secret, agreement_id) for agreement_id in agreements},
         ledger=ledger,
         telemetry=telemetry,
-        state=shared_state(engine, settings.redis_url, issuer=settings.issuer),
+        state=state,
         revocations=Revocations(engine),
+        guard=Guard.build(
+            settings, engine=engine, state=state, ledger=ledger, telemetry=telemetry, agreements=agreements
+        ),
     )
     endpoints = _endpoints(gateway, today=today, secret=secret)
     app = Starlette(
@@ -190,7 +195,9 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         refs=gateway.refs,
         today=today,
         max_body_bytes=settings.max_body_bytes,
-        ledger=LedgerQueries(engine, gateway.agreements),
+        ledger=SecurityLedger(engine, gateway.agreements),
+        guard=gateway.guard,
+        unaudited_for_benchmarks=gateway.ledger is None,
     )
     auditor = RequestAuditor(
         gateway.ledger, gateway.telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash")
@@ -202,6 +209,7 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         agreements=gateway.agreements,
         engine=engine,
         signing=signing,
+        guard=gateway.guard,
         server_metadata=authorization_server_metadata(issuer=settings.issuer, agreements=gateway.agreements),
         trusted_proxies=settings.trusted_networks,
     )
@@ -220,7 +228,9 @@ def _lifespan(
             sealer = f"gateway start-up on {socket.gethostname()} (pid {os.getpid()})"
             await seal_orphans(ledger_engine, signing=gateway.signing, witness=witness, sealer=sealer)
         await gateway.revocations.start()
+        await gateway.guard.start()
         yield
+        await gateway.guard.close()  # writes the refusal summaries still open
         await gateway.revocations.close()
         await gateway.state.close()
         if gateway.ledger is not None:

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
         description="Where the operator installs partner identity providers' public keys (officer_issuers)",
     )
     dpop_nonce: bool = Field(default=True, description="DPoP proofs must carry a server nonce (RFC 9449 8)")
+    # Abuse resistance: defaults an agreement's `limits:` may override for its own clients.
+    requests_per_second: int = Field(default=10, ge=1, le=10_000, description="Per client")
+    requests_per_minute: int = Field(default=300, ge=1, le=600_000, description="Per client")
+    unauthenticated_per_minute: int = Field(
+        default=60, ge=1, le=600_000, description="Requests refused 401 per address before it is answered 429"
+    )
+    max_document_chars: int = Field(default=10_000, ge=100, le=100_000)
+    break_glass_minutes: int = Field(
+        default=15, ge=1, le=240, description="How long break-glass stays open for the one person it opened"
+    )
+    break_glass_review_hours: int = Field(
+        default=24, ge=1, le=24 * 14, description="An unreviewed break-glass older than this raises an alert"
+    )
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; "

@@ -17,8 +17,9 @@ import logging
 import re
 import secrets
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
 
@@ -30,7 +31,19 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from gateway.audit import AuditUnavailableError
 from gateway.db import is_unavailable
+from gateway.guard import (
+    Alert,
+    Discharged,
+    DocumentError,
+    Guard,
+    Throttled,
+    document_hash,
+    requested_hash,
+    unmet,
+)
+from gateway.guard.alerts import BREAK_GLASS, QUOTA_EXCEEDED
 from gateway.http import (
     CLIENT_CLOSED_REQUEST,
     CLIENT_DISCONNECTED,
@@ -101,6 +114,9 @@ class Outcome:
     disclosures: list[Disclosure] = field(default_factory=list)
     token_jti: str | None = None
     officer: Officer | None = None  # named by a verified token: the officer every event records
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the audit event's, known ahead
+    summarise: str | None = None  # past a rate limit: the key its refusal is counted under
+    alert_id: str | None = None  # the security alert this request raised
 
     @property
     def code(self) -> str | None:
@@ -127,6 +143,8 @@ class GraphQLEndpoint:
         today: Callable[[], date],
         max_body_bytes: int,
         ledger: LedgerReader,
+        guard: Guard,
+        unaudited_for_benchmarks: bool = False,
     ) -> None:
         """`url`: this endpoint's public URL, which DPoP proofs must name (never the Host header)."""
         self._engine = engine
@@ -139,6 +157,10 @@ class GraphQLEndpoint:
         self._today = today
         self._max_body_bytes = max_body_bytes
         self._ledger = ledger
+        self._guard = guard
+        # Only bench/ sets it (create_app's unaudited_for_benchmarks): no ledger, so the policy's record
+        # obligations are waived, to measure what the ledger costs. Nothing else can reach it.
+        self._unaudited_for_benchmarks = unaudited_for_benchmarks
 
     async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
         """Never raises: whatever happens, the outcome keeps what was verified before it happened."""
@@ -158,6 +180,17 @@ class GraphQLEndpoint:
                 code = "INTERNAL_SERVER_ERROR"
             outcome.error_codes = [code]
         outcome.status = response.status_code
+        if (
+            400 <= outcome.status < 500
+            and outcome.status != 401
+            and outcome.client_id
+            and not outcome.summarise
+        ):
+            try:
+                await self._guard.watch.refusal(outcome.client_id, outcome.agreement)
+            except Exception as error:
+                # The refusal stands whether or not the burst could be counted.
+                log.warning("refusal not counted", extra={"error_type": type(error).__name__})
         return response, outcome
 
     def identify(self, request: Request) -> Outcome:
@@ -196,12 +229,18 @@ class GraphQLEndpoint:
         view = self._view_for(bound_to)
         outcome.agreement = view.agreement
         dpop_nonce = await self._possession(request, claims, raw, view.agreement)
+        throttled = await self._guard.rates.client(claims.client_id, view.agreement)
+        if throttled is not None:
+            outcome.summarise = f"graphql:client:{claims.client_id}:{throttled.code}"
+            raise _throttled(throttled)
+        await self._guard.watch.request(claims.client_id, view.agreement)
         if request.url.query:
             # URLs end up in proxies' and servers' logs: nothing may travel in them.
             raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
         payload = await self._payload(request)
         outcome.operation_name = _operation_name(payload)
-        outcome.document_sha256 = _sha256(payload["query"])
+        query = await self._document(payload, claims.client_id, view.agreement)
+        outcome.document_sha256 = _sha256(query)
         headers = _purpose_headers(request)
         outcome.purpose = _purpose_context(headers, claims.officer)
         # The officer the partner's identity provider named; a header may repeat it, never change it.
@@ -220,10 +259,123 @@ class GraphQLEndpoint:
                 ),
                 decision.code,
             )
-        response = await self._execute(view, decision, payload, outcome)
+        response = await self._answer(view, decision, query, payload, outcome)
         if dpop_nonce is not None:
             response.headers["DPoP-Nonce"] = dpop_nonce
         return response
+
+    # -- 5: the answer, within break-glass, quota and obligations ----------------------------------
+
+    async def _answer(
+        self, view: View, decision: Decision, query: str, payload: dict[str, Any], outcome: Outcome
+    ) -> JSONResponse:
+        purpose, officer, agreement = outcome.purpose, outcome.officer, view.agreement
+        windows: dict[int, str] = {}
+        if agreement.break_glass and officer is not None and purpose.case_reference:
+            windows = await self._guard.windows.open_for(
+                client_id=outcome.client_id or "",
+                officer=officer.subject,
+                case_reference=purpose.case_reference,
+            )
+        body, disclosures = await self._execute(view, decision, query, payload, outcome, frozenset(windows))
+        if purpose.break_glass_reason and decision.rule == "break_glass":
+            body, disclosures, windows = await self._break_glass(
+                view, decision, query, payload, outcome, body, disclosures, windows
+            )
+        used = sorted({d.person_id for d in disclosures} & set(windows))
+        if used and decision.rule != "break_glass":
+            # Within a window opened earlier: the answer holds what only break-glass may disclose.
+            outcome.decision = replace(decision, rule="break_glass")
+            outcome.purpose = replace(purpose, break_glass_reason=windows[used[0]])
+        quota = await self._guard.people.take(
+            outcome.client_id or "", agreement, {d.person_id for d in disclosures}
+        )
+        if quota is not None:
+            await self._guard.alerts.raise_alert(
+                Alert(
+                    QUOTA_EXCEEDED,
+                    client_id=outcome.client_id,
+                    agreement=agreement,
+                    about_event=outcome.event_id,
+                ),
+                once_per=86_400,
+            )
+            raise _throttled(quota)
+        missing = (
+            []
+            if self._unaudited_for_benchmarks
+            else unmet(
+                outcome.decision or decision,
+                Discharged(
+                    recorded=True,  # the event is written (its disclosures too) before the answer leaves
+                    acting_user=outcome.purpose.acting_user,
+                    case_reference=outcome.purpose.case_reference,
+                    alert_id=outcome.alert_id,
+                ),
+            )
+        )
+        if missing:
+            log.error("obligations not met", extra={"obligations": missing, "client_id": outcome.client_id})
+            raise _Refusal(
+                graphql_error_response(500, "OBLIGATION_NOT_MET", "The request could not be completed."),
+                "OBLIGATION_NOT_MET",
+            )
+        outcome.disclosures = disclosures
+        return json_response(body)
+
+    async def _break_glass(
+        self,
+        view: View,
+        decision: Decision,
+        query: str,
+        payload: dict[str, Any],
+        outcome: Outcome,
+        body: dict[str, Any],
+        disclosures: list[Disclosure],
+        windows: dict[int, str],
+    ) -> tuple[dict[str, Any], list[Disclosure], dict[int, str]]:
+        """Open a window for the one protected person this request reached (household members stay
+        withheld), raise the alert before anything leaves, and answer again with the window open."""
+        purpose, officer = outcome.purpose, outcome.officer
+        assert purpose.break_glass_reason and purpose.case_reference and officer is not None
+        protected = sorted({d.person_id for d in disclosures if d.withheld and not d.member})
+        if len(protected) > 1:
+            raise _bad_request(
+                400,
+                "BREAK_GLASS_ONE_PERSON",
+                "Break-glass opens one person at a time: ask for that person alone.",
+            )
+        try:
+            outcome.alert_id = await self._guard.alerts.raise_alert(
+                Alert(
+                    BREAK_GLASS,
+                    client_id=outcome.client_id,
+                    agreement=view.agreement,
+                    acting_user=officer.subject,
+                    officer_issuer=officer.issuer,
+                    case_reference=purpose.case_reference,
+                    break_glass_reason=purpose.break_glass_reason,
+                    about_event=outcome.event_id,
+                )
+            )
+        except AuditUnavailableError:
+            raise _Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
+        if not protected:
+            return body, disclosures, windows  # nothing protected was reached: nothing to open
+        await self._guard.windows.open(
+            event_id=outcome.event_id,
+            client_id=outcome.client_id or "",
+            agreement_id=view.agreement.id,
+            officer=officer.subject,
+            officer_issuer=officer.issuer,
+            case_reference=purpose.case_reference,
+            reason=purpose.break_glass_reason,
+            person_id=protected[0],
+        )
+        windows = {**windows, protected[0]: purpose.break_glass_reason}
+        outcome.error_codes.clear()
+        body, disclosures = await self._execute(view, decision, query, payload, outcome, frozenset(windows))
+        return body, disclosures, windows
 
     # -- 1 and 2: who is calling -----------------------------------------------------------------
 
@@ -309,19 +461,70 @@ class GraphQLEndpoint:
             raise _bad_request(400, "BATCHING_NOT_SUPPORTED", "Send one operation per request.")
         if not isinstance(payload, dict):
             raise _bad_request(400, "BAD_REQUEST", "The body must be a JSON object.")
-        if not isinstance(payload.get("query"), str) or not payload["query"].strip():
-            raise _bad_request(400, "BAD_REQUEST", "The body must have a non-empty 'query' string.")
+        query = payload.get("query")
+        if query is not None and (not isinstance(query, str) or not query.strip()):
+            raise _bad_request(400, "BAD_REQUEST", "'query' must be a non-empty string.")
+        if query is None and payload.get("documentId") is None and payload.get("extensions") is None:
+            raise _bad_request(
+                400,
+                "BAD_REQUEST",
+                "The body must have a 'query' string, or a 'documentId' naming a document.",
+            )
         if payload.get("variables") is not None and not isinstance(payload["variables"], dict):
             raise _bad_request(400, "BAD_REQUEST", "'variables' must be a JSON object.")
         if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
             raise _bad_request(400, "BAD_REQUEST", "'operationName' must be a string.")
         return payload
 
-    # -- 5 and 6: running the view ---------------------------------------------------------------
+    async def _document(self, payload: dict[str, Any], client_id: str, agreement: Agreement) -> str:
+        """The document to run: sent as text, or named by hash and registered for this client; where
+        the agreement trusts only registered documents, the text's hash must be registered too."""
+        try:
+            named = requested_hash(payload)
+        except DocumentError as error:
+            raise _bad_request(400, "BAD_REQUEST", _sentence(str(error))) from None
+        text = payload.get("query")
+        if isinstance(text, str) and len(text) > self._guard.max_document_chars:
+            raise _bad_request(
+                400,
+                "QUERY_TOO_COMPLEX",
+                f"The document may be at most {self._guard.max_document_chars} characters.",
+            )
+        if named is not None and isinstance(text, str) and document_hash(text) != named:
+            raise _bad_request(
+                400, "BAD_REQUEST", "The document's text does not have the hash it is sent with."
+            )
+        if named is None and not agreement.access.trusted_documents_only:
+            assert isinstance(text, str)
+            return text
+        wanted = named or document_hash(str(text))
+        registered = await self._guard.documents.text(client_id, wanted)
+        if registered is None:
+            if named is not None and text is None:
+                raise _bad_request(
+                    400, "DOCUMENT_NOT_FOUND", "No document with this id is registered for your client."
+                )
+            raise _bad_request(
+                400,
+                "DOCUMENT_NOT_TRUSTED",
+                "Only documents registered for your client may run under this agreement.",
+            )
+        return registered
+
+    # -- 6: running the view ---------------------------------------------------------------------
 
     async def _execute(
-        self, view: View, decision: Decision, payload: dict[str, Any], outcome: Outcome
-    ) -> JSONResponse:
+        self,
+        view: View,
+        decision: Decision,
+        query: str,
+        payload: dict[str, Any],
+        outcome: Outcome,
+        opened: frozenset[int],
+    ) -> tuple[dict[str, Any], list[Disclosure]]:
+        if opened:
+            assert decision.scope is not None
+            decision = replace(decision, scope=replace(decision.scope, opened=opened))
         assert decision.agreement_id is not None
         context = ViewContext(
             decision=decision,
@@ -331,7 +534,7 @@ class GraphQLEndpoint:
         )
         try:
             result = await view.schema.execute(
-                payload["query"],
+                query,
                 variable_values=payload.get("variables"),
                 context_value=context,
                 operation_name=payload.get("operationName"),
@@ -350,7 +553,6 @@ class GraphQLEndpoint:
             # Part of the answer could not be read: send none of it, and say why.
             raise _Refusal(database_unavailable(), "DATABASE_UNAVAILABLE")
         errors = [self._public_error(error, outcome) for error in result.errors or []]
-        outcome.disclosures = context.disclosed_in(result.data)
         outcome.operation_name = context.operation_name or outcome.operation_name
         body: dict[str, Any] = {}
         executed = result.data is not None or any(error.path for error in result.errors or [])
@@ -358,7 +560,7 @@ class GraphQLEndpoint:
             body["data"] = result.data
         if errors:
             body["errors"] = errors
-        return json_response(body)
+        return body, context.disclosed_in(result.data)
 
     def _public_error(self, error: GraphQLError, outcome: Outcome) -> dict[str, Any]:
         public = classify(error)
@@ -413,6 +615,24 @@ def database_unavailable() -> JSONResponse:
         503,
         "DATABASE_UNAVAILABLE",
         "The council's records cannot be read just now, so nothing is disclosed. Try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def throttled_response(throttled: Throttled) -> JSONResponse:
+    headers = {"Retry-After": str(throttled.retry_after)}
+    return graphql_error_response(429, throttled.code, throttled.message, headers=headers)
+
+
+def _throttled(throttled: Throttled) -> _Refusal:
+    return _Refusal(throttled_response(throttled), throttled.code)
+
+
+def audit_unavailable() -> JSONResponse:
+    return graphql_error_response(
+        503,
+        "AUDIT_UNAVAILABLE",
+        "The audit ledger cannot be written, so nothing is disclosed. Try again shortly.",
         headers={"Retry-After": "5"},
     )
 

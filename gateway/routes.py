@@ -23,8 +23,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.audit import EventDraft, RequestAuditor, micros_since
-from gateway.graphql import GraphQLEndpoint, Outcome
+from gateway.audit import AUDIT_HEADER, EventDraft, RequestAuditor, micros_since
+from gateway.graphql import GraphQLEndpoint, Outcome, throttled_response
+from gateway.graphql import audit_unavailable as graphql_unavailable
+from gateway.guard import Guard, Throttled
 from gateway.http import CLIENT_DISCONNECTED, IPNetwork, client_address, graphql_error_response, json_response
 from gateway.keys import SigningKeys
 from gateway.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, AuthorizationServer, TokenOutcome
@@ -51,6 +53,7 @@ class Endpoints:
     agreements: Mapping[str, Agreement]
     engine: AsyncEngine
     signing: SigningKeys  # read per request: the keys change while the gateway runs
+    guard: Guard
     server_metadata: dict[str, Any]
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
@@ -122,6 +125,9 @@ class _Handlers:
         draft = token_event(
             name, outcome, address, started, self._e.agreements.get(outcome.agreement_id or "")
         )
+        if outcome.status == 429:
+            # Throttled: past the limit, one summary event a minute stands for all such refusals.
+            return self._summarised(f"{name}:address:{address}:{outcome.error}", draft, response)
         return await self._e.auditor.seal(
             draft,
             response,
@@ -142,11 +148,38 @@ class _Handlers:
                 "graphql", address, failed, code="INTERNAL_SERVER_ERROR", started=started,
                 unavailable=graphql_unavailable,
             )  # fmt: skip
-        # Only a verified token sets the client id of a /graphql outcome.
+        draft = graphql_event(outcome, address, started)  # only a verified token sets its client id
+        if outcome.summarise is not None:
+            return self._summarised(outcome.summarise, draft, response)
+        if outcome.status == 401 and address is not None:
+            throttled = await self._address_throttled(address)
+            if throttled is not None:
+                # Past the limit of unauthenticated requests: 429, and no row per request.
+                refused = throttled_response(throttled)
+                outcome.status, outcome.error_codes = 429, [throttled.code]
+                return self._summarised(
+                    f"graphql:address:{address}", graphql_event(outcome, address, started), refused
+                )
         return await self._e.auditor.seal(
-            graphql_event(outcome, address, started), response, started=started,
-            unavailable=graphql_unavailable, client_verified=True,
-        )  # fmt: skip
+            draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
+        )
+
+    async def _address_throttled(self, address: str) -> Throttled | None:
+        """Whether this address is past its unauthenticated requests; counts this one if not."""
+        rates = self._e.guard.rates
+        try:
+            throttled = await rates.address_blocked(address)
+            if throttled is None:
+                await rates.unauthenticated(address)
+        except Exception as error:
+            # Without the counter the refusal is simply recorded on its own, as before the limit.
+            log.warning("unauthenticated requests not counted", extra={"error_type": type(error).__name__})
+            return None
+        return throttled
+
+    def _summarised(self, key: str, draft: EventDraft, response: Response) -> Response:
+        response.headers[AUDIT_HEADER] = self._e.guard.summaries.count(key, draft)
+        return response
 
     async def graphql_wrong_method(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -235,6 +268,7 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
     for fields in sent.values():
         disclosed += [f for f in fields if f not in disclosed]
     draft = EventDraft(
+        id=outcome.event_id,
         endpoint="graphql",
         outcome=kind,
         http_status=outcome.status,
@@ -283,15 +317,6 @@ def token_event(
         officer_issuer=outcome.officer.issuer if outcome.officer else None,
     )
     return _with_agreement(draft, agreement)
-
-
-def graphql_unavailable() -> JSONResponse:
-    return graphql_error_response(
-        503,
-        "AUDIT_UNAVAILABLE",
-        "The audit ledger cannot be written, so nothing is disclosed. Try again shortly.",
-        headers={"Retry-After": "5"},
-    )
 
 
 def token_unavailable() -> JSONResponse:

@@ -2,6 +2,8 @@
 
 - `first_use(key, expires_at)`: True the first time a key is offered, False ever after (until it
   expires): a client assertion's or a DPoP proof's `jti` is accepted once, in whichever process.
+- `add_members(key, members, expires_at)`: add to a set and return (those that were new, its size):
+  the distinct people disclosed to a client in a day; `remove_members` takes them out again.
 - `hit(key, window)`: add `amount` (one, or minus one to give a reservation back) to the count of
   the fixed window holding `at` (now, by default) and return the new count, atomically: failed client
   authentication per client id and per address; `peek` reads the count without adding to it.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Collection, Iterator
 from typing import Any, Final, Protocol
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, exc, insert, select
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, exc, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +41,14 @@ shared_counters = Table(
     Column("count", Integer, nullable=False),
 )
 
+shared_sets = Table(
+    "shared_sets",
+    state_metadata,
+    Column("key", String(200), primary_key=True),
+    Column("member", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
 _PURGE_EVERY: Final = 60.0  # seconds between deletions of expired replay keys and old windows
 
 
@@ -48,7 +59,13 @@ class SharedState(Protocol):
         self, key: str, *, window_seconds: int, amount: int = 1, at: float | None = None
     ) -> int: ...
 
-    async def peek(self, key: str, *, window_seconds: int) -> int: ...
+    async def peek(self, key: str, *, window_seconds: int, at: float | None = None) -> int: ...
+
+    async def add_members(
+        self, key: str, members: Collection[str], *, expires_at: int
+    ) -> tuple[set[str], int]: ...
+
+    async def remove_members(self, key: str, members: Collection[str]) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -80,8 +97,8 @@ class DatabaseState:
         async with self._engine.begin() as conn:
             return int((await conn.execute(statement)).scalar_one())
 
-    async def peek(self, key: str, *, window_seconds: int) -> int:
-        start = _window(None, window_seconds)
+    async def peek(self, key: str, *, window_seconds: int, at: float | None = None) -> int:
+        start = _window(at, window_seconds)
         async with self._engine.connect() as conn:
             found = await conn.execute(
                 select(shared_counters.c.count).where(
@@ -89,6 +106,36 @@ class DatabaseState:
                 )
             )
             return int(found.scalar() or 0)
+
+    async def add_members(
+        self, key: str, members: Collection[str], *, expires_at: int
+    ) -> tuple[set[str], int]:
+        await self._purge()
+        key = key[:200]
+        upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        added: set[str] = set()
+        async with self._engine.begin() as conn:
+            for chunk in _chunks(sorted(members), 500):
+                statement: Any = upsert(shared_sets).values(
+                    [{"key": key, "member": member, "expires_at": expires_at} for member in chunk]
+                )
+                inserted = await conn.execute(
+                    statement.on_conflict_do_nothing().returning(shared_sets.c.member)
+                )
+                added.update(inserted.scalars())
+            total = (
+                await conn.execute(
+                    select(func.count()).select_from(shared_sets).where(shared_sets.c.key == key)
+                )
+            ).scalar_one()
+        return added, int(total)
+
+    async def remove_members(self, key: str, members: Collection[str]) -> None:
+        async with self._engine.begin() as conn:
+            for chunk in _chunks(sorted(members), 500):
+                await conn.execute(
+                    delete(shared_sets).where(shared_sets.c.key == key[:200], shared_sets.c.member.in_(chunk))
+                )
 
     async def close(self) -> None:
         return None
@@ -101,8 +148,9 @@ class DatabaseState:
         async with self._engine.begin() as conn:
             await conn.execute(delete(replay_guard).where(replay_guard.c.expires_at < int(now)))
             await conn.execute(
-                delete(shared_counters).where(shared_counters.c.window_start < int(now) - 3600)
+                delete(shared_counters).where(shared_counters.c.window_start < int(now) - 3 * 86400)
             )
+            await conn.execute(delete(shared_sets).where(shared_sets.c.expires_at < int(now)))
 
 
 class RedisState:
@@ -123,16 +171,40 @@ class RedisState:
         name = f"{self._prefix}count:{key}:{start}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incrby(name, amount)
-            pipe.expireat(name, start + 2 * window_seconds)
+            pipe.expireat(name, start + window_seconds + 90_000)  # a day and more: baselines read back
             count, _ = await pipe.execute()
         return int(count)
 
-    async def peek(self, key: str, *, window_seconds: int) -> int:
-        start = _window(None, window_seconds)
+    async def peek(self, key: str, *, window_seconds: int, at: float | None = None) -> int:
+        start = _window(at, window_seconds)
         return int(await self._redis.get(f"{self._prefix}count:{key}:{start}") or 0)
+
+    async def add_members(
+        self, key: str, members: Collection[str], *, expires_at: int
+    ) -> tuple[set[str], int]:
+        name = f"{self._prefix}set:{key}"
+        ordered = sorted(members)
+        if not ordered:
+            return set(), int(await self._redis.scard(name))
+        async with self._redis.pipeline(transaction=True) as pipe:  # MULTI: nothing runs in between
+            pipe.smismember(name, ordered)
+            pipe.sadd(name, *ordered)
+            pipe.expireat(name, max(expires_at, int(time.time()) + 1))
+            pipe.scard(name)
+            present, _, _, total = await pipe.execute()
+        return {member for member, there in zip(ordered, present, strict=True) if not there}, int(total)
+
+    async def remove_members(self, key: str, members: Collection[str]) -> None:
+        if members:
+            await self._redis.srem(f"{self._prefix}set:{key}", *members)
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _window(at: float | None, seconds: int) -> int:

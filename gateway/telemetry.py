@@ -58,6 +58,8 @@ class Telemetry:
     audit_commit_duration: Histogram
     audit_failures: Counter
     witness_failures: Counter
+    alerts: Counter
+    refusals_summarised: Counter
 
     @classmethod
     def build(cls, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Telemetry:
@@ -85,6 +87,11 @@ class Telemetry:
             ),
             witness_failures=meter.create_counter(
                 "gateway.audit.witness.failures", description="Witness records that could not be appended yet"
+            ),
+            alerts=meter.create_counter("gateway.alerts", description="Alerts raised, by kind and agreement"),
+            refusals_summarised=meter.create_counter(
+                "gateway.refusals.summarised",
+                description="Refusals past a rate limit, counted into one summary event a minute",
             ),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -113,7 +114,16 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, partne
         partner_jwks_dir=partner_jwks_dir,
         # Nonces cost every new partner a refused first request; the DPoP tests turn them on.
         dpop_nonce=False,
+        # The session's partners make thousands of requests; the limits have tests of their own.
+        **UNLIMITED,
     )
+
+
+UNLIMITED: Final[dict[str, Any]] = {
+    "requests_per_second": 10_000,
+    "requests_per_minute": 600_000,
+    "unauthenticated_per_minute": 600_000,
+}
 
 
 def build_app(settings: Settings, signing: SigningKeys, engine: AsyncEngine | None) -> Starlette:
@@ -181,13 +191,16 @@ async def registered(engine: AsyncEngine, agreements: dict[str, Agreement]) -> d
 
 
 def make_partners(
-    client: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
+    client: httpx.AsyncClient,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,
 ) -> Callable[[str], Partner]:
     def partner(agreement_id: str) -> Partner:
         made = registered[agreement_id]
         return Partner(
             client, agreement_id, made.client_id, made.key, made.dpop_key, RefCodec(REF_SECRET, agreement_id),
-            issuers.get(agreement_id),
+            issuers.get(agreement_id), engine=engine,
         )  # fmt: skip
 
     return partner
@@ -195,17 +208,23 @@ def make_partners(
 
 @pytest.fixture
 def partner(
-    http: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
+    http: httpx.AsyncClient,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,
 ) -> Callable[[str], Partner]:
     """A partner over both transports (in-process and uvicorn)."""
-    return make_partners(http, registered, issuers)
+    return make_partners(http, registered, issuers, engine)
 
 
 @pytest.fixture
 def local_partner(
-    asgi: httpx.AsyncClient, registered: dict[str, RegisteredClient], issuers: dict[str, TestIssuer]
+    asgi: httpx.AsyncClient,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,
 ) -> Callable[[str], Partner]:
-    return make_partners(asgi, registered, issuers)
+    return make_partners(asgi, registered, issuers, engine)
 
 
 @pytest.fixture(scope="session")

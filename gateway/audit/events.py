@@ -29,7 +29,7 @@ CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
 # Every column of audit_events except `hash` is covered by the hash.
 # Columns added after events were first written are hashed only when they hold a value, so that
 # the events written before them keep their hashes.
-_HASHED_WHEN_SET: Final = ("officer_issuer",)
+_HASHED_WHEN_SET: Final = ("officer_issuer", "request_count")
 HASHED_COLUMNS: Final = tuple(
     c.name for c in audit_events.columns if c.name != "hash" and c.name not in _HASHED_WHEN_SET
 )
@@ -74,6 +74,7 @@ class EventDraft:
     client_address: str | None = None
     trace_id: str | None = None
     token_jti: str | None = None
+    request_count: int | None = None  # a summary event: how many refused requests it stands for
     # (internal person id, view fields sent for that person), one entry per person
     disclosures: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
@@ -129,6 +130,7 @@ def event_row(draft: EventDraft, *, chain_id: str, seq: int, prev_hash: str) -> 
         "latency_us": draft.latency_us,
         "trace_id": draft.trace_id,
         "token_jti": draft.token_jti,
+        "request_count": draft.request_count,
     }
     row = {name: _stored(name, value) for name, value in row.items()}
     disclosures = [(person_id, ",".join(fields)) for person_id, fields in draft.disclosures]

@@ -160,4 +160,5 @@ def _event_record(row: Mapping[str, Any]) -> AuditEventRecord:
         client_address=row["client_address"],
         trace_id=row["trace_id"],
         token_jti=row["token_jti"],
+        request_count=row["request_count"],
     )

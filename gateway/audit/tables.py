@@ -53,6 +53,9 @@ audit_events = Table(
     # The issuer of the signed token that named acting_user (RFC 8693 exchange); NULL: the partner
     # asserted the officer in a header. Hashed only when set (added in migration 0005).
     Column("officer_issuer", String(255), nullable=True),
+    # A summary event stands for this many refused requests of one client or address in one minute
+    # (past a rate limit); NULL for an event of one request. Hashed only when set (migration 0006).
+    Column("request_count", Integer, nullable=True),
     Column("case_reference", String(200), nullable=True),
     Column("break_glass_reason", String(200), nullable=True),
     Column("operation_name", String(100), nullable=True),

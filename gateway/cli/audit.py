@@ -47,8 +47,10 @@ from schema.ledger_records import AuditEventRecord, EventFilter
 
 LEDGER_AGREEMENT = "security-audit"
 
-_who = click.option("--acting-user", default=None, help="Who is asking (default: the login name); recorded.")
-_why = click.option(
+who_option = click.option(
+    "--acting-user", default=None, help="Who is asking (default: the login name); recorded."
+)
+why_option = click.option(
     "--case-reference", default=None, help="The investigation or request you ask for; recorded."
 )
 
@@ -61,15 +63,17 @@ def audit() -> None:
 @audit.command("search", help="Audit events, newest first.")
 @click.option("--client", default=None)
 @click.option("--agreement", default=None)
-@click.option("--outcome", type=click.Choice(["allowed", "denied", "error", "disconnected"]), default=None)
+@click.option(
+    "--outcome", type=click.Choice(["allowed", "denied", "error", "disconnected", "alert"]), default=None
+)
 @click.option("--officer", default=None, help="Events naming this acting user.")
 @click.option("--case", "case", default=None, help="Events for this case reference.")
 @click.option("--from", "start", type=click.DateTime(), default=None, help="At or after (UTC).")
 @click.option("--to", "end", type=click.DateTime(), default=None, help="Before (UTC).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-@_who
-@_why
+@who_option
+@why_option
 def audit_search(
     client: str | None,
     agreement: str | None,
@@ -99,7 +103,7 @@ def audit_search(
             page = await LedgerQueries(engine, load_agreements(settings.agreements_dir)).search_events(
                 criteria, first=limit, after=None
             )
-            await _record(settings, engine, "audit search", acting_user, case_reference)
+            await record_command(settings, engine, "audit search", acting_user, case_reference)
             return [record for _, record in page.items]
 
     events = run(search)
@@ -135,8 +139,8 @@ def audit_search(
     help="Witness files or directories to hold the database to, repeatable (see GATEWAY_AUDIT_WITNESS).",
 )  # fmt: skip
 @click.option("--record", is_flag=True, help="Afterwards, record who ran the check in the ledger (writes).")
-@_who
-@_why
+@who_option
+@why_option
 def audit_verify(
     strict: bool,
     jwks_files: tuple[Path, ...],
@@ -178,7 +182,7 @@ def audit_verify(
 
         async def write() -> None:
             async with open_database(settings) as engine:
-                await _record(settings, engine, "audit verify", acting_user, case_reference)
+                await record_command(settings, engine, "audit verify", acting_user, case_reference)
 
         run(write)
     if problems:
@@ -195,8 +199,8 @@ def audit_verify(
 )
 @click.argument("chain_id")
 @click.option("--reason", required=True, help="Why the chain is being sealed (kept, signed, in the ledger).")
-@_who
-@_why
+@who_option
+@why_option
 def audit_close_chain(
     chain_id: str, reason: str, acting_user: str | None, case_reference: str | None
 ) -> None:
@@ -211,7 +215,7 @@ def audit_close_chain(
                 engine, chain_id, signing=signing, reason=f"{reason} (closed by {user})", witness=witness,
                 require_dead=False,
             )  # fmt: skip
-            await _record(settings, engine, "audit close-chain", acting_user, case_reference)
+            await record_command(settings, engine, "audit close-chain", acting_user, case_reference)
         if witness is not None:
             await witness.flush()
         return sealed
@@ -223,8 +227,8 @@ def audit_close_chain(
 @click.command(help="Subject access report: what is held about a person and every disclosure of it.")
 @click.argument("person_id", type=click.IntRange(1))
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@_who
-@_why
+@who_option
+@why_option
 def sar(person_id: int, output: str, acting_user: str | None, case_reference: str | None) -> None:
     settings = load_settings()
 
@@ -233,7 +237,7 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
             made = await subject_access_report(
                 engine, person_id, agreements=load_agreements(settings.agreements_dir)
             )
-            await _record(
+            await record_command(
                 settings, engine, "sar", acting_user, case_reference,
                 disclosures=((person_id, ("subjectAccessReport",)),),
             )  # fmt: skip
@@ -246,7 +250,7 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
         click.echo(render_text(made), nl=False)
 
 
-async def _record(
+async def record_command(
     settings: Settings,
     engine: AsyncEngine,
     operation: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -10,18 +11,22 @@ from typing import Final
 
 import click
 
-from gateway.cli.client_files import ClientFile, new_key, public_jwks, stand_in_issuer
+from gateway.cli.client_files import ClientFile, new_key, public_jwks, read_client_file, stand_in_issuer
 from gateway.cli.clients import add_clients
 from gateway.cli.database import DEMO_PEOPLE, seed_database, upgrade_database
 from gateway.cli.keys import ensure_secrets
 from gateway.cli.serve import serve_app
-from gateway.cli.support import fail, load_settings, run, settings_with
+from gateway.cli.support import fail, load_settings, open_database, run, settings_with
 from gateway.config import Settings, council_today
 from gateway.db import is_sqlite
+from gateway.guard import add_document
 from policies import load_agreements
+from schema import build_view
 
 DEMO_STATE_DIR: Final = Path("var")
 DEMO_CLIENTS_DIR: Final = DEMO_STATE_DIR / "demo-clients"
+DEMO_DOCUMENTS_DIR: Final = Path(__file__).parent / "demo_documents"  # one folder per agreement
+README_AGREEMENT: Final = "police-prevention"  # the README's example queries as the police
 
 
 @click.command(help="Fresh SQLite database, synthetic population, a demo client per agreement, then serve.")
@@ -51,11 +56,14 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     run(lambda: upgrade_database(settings))
     summary = run(lambda: seed_database(settings, people_count, 1, council_today(), show_progress=True))
     files = _demo_clients(settings)
+    documents = run(lambda: _demo_documents(settings, files))
     base = f"http://{host}:{port}"
     click.echo(
         f"\nDemo ready: {summary['people']} synthetic people in {database}.\n"
         f"A client file per agreement (its keys, private: keep it so) is in {DEMO_CLIENTS_DIR}/; "
-        f"{len(files)} clients authenticate with private_key_jwt and DPoP-bound tokens.\n\n"
+        f"{len(files)} clients authenticate with private_key_jwt and DPoP-bound tokens; "
+        f"{documents} documents are registered for the clients that run only trusted documents "
+        f"({DEMO_DOCUMENTS_DIR.relative_to(Path(__file__).parent.parent.parent)}/, and the query below).\n\n"
         "Query as the Metropolitan Police, from another terminal in this directory (the reference client\n"
         "signs the client assertion and the DPoP proofs, and exchanges the officer's token):\n\n"
         f"{textwrap.indent(demo_example(base), '  ')}\n"
@@ -83,6 +91,41 @@ def _demo_clients(settings: Settings) -> dict[str, Path]:
         files[agreement_id] = DEMO_CLIENTS_DIR / f"{agreement_id}.json"
         file.write(files[agreement_id])
     return files
+
+
+async def _demo_documents(settings: Settings, files: dict[str, Path]) -> int:
+    """Register the demo's documents (and the README's query) for each client that needs them."""
+    agreements = load_agreements(settings.agreements_dir)
+    count = 0
+    async with open_database(settings) as engine, engine.begin() as conn:
+        for agreement_id, path in files.items():
+            agreement = agreements[agreement_id]
+            if not agreement.access.trusted_documents_only:
+                continue
+            texts = [
+                file.read_text(encoding="utf-8")
+                for file in sorted((DEMO_DOCUMENTS_DIR / agreement_id).glob("*.graphql"))
+            ]
+            if agreement_id == README_AGREEMENT:
+                texts.append(readme_query())
+            client_id = read_client_file(path).client_id
+            view = build_view(agreement, max_tokens=settings.max_query_tokens)
+            for text in texts:
+                await add_document(
+                    conn, client_id=client_id, text=text, view=view, added_by="gateway demo",
+                    max_tokens=settings.max_query_tokens,
+                )  # fmt: skip
+                count += 1
+    return count
+
+
+def readme_query() -> str:
+    """The query of the README's example, exactly as the reference client sends it."""
+    found = re.search(
+        r"--query '([^']*)'", (Path(__file__).parent / "demo_example.sh").read_text(encoding="utf-8")
+    )
+    assert found is not None, "demo_example.sh names its query with --query '...'"
+    return found.group(1)
 
 
 def demo_example(base: str) -> str:

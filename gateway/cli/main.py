@@ -12,9 +12,11 @@ from typing import Any
 import click
 
 from gateway.cli.audit import audit, sar
+from gateway.cli.breakglass import breakglass
 from gateway.cli.clients import clients
 from gateway.cli.database import db, seed
 from gateway.cli.demo import demo
+from gateway.cli.documents import documents
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
 from gateway.cli.policies import policies
@@ -87,5 +89,19 @@ def main(debug: bool) -> None:
     pass
 
 
-for command in (db, seed, clients, policies, schema, keys, serve, demo, audit, sar, partner):
+for command in (
+    db,
+    seed,
+    clients,
+    documents,
+    policies,
+    schema,
+    keys,
+    serve,
+    demo,
+    audit,
+    sar,
+    breakglass,
+    partner,
+):
     main.add_command(command)

@@ -76,6 +76,18 @@ def _entry(agreement: Agreement, day: date) -> dict[str, Any]:
         "token_binding": access.token_binding,
         "acting_user": access.acting_user,
         "officer_issuers": [issuer.issuer for issuer in access.officer_issuers],
+        "documents": access.documents,
+        "limits": {
+            key: value
+            for key, value in (
+                ("max_page_size", agreement.limits.max_page_size),
+                ("people_per_request", agreement.limits.people_per_request),
+                ("people_per_day", agreement.limits.people_per_day),
+                ("requests_per_second", agreement.limits.requests_per_second),
+                ("requests_per_minute", agreement.limits.requests_per_minute),
+            )
+            if value is not None
+        },
         "in_force": refused is None,
         "state": "in force" if refused is None else f"refused: {refused.code}",
         "warnings": warnings,
@@ -95,6 +107,8 @@ def _text(entry: dict[str, Any]) -> str:
         ("fields", ", ".join(entry["fields"])),
         ("partner system", f"{', '.join(entry['client_authentication'])}; {binding}"),
         ("acting user", officer),
+        ("documents", "registered documents only" if entry["documents"] == "trusted" else "any"),
+        ("limits", ", ".join(f"{k} {v}" for k, v in entry["limits"].items()) or "the gateway's defaults"),
         ("state", entry["state"]),
     ]
     lines = [f"ok {entry['agreement']:<24} {entry['partner']}"]

@@ -24,6 +24,7 @@ from gateway.audit import AuditError, AuditUnavailableError, UnknownPersonError
 from gateway.cli.client_files import ClientFileError
 from gateway.config import Settings, SettingsError
 from gateway.db import SchemaOutOfDateError, create_engine, is_sqlite, is_unavailable, require_current_schema
+from gateway.guard import BreakGlassError, DocumentError
 from gateway.keys import SigningKeyError
 from gateway.oauth import ClientError
 from policies import AgreementFileError
@@ -43,6 +44,8 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     AuditError,
     SchemaOutOfDateError,
     ClientFileError,
+    DocumentError,
+    BreakGlassError,
 )
 
 

@@ -19,7 +19,7 @@ from gateway.audit import verify_ledger
 from gateway.db import create_engine
 from gateway.keys import load_key_file
 from tests.support.databases import postgres_database, sqlite_database
-from tests.support.processes import free_port, gateway, serving
+from tests.support.processes import free_port, gateway, serving, trust
 
 PAGE = "{ people(first: 5) { edges { node { ref } } } }"
 
@@ -51,6 +51,7 @@ async def test_a_killed_gateway_is_sealed_at_the_next_start_and_strict_passes(
     gateway(
         env, tmp_path, "clients", "add", "--agreement", "ons-evaluation", "--client-file", str(client_file)
     )
+    trust(env, tmp_path, client_file, PAGE)  # ONS runs registered documents only
     with serving(env, tmp_path, int(env["PORT"])) as first:
         # Three runs of the reference client, as a partner runs it: each a token request refused for
         # want of a DPoP nonce, the retry with the nonce, and the query. Nine events.

@@ -21,7 +21,7 @@ from gateway.cli.client_files import ClientFile, read_client_file
 from tests.support.databases import postgres_database, redis_url, sqlite_database
 from tests.support.identity import assertion
 from tests.support.partners import ASSERTION_TYPE, proof
-from tests.support.processes import free_port, gateway, serving
+from tests.support.processes import free_port, gateway, serving, trust
 
 pytestmark = pytest.mark.e2e
 
@@ -104,6 +104,7 @@ def _error(response: httpx.Response) -> Any:
 async def test_what_one_process_accepts_once_the_other_refuses(env: dict[str, str], tmp_path: Path) -> None:
     file = tmp_path / "ons.json"
     gateway(env, tmp_path, "clients", "add", "--agreement", "ons-evaluation", "--client-file", str(file))
+    trust(env, tmp_path, file, PAGE["query"])  # ONS runs registered documents only
     one_port, two_port = free_port(), free_port()
     one, two = f"http://127.0.0.1:{one_port}", f"http://127.0.0.1:{two_port}"
     with serving(env, tmp_path, one_port), serving(env, tmp_path, two_port):

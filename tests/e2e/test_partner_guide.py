@@ -8,6 +8,7 @@ ledger must then name that client and the verified officer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import stat
@@ -19,7 +20,7 @@ import pytest
 from tests.e2e.conftest import Demo
 
 GUIDE_BASE = "http://127.0.0.1:8000"
-_BLOCK = re.compile(r"(?:<!-- (file: [\w.]+|run) -->\n)?```(\w*)\n(.*?)```", re.DOTALL)
+_BLOCK = re.compile(r"(?:<!-- (file: [\w.-]+|run) -->\n)?```(\w*)\n(.*?)```", re.DOTALL)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,11 @@ def guide_blocks(repo_root: Path) -> list[tuple[str, str]]:
 
 def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) -> None:
     blocks = guide_blocks(repo_root)
-    assert [marker for marker, _ in blocks if marker != "run"] == ["file: make_keys.py", "file: partner.py"]
+    assert [marker for marker, _ in blocks if marker != "run"] == [
+        "file: make_keys.py",
+        "file: first-three.graphql",
+        "file: partner.py",
+    ]
     outputs = []
     for marker, text in blocks:
         text = text.replace(GUIDE_BASE, running_demo.base)
@@ -50,7 +55,7 @@ def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) 
         assert done.returncode == 0, (text, done.stdout, done.stderr)
         assert done.stderr == "", (text, done.stderr)  # no warnings, no tracebacks
         outputs.append(done.stdout)
-    made, registered, officer, ran, searched = outputs
+    made, registered, trusted, officer, ran, searched = outputs
 
     keys = running_demo.directory / "partner-keys"
     assert "send partner-keys/public.jwks.json to the council" in made
@@ -59,6 +64,8 @@ def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) 
     client = json.loads(registered)
     assert (client["agreement"], client["authentication"]) == ("police-prevention", "private_key_jwt")
     assert "client_secret" not in client
+    document = (running_demo.directory / "first-three.graphql").read_bytes()
+    assert trusted.split()[:2] == [f"sha256:{hashlib.sha256(document).hexdigest()}", "registered"]
     assert officer == "" and (running_demo.directory / "officer.jwt").read_text().count(".") == 2  # a JWT
 
     answer, _, last = ran.rpartition("after revocation:")
@@ -75,6 +82,8 @@ def test_the_partner_guide_runs_as_written(running_demo: Demo, repo_root: Path) 
     assert (query["acting_user"], query["people_count"], query["http_status"]) == ("pc-4471", 3, 200)
     assert query["officer_issuer"], "the officer is recorded as verified, with the issuer that verified it"
     assert query["fields_disclosed"] == ["ref", "givenName", "familyName"]
+    assert query["document_sha256"] == hashlib.sha256(document).hexdigest()
+    assert query["operation_name"] == "FirstThree"
 
     # Everything the client did, oldest first: the nonce it was asked for, the exchange naming the
     # verified officer, the query, the revocation, and the revoked token refused.

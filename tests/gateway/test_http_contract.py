@@ -27,7 +27,9 @@ from tests.support.oracle import Oracle
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import EdgeCases
 
-POLICE = "police-prevention"
+POLICE = "police-prevention"  # runs registered documents only
+HUB = "family-hub-outreach"  # any document: a listing, an asserted acting user
+YOUTH = "youth-justice"  # any document: findPeople(familyName, dateOfBirth), a verified officer
 CHALLENGE = 'DPoP realm="partner-gateway", algs="ES256 PS256"'
 TYPENAME = b'{"query": "{ __typename }"}'
 PEOPLE = "query($first: Int, $after: String) { people(first: $first, after: $after) { %s } }"
@@ -54,8 +56,18 @@ def _refused_in_graphql(response: httpx.Response, field: str, code: str) -> None
 
 
 @pytest.fixture
-def police(local_partner: PartnerFactory) -> Partner:
-    return local_partner(POLICE)
+async def police(local_partner: PartnerFactory) -> Partner:
+    partner = local_partner(POLICE)
+    # The documents this file sends by hand (not through `Partner.post`), registered for the police
+    # client as `gateway documents add` would: its agreement runs registered documents only.
+    for document in ("{ __typename }", ONE_PERSON):
+        assert await partner.trust(document)
+    return partner
+
+
+@pytest.fixture
+def hub(local_partner: PartnerFactory) -> Partner:
+    return local_partner(HUB)
 
 
 class BoundToken(str):
@@ -64,11 +76,21 @@ class BoundToken(str):
     partner: Partner
 
 
+async def _bound(partner: Partner) -> BoundToken:
+    issued = BoundToken(await partner.token())
+    issued.partner = partner
+    return issued
+
+
 @pytest.fixture
 async def token(police: Partner) -> str:
-    issued = BoundToken(await police.token())
-    issued.partner = police
-    return issued
+    return await _bound(police)
+
+
+@pytest.fixture
+async def hub_token(hub: Partner) -> str:
+    """A token of a view that runs any document, for what a police client could not even register."""
+    return await _bound(hub)
 
 
 async def _raw(asgi: httpx.AsyncClient, token: str | None, content: Any, **headers: str) -> httpx.Response:
@@ -239,32 +261,47 @@ async def test_a_body_over_the_limit_is_413(asgi: httpx.AsyncClient, token: str,
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
+    ("body", "code", "trusted_code"),
     [
         pytest.param(
-            {"query": 'mutation { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED", id="mutation"
+            {"query": 'mutation { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED",
+            "DOCUMENT_NOT_TRUSTED", id="mutation",
         ),
         pytest.param(
-            {"query": 'subscription { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED", id="subscription"
+            {"query": 'subscription { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED",
+            "DOCUMENT_NOT_TRUSTED", id="subscription",
         ),
         pytest.param(
-            {"query": "query A { __typename }", "operationName": "B"}, "BAD_REQUEST", id="no such name"
+            {"query": "query A { __typename }", "operationName": "B"}, "BAD_REQUEST", "BAD_REQUEST",
+            id="no such name",
         ),
         pytest.param(
-            {"query": "query A { a: __typename } query B { b: __typename }"},
-            "BAD_REQUEST",
+            {"query": "query A { a: __typename } query B { b: __typename }"}, "BAD_REQUEST", "BAD_REQUEST",
             id="two operations, no operationName",
         ),
     ],
-)
+)  # fmt: skip
 async def test_only_a_single_query_operation_is_executed(
-    body: dict[str, str], code: str, asgi: httpx.AsyncClient, token: str
+    body: dict[str, str],
+    code: str,
+    trusted_code: str,
+    asgi: httpx.AsyncClient,
+    hub_token: str,
+    token: str,
+    police: Partner,
 ) -> None:
-    _refused(await _raw(asgi, token, json.dumps(body)), 400, code)
+    _refused(await _raw(asgi, hub_token, json.dumps(body)), 400, code)
+    # Where only registered documents run, one that is not a single query cannot be registered at all;
+    # a registered document of several operations still runs only the one named.
+    assert await police.trust(body["query"]) is (trusted_code == code)
+    _refused(await _raw(asgi, token, json.dumps(body)), 400, trusted_code)
 
 
-async def test_operation_name_picks_one_of_several_operations(asgi: httpx.AsyncClient, token: str) -> None:
+async def test_operation_name_picks_one_of_several_operations(
+    asgi: httpx.AsyncClient, token: str, police: Partner
+) -> None:
     body = {"query": "query A { a: __typename } query B { b: __typename }", "operationName": "B"}
+    assert await police.trust(body["query"])
     response = await _raw(asgi, token, json.dumps(body))
     assert response.status_code == 200, response.text
     assert response.json() == {"data": {"b": "Query"}}
@@ -455,30 +492,32 @@ async def test_after_must_be_a_cursor_this_view_issued(
 
 FIND = "query($f: String!, $d: Date!) { findPeople(familyName: $f, dateOfBirth: $d) { ref } }"
 FOUND = '{ findPeople(familyName: "%NAME%", dateOfBirth: "%DOB%") '
+
+
+def _malformed(query: str, variables: dict[str, Any] | None, *, id: str, agreement: str = YOUTH) -> object:
+    """A document or variables that cannot run, under a view that runs any document and has its fields."""
+    return pytest.param(query, variables, agreement, id=id)
+
+
 MALFORMED = [
-    pytest.param(
-        '{ findPeople(familyName: %DIGITS%, dateOfBirth: "%DOB%") { ref } }', None, id="Int literal"
-    ),
-    pytest.param(FIND, {"f": "%DIGITS%", "d": "%NAME%"}, id="Int variable"),
-    pytest.param(FIND, {"f": ["%NAME%"], "d": "%DOB%"}, id="list variable"),
-    pytest.param(
-        '{ findPeople(familyName: {v: "%NAME%"}, dateOfBirth: "%DOB%") { ref } }', None, id="object"
-    ),
-    pytest.param(FOUND.replace("%DOB%", "2011-02-30") + "{ ref } }", None, id="impossible date literal"),
-    pytest.param(FIND, {"f": "%NAME%", "d": "2011-02-30"}, id="impossible date variable"),
-    pytest.param('{ people(first: "%DOB%") { edges { cursor } } }', None, id="date of birth as Int"),
-    pytest.param('{ findPeople(familyName: %ENUM%, dateOfBirth: "%DOB%") { ref } }', None, id="enum-like"),
-    pytest.param(FOUND + '{ ref } "%NAME%" }', None, id="syntax error"),
-    pytest.param(FOUND.replace(") ", ', postcode: "%NAME%") ') + "{ ref } }", None, id="unknown argument"),
-    pytest.param(FOUND + '@skip(if: "%NAME%") { ref } }', None, id="directive argument"),
-    pytest.param(
-        FIND.replace("String!", "Strin!"), {"f": "%NAME%", "d": "%DOB%"}, id="unknown variable type"
-    ),
-    pytest.param(FIND.replace("String!", "Int!"), {"f": "%NAME%", "d": "%DOB%"}, id="wrong variable type"),
-    pytest.param(FIND.replace("String!", "String = %DIGITS%"), {"d": "%NAME%"}, id="wrong default"),
-    pytest.param(FOUND.replace("familyName", "familyNam") + "{ ref } }", None, id="argument typo"),
-    pytest.param(FOUND + "{ ...F } } fragment F on Persn { ref }", None, id="fragment on misspelt type"),
-]
+    _malformed('{ findPeople(familyName: %DIGITS%, dateOfBirth: "%DOB%") { ref } }', None, id="Int literal"),
+    _malformed(FIND, {"f": "%DIGITS%", "d": "%NAME%"}, id="Int variable"),
+    _malformed(FIND, {"f": ["%NAME%"], "d": "%DOB%"}, id="list variable"),
+    _malformed('{ findPeople(familyName: {v: "%NAME%"}, dateOfBirth: "%DOB%") { ref } }', None, id="object"),
+    _malformed(FOUND.replace("%DOB%", "2011-02-30") + "{ ref } }", None, id="impossible date literal"),
+    _malformed(FIND, {"f": "%NAME%", "d": "2011-02-30"}, id="impossible date variable"),
+    _malformed('{ people(first: "%DOB%") { edges { cursor } } }', None, id="date of birth as Int",
+               agreement=HUB),
+    _malformed('{ findPeople(familyName: %ENUM%, dateOfBirth: "%DOB%") { ref } }', None, id="enum-like"),
+    _malformed(FOUND + '{ ref } "%NAME%" }', None, id="syntax error"),
+    _malformed(FOUND.replace(") ", ', postcode: "%NAME%") ') + "{ ref } }", None, id="unknown argument"),
+    _malformed(FOUND + '@skip(if: "%NAME%") { ref } }', None, id="directive argument"),
+    _malformed(FIND.replace("String!", "Strin!"), {"f": "%NAME%", "d": "%DOB%"}, id="unknown variable type"),
+    _malformed(FIND.replace("String!", "Int!"), {"f": "%NAME%", "d": "%DOB%"}, id="wrong variable type"),
+    _malformed(FIND.replace("String!", "String = %DIGITS%"), {"d": "%NAME%"}, id="wrong default"),
+    _malformed(FOUND.replace("familyName", "familyNam") + "{ ref } }", None, id="argument typo"),
+    _malformed(FOUND + "{ ...F } } fragment F on Persn { ref }", None, id="fragment on misspelt type"),
+]  # fmt: skip
 PUBLIC_CODES = {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT"}
 
 
@@ -494,19 +533,19 @@ def _fill(value: Any, values: dict[str, str]) -> Any:
     return value
 
 
-@pytest.mark.parametrize(("query", "variables"), MALFORMED)
-async def test_errors_never_echo_the_values_sent_nor_suggest_names(
-    query: str, variables: dict[str, Any] | None, police: Partner, oracle: Oracle, cases: EdgeCases
-) -> None:
+def _personal_values(oracle: Oracle, cases: EdgeCases) -> dict[str, str]:
     person = oracle.people[cases.id("cohort_plain")]
     dob = person.date_of_birth.isoformat()
-    values = {
+    return {
         "%NAME%": person.family_name,
         "%DOB%": dob,
         "%DIGITS%": dob.replace("-", ""),
         "%ENUM%": person.family_name.replace("-", "_"),
     }
-    response = await police.post(_fill(query, values), _fill(variables, values))
+
+
+def _refused_without_echo(response: httpx.Response, values: dict[str, str]) -> None:
+    """Refused in GraphQL with public codes only, no suggestion, nothing sent quoted back."""
     assert response.status_code == 200, response.text
     body = response.json()
     assert body.get("data") is None, body
@@ -514,40 +553,98 @@ async def test_errors_never_echo_the_values_sent_nor_suggest_names(
     for error in body["errors"]:
         assert error["extensions"]["code"] in PUBLIC_CODES, error
         assert "Did you mean" not in error["message"], error
+    _not_echoed(response, values)
+
+
+def _not_echoed(response: httpx.Response, values: dict[str, str]) -> None:
     for sent in [*values.values(), "2011-02-30"]:
         assert sent not in response.text, sent
+
+
+@pytest.mark.parametrize(("query", "variables", "agreement"), MALFORMED)
+async def test_errors_never_echo_the_values_sent_nor_suggest_names(
+    query: str,
+    variables: dict[str, Any] | None,
+    agreement: str,
+    local_partner: PartnerFactory,
+    oracle: Oracle,
+    cases: EdgeCases,
+) -> None:
+    values = _personal_values(oracle, cases)
+    response = await local_partner(agreement).post(_fill(query, values), _fill(variables, values))
+    _refused_without_echo(response, values)
+
+
+@pytest.mark.parametrize(("query", "variables", "agreement"), MALFORMED)
+async def test_under_trusted_documents_a_bad_document_is_not_trusted_and_bad_variables_never_echo(
+    query: str,
+    variables: dict[str, Any] | None,
+    agreement: str,
+    police: Partner,
+    oracle: Oracle,
+    cases: EdgeCases,
+) -> None:
+    values = _personal_values(oracle, cases)
+    document = _fill(query, values)
+    response = await police.post(document, _fill(variables, values))  # registered first, where it can be
+    if await police.trust(document):  # a good document with bad variables: refused in GraphQL
+        _refused_without_echo(response, values)
+    else:  # a document that does not fit the view cannot be registered, so it is never read
+        _refused(response, 400, "DOCUMENT_NOT_TRUSTED")
+        _not_echoed(response, values)
 
 
 # -- query complexity ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("roots", "allowed"), [(5, True), (6, False)])
-async def test_at_most_five_root_fields(roots: int, allowed: bool, police: Partner) -> None:
+async def test_at_most_five_root_fields(roots: int, allowed: bool, hub: Partner, police: Partner) -> None:
     fields = " ".join(f'r{i}: person(ref: "per_{i}") {{ ref }}' for i in range(roots))
-    response = await police.post(f"{{ {fields} }}")
+    response = await hub.post(f"{{ {fields} }}")
     assert response.status_code == 200, response.text
     if allowed:
         assert response.json() == {"data": {f"r{i}": None for i in range(roots)}}
     else:
         assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["QUERY_TOO_COMPLEX"]
         assert "data" not in response.json()
+    # Where only registered documents run, a document past the limit cannot be registered.
+    trusted = await police.post(f"{{ {fields} }}")
+    if allowed:
+        assert trusted.json() == {"data": {f"r{i}": None for i in range(roots)}}, trusted.text
+    else:
+        _refused(trusted, 400, "DOCUMENT_NOT_TRUSTED")
 
 
-def _fanned_out(levels: int) -> str:
+def _fanned_out(levels: int, leaves: str) -> str:
     """people > edges > node > F<levels>; each fragment spreads the one below twice: 6 * 2**levels."""
-    fragments = ["fragment F0 on Person { ref givenName familyName dateOfBirth postcode again: ref }"]
+    assert len(leaves.split()) == 6
+    fragments = [f"fragment F0 on Person {{ {leaves} }}"]
     fragments += [f"fragment F{i} on Person {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)]
     return f"{{ people(first: 1) {{ edges {{ node {{ ...F{levels} }} }} }} }} {' '.join(fragments)}"
 
 
+# Six fields of each view, `ref` twice: repeated, not aliased (a fragment's alias is counted where it is
+# spread too, and 2**5 of them would pass the alias limit first).
+LEAVES = {
+    HUB: "ref givenName familyName phone email ref",
+    POLICE: "ref givenName familyName dateOfBirth postcode ref",
+}
+
+
 @pytest.mark.parametrize(("levels", "allowed"), [(5, True), (6, False)])  # 195 and 387 fields
 async def test_fragments_are_counted_where_they_are_spread(
-    levels: int, allowed: bool, police: Partner
+    levels: int, allowed: bool, hub: Partner, police: Partner
 ) -> None:
-    response = await police.post(_fanned_out(levels))
+    response = await hub.post(_fanned_out(levels, LEAVES[HUB]))
     assert response.status_code == 200, response.text
     codes = [error["extensions"]["code"] for error in response.json().get("errors", [])]
     assert codes == ([] if allowed else ["QUERY_TOO_COMPLEX"]), response.text
+    # Where only registered documents run, the same count decides whether it can be registered.
+    trusted = await police.post(_fanned_out(levels, LEAVES[POLICE]))
+    if allowed:
+        assert trusted.status_code == 200 and "errors" not in trusted.json(), trusted.text
+    else:
+        _refused(trusted, 400, "DOCUMENT_NOT_TRUSTED")
 
 
 async def test_the_standard_introspection_query_is_not_refused(police: Partner) -> None:
@@ -559,16 +656,21 @@ async def test_the_standard_introspection_query_is_not_refused(police: Partner) 
 # -- headers on every answer, and the other routes -------------------------------------------------
 
 
-async def test_every_graphql_answer_is_no_store(police: Partner, asgi: httpx.AsyncClient) -> None:
+async def test_every_graphql_answer_is_no_store(
+    police: Partner, hub: Partner, asgi: httpx.AsyncClient
+) -> None:
     answers = [
         await police.post("{ __typename }"),
-        await police.post("{ nothing }"),
+        await hub.post("{ nothing }"),
+        await police.post("{ nothing }"),  # not registered: only registered documents run
         await police.post(PAGE, {"first": 0}),
         await police.post("{ __typename }", purpose=False),
         await _raw(asgi, None, "{}"),
         await asgi.get("/graphql"),
     ]
-    assert [answer.status_code for answer in answers] == [200, 200, 200, 400, 401, 405]
+    assert [answer.status_code for answer in answers] == [200, 200, 400, 200, 400, 401, 405]
+    assert answers[1].json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert answers[2].json()["errors"][0]["extensions"]["code"] == "DOCUMENT_NOT_TRUSTED"
     for answer in answers:
         assert answer.headers["cache-control"] == "no-store", answer.text
         assert answer.headers["pragma"] == "no-cache"

@@ -12,13 +12,17 @@ Hypothesis drives the test synchronously.
 
 A drawn request names its credentials by kind; the assertions, officer tokens and proofs themselves
 are made when it is sent, because each is good once (its jti is spent) and for a short time only.
-DPoP nonces are on, as in production: the rig follows the `DPoP-Nonce` each answer carries.
+DPoP nonces are on, as in production: the rig follows the `DPoP-Nonce` each answer carries. The
+police agreement runs registered documents only: the rig registers the good operations and every drawn
+document that fits the view (as `gateway documents add` would), so that drawn requests reach GraphQL,
+some by `documentId`; the rest are refused DOCUMENT_NOT_TRUSTED, and leave their one event too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -42,11 +46,13 @@ from gateway.audit import verify_ledger
 from gateway.audit.tables import audit_events
 from gateway.config import Settings
 from gateway.db import create_engine, upgrade
+from gateway.guard import DocumentError, add_document
 from gateway.keys import SigningKeys, generate_key
 from gateway.oauth import add_client
 from policies import load_agreements
 from resolvers import seed_population
-from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET
+from schema import build_view
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, UNLIMITED
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.identity import OFFICER, assertion, install_issuers, jwks, new_key
 from tests.support.partners import ASSERTION_TYPE, TOKEN_EXCHANGE, proof
@@ -71,24 +77,20 @@ TEXT = st.one_of(
     st.text(max_size=12),
     st.builds(lambda a, s, b: a + s + b, st.text(max_size=4), LONE, st.text(max_size=4)),
 )
-QUERIES = st.one_of(
-    st.sampled_from(
-        [
-            "{ people(first: 2) { edges { node { ref givenName postcode } } } }",
-            "query Page($n: Int) { people(first: $n) { edges { node { ref } } } }",
-            "query Find($f: String!, $d: Date!) { findPeople(familyName: $f, dateOfBirth: $d) { ref } }",
-            '{ person(ref: "per_nonsense") { ref } }',
-            "{ people(first: 2) { edges { node { uprn } } } }",
-            "mutation { x }",
-            "subscription { x }",
-            "{ __schema { types { name } } }",
-            "query A { __typename } query B { __typename }",
-            "{",
-            "",
-        ]
-    ),
-    TEXT,
-)
+DOCUMENTS = [
+    "{ people(first: 2) { edges { node { ref givenName postcode } } } }",
+    "query Page($n: Int) { people(first: $n) { edges { node { ref } } } }",
+    "query Find($f: String!, $d: Date!) { findPeople(familyName: $f, dateOfBirth: $d) { ref } }",
+    '{ person(ref: "per_nonsense") { ref } }',
+    "{ people(first: 2) { edges { node { uprn } } } }",
+    "mutation { x }",
+    "subscription { x }",
+    "{ __schema { types { name } } }",
+    "query A { __typename } query B { __typename }",
+    "{",
+    "",
+]
+QUERIES = st.one_of(st.sampled_from(DOCUMENTS), TEXT)
 JSON_LEAF = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), TEXT
 )
@@ -232,7 +234,9 @@ def _with_a_lone_surrogate(draw: st.DrawFn, body: bytes) -> bytes:
     operation = json.loads(body)
     lone = draw(LONE)
     place = draw(st.sampled_from(["query", "operationName", "variable value", "variable name", "extensions"]))
-    if place == "query":
+    if place == "query" and "documentId" in operation:
+        operation["documentId"] += lone
+    elif place == "query":
         operation["query"] += " # " + lone
     elif place == "operationName":
         operation["operationName"] = "Page" + lone
@@ -245,14 +249,23 @@ def _with_a_lone_surrogate(draw: st.DrawFn, body: bytes) -> bytes:
     return json.dumps(operation, ensure_ascii=True).encode()
 
 
+PAGE = "query Page($n: Int) { people(first: $n) { edges { node { ref } } } }"
+GOOD_DOCUMENTS = [
+    "{ people(first: 3) { edges { node { ref givenName postcode } } } }",
+    PAGE,
+    "{ __typename }",
+]
 GOOD_OPERATIONS = st.sampled_from(
     [
-        json.dumps({"query": "{ people(first: 3) { edges { node { ref givenName postcode } } } }"}).encode(),
-        json.dumps({"query": "query Page($n: Int) { people(first: $n) { edges { node { ref } } } }",
-                    "variables": {"n": 5}, "operationName": "Page"}).encode(),
-        json.dumps({"query": "{ __typename }"}).encode(),
+        json.dumps({"query": GOOD_DOCUMENTS[0]}).encode(),
+        json.dumps({"query": PAGE, "variables": {"n": 5}, "operationName": "Page"}).encode(),
+        json.dumps({"query": GOOD_DOCUMENTS[2]}).encode(),
+        # A registered document by its id alone, as a client of trusted documents sends it.
+        json.dumps({"documentId": "sha256:" + hashlib.sha256(PAGE.encode()).hexdigest(),
+                    "variables": {"n": 2}}).encode(),
     ]
 )  # fmt: skip
+CREDENTIALS_DOCUMENT = "{ people(first: 2) { edges { node { ref } } } }"  # what the credential table sends
 
 
 @dataclass
@@ -450,6 +463,7 @@ async def _rig(stack: AsyncExitStack, kind: str, directory: Path) -> _Rig:
         created = await add_client(
             conn, agreement_id=POLICE, known_agreements=set(agreements), jwks=jwks(key)
         )
+        await _register(conn, created.record.client_id, build_view(agreements[POLICE]))
     issuer = install_issuers(agreements, directory / "partner-jwks")[POLICE]
     signing = SigningKeys.from_keys([generate_key()])
     settings_ = Settings(
@@ -459,6 +473,7 @@ async def _rig(stack: AsyncExitStack, kind: str, directory: Path) -> _Rig:
         ref_secret_file=directory / "r",
         audit_witness=str(directory / "witness"),
         partner_jwks_dir=directory / "partner-jwks",
+        **UNLIMITED,
     )
     app = create_app(
         settings_, engine=engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
@@ -467,6 +482,22 @@ async def _rig(stack: AsyncExitStack, kind: str, directory: Path) -> _Rig:
     made = _Rig(app, engine, signing, created.record.client_id, key, new_key(), issuer)
     await _token(made)
     return made
+
+
+async def _register(conn: Any, client_id: str, view: Any) -> None:
+    """The documents the police client may run: the good ones (each must register, or no request
+    would reach GraphQL) and every drawn one its view accepts."""
+    for text in [*GOOD_DOCUMENTS, CREDENTIALS_DOCUMENT]:
+        await add_document(
+            conn, client_id=client_id, text=text, view=view, added_by="tests", max_tokens=2_000
+        )
+    for text in DOCUMENTS:
+        try:
+            await add_document(
+                conn, client_id=client_id, text=text, view=view, added_by="tests", max_tokens=2_000
+            )
+        except DocumentError:
+            continue  # sent as drawn, and refused DOCUMENT_NOT_TRUSTED
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -481,8 +512,18 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[_LoopT
 
 
 async def _count(engine: AsyncEngine) -> int:
+    """The events of requests (an alert is an event of its own, about requests, not one of them)."""
+    statement = select(func.count()).select_from(audit_events).where(audit_events.c.endpoint != "alert")
     async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(audit_events))).scalar_one())
+        return int((await conn.execute(statement)).scalar_one())
+
+
+async def _alerts(engine: AsyncEngine) -> list[tuple[str, str | None]]:
+    statement = select(audit_events.c.error_code, audit_events.c.client_id).where(
+        audit_events.c.endpoint == "alert"
+    )
+    async with engine.connect() as conn:
+        return [(row.error_code, row.client_id) for row in await conn.execute(statement)]
 
 
 async def _send_batch(rig: _Rig, batch: list[Sent]) -> list[tuple[Sent, str, int, dict[str, str], bytes]]:
@@ -562,6 +603,10 @@ def test_every_request_leaves_exactly_one_complete_event(rig: tuple[_LoopThread,
     events = thread.run(_count(made.engine)) - before
     renewals = made.unbatched - unbatched
     assert events == figures.requests + renewals  # exactly one each: none lost, none doubled
+    # Beside them (the rig's database is the test's own), only the alert that so many refusals of
+    # the client raise, once in ten minutes.
+    alerts = thread.run(_alerts(made.engine))
+    assert set(alerts) <= {("REFUSAL_BURST", made.client_id)}, alerts
     # The batches mixed answers with data and refusals on both endpoints: the credentials worked.
     assert figures.answered["/graphql", 200] and figures.answered["/oauth/token", 200], figures
     reports = thread.run(verify_ledger(made.engine, made.signing.verification))
@@ -609,7 +654,7 @@ PURPOSE_HEADERS = [(b"x-acting-user", OFFICER.encode()), (b"x-case-reference", b
 def test_every_kind_of_credential_is_answered_as_it_should_be(rig: tuple[_LoopThread, _Rig]) -> None:
     thread, made = rig
     figures = Figures()
-    graphql_body = json.dumps({"query": "{ people(first: 2) { edges { node { ref } } } }"}).encode()
+    graphql_body = json.dumps({"query": CREDENTIALS_DOCUMENT}).encode()
     batch = [
         Sent("/graphql", "POST", b"", authorization, credentials, dpop,
              [(b"content-type", b"application/json"), *PURPOSE_HEADERS], graphql_body)

@@ -32,7 +32,7 @@ from gateway.audit import EventDraft, LedgerWriter, verify_ledger
 from gateway.config import Settings
 from gateway.db import create_engine, is_unavailable
 from gateway.keys import SigningKeys
-from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, make_partners
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, UNLIMITED, make_partners
 from tests.support.databases import postgres_admin_url
 from tests.support.identity import RegisteredClient, assertion, new_key
 from tests.support.ledger import Fresh, fresh_database
@@ -157,7 +157,7 @@ async def test_a_disconnect_over_a_real_socket_is_recorded_once(
     engine: AsyncEngine,
 ) -> None:
     async with httpx.AsyncClient(base_url=server_url, timeout=30) as client:
-        police = make_partners(client, registered, issuers)("police-prevention")
+        police = make_partners(client, registered, issuers, engine)("police-prevention")
         token = await police.token()
     client_id = registered["police-prevention"].client_id
     host, port = urlsplit(server_url).hostname, urlsplit(server_url).port
@@ -259,7 +259,7 @@ async def split(
             settings = Settings(
                 database_url=fresh.url, issuer=ISSUER, signing_key_file=tmp_path / "unused-key.json",
                 ref_secret_file=tmp_path / "unused-secret", audit_witness=str(tmp_path / "witness"),
-                partner_jwks_dir=partner_jwks_dir,
+                partner_jwks_dir=partner_jwks_dir, **UNLIMITED,
             )  # fmt: skip
             async with _app(fresh, requests, settings, signing) as (app, police):
                 yield Split(app, police, proxy, fresh)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.tables import ledger_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
+from gateway.guard.tables import guard_metadata
 from gateway.oauth.clients import clients
 from gateway.oauth.revocations import revocation_metadata
 from gateway.state import state_metadata
@@ -24,7 +25,7 @@ from resolvers.models import addresses
 EXPECTED_TABLES = {
     "addresses", "households", "people", "assessments", "objections", "clients",
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints",
-    "revoked_tokens", "replay_guard", "shared_counters",
+    "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -34,7 +35,7 @@ def _target() -> MetaData:
     for table in metadata.tables.values():
         table.to_metadata(target)
     clients.to_metadata(target)
-    for more in (ledger_metadata, revocation_metadata, state_metadata):
+    for more in (ledger_metadata, revocation_metadata, state_metadata, guard_metadata):
         for table in more.tables.values():
             table.to_metadata(target)
     return target
@@ -85,7 +86,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0005"
+    assert head == "0006"
     assert await current_revision(engine) == head
 
 

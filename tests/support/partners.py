@@ -8,6 +8,7 @@ officers, exchanges an officer's token from its identity provider (a stand-in) f
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import secrets
 import time
@@ -56,6 +57,10 @@ class Partner:
     base: str = ISSUER
     nonce: str | None = None
     token_types: dict[str, str] = field(default_factory=dict)
+    # Where the agreement runs trusted documents only, each document `post` sends is registered for
+    # this client first, as `gateway documents add` would (one it cannot register is sent as it is,
+    # and refused DOCUMENT_NOT_TRUSTED).
+    engine: Any = None
 
     async def token_response(self, *, officer: str = OFFICER, dpop: bool = True) -> httpx.Response:
         """The token endpoint's answer (after one retry with a fresh nonce, if it asks for one)."""
@@ -111,6 +116,7 @@ class Partner:
         token: str | None = None,
     ) -> httpx.Response:
         token = token or await self.token()
+        await self.trust(query)
         body: dict[str, Any] = {"query": query}
         if variables is not None:
             body["variables"] = variables
@@ -124,6 +130,22 @@ class Partner:
                 continue
             return response
         return response
+
+    async def trust(self, query: str) -> bool:
+        """Register `query` for this client where its agreement needs it; whether it is registered."""
+        if self.engine is None or not _trusted_only(self.agreement):
+            return False
+        from gateway.guard import DocumentError, add_document
+
+        try:
+            async with self.engine.begin() as conn:
+                await add_document(
+                    conn, client_id=self.client_id, text=query, view=_view(self.agreement),
+                    added_by="tests", max_tokens=2_000,
+                )  # fmt: skip
+        except DocumentError:
+            return False
+        return True
 
     async def data(
         self, query: str, variables: dict[str, Any] | None = None, **kwargs: Any
@@ -164,6 +186,18 @@ class Partner:
         return self.refs.encode(RefKind.PERSON, person_id)
 
 
+@functools.cache
+def _view(agreement_id: str) -> Any:
+    from policies import load_agreements
+    from schema import build_view
+
+    return build_view(load_agreements()[agreement_id])
+
+
+def _trusted_only(agreement_id: str) -> bool:
+    return bool(_view(agreement_id).agreement.access.trusted_documents_only)
+
+
 async def enrol(
     engine: Any, http: httpx.AsyncClient, agreement_id: str, *, ref_secret: bytes, jwks_dir: Any
 ) -> Partner:
@@ -187,4 +221,5 @@ async def enrol(
         new_key(),
         RefCodec(ref_secret, agreement_id),
         issuer,
+        engine=engine,
     )

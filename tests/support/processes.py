@@ -54,3 +54,12 @@ def serving(env: dict[str, str], cwd: Path, port: int) -> Iterator[subprocess.Po
             process.terminate()
             process.wait(timeout=30)
         log.close()
+
+
+def trust(env: dict[str, str], cwd: Path, client_file: Path, document: str) -> None:
+    """Register `document` for the client in `client_file`, as the council's operator does."""
+    from gateway.cli.client_files import read_client_file
+
+    path = cwd / f"document-{time.monotonic_ns()}.graphql"
+    path.write_text(document, encoding="utf-8")
+    gateway(env, cwd, "documents", "add", "--client", read_client_file(client_file).client_id, str(path))

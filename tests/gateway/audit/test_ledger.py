@@ -128,21 +128,25 @@ def _strings(value: Any) -> list[str]:
     [
         pytest.param({"headers": {}}, 401, "UNAUTHENTICATED", id="no token"),
         pytest.param({"headers": {"Authorization": "Bearer nope"}}, 401, "UNAUTHENTICATED", id="bad token"),
-        pytest.param({"query": "{ people { edges { node { uprn } } } }"}, 200, "GRAPHQL_VALIDATION_FAILED",
-                     id="validation failure"),
+        # A view that runs any document validates it; police runs registered ones only, and a document
+        # that does not fit its view cannot be registered.
+        pytest.param({"query": "{ people { edges { node { uprn } } } }", "agreement": "family-hub-outreach"},
+                     200, "GRAPHQL_VALIDATION_FAILED", id="validation failure"),
+        pytest.param({"query": "{ people { edges { node { uprn } } } }"}, 400, "DOCUMENT_NOT_TRUSTED",
+                     id="document not trusted"),
         pytest.param({"purpose": False}, 400, "PURPOSE_CONTEXT_REQUIRED", id="missing context"),
     ],
 )  # fmt: skip
 async def test_refused_requests_are_recorded_too(
     sent: dict[str, Any], status: int, code: str, local_partner: Callable[[str], Partner], engine: AsyncEngine
 ) -> None:
-    police = local_partner("police-prevention")
+    client = local_partner(sent.get("agreement", "police-prevention"))
     if "headers" in sent:
-        response = await police.http.post(
+        response = await client.http.post(
             "/graphql", json={"query": PAGE}, headers={**PURPOSE, **sent["headers"]}
         )
     else:
-        response = await police.post(sent.get("query", PAGE), purpose=sent.get("purpose", True))
+        response = await client.post(sent.get("query", PAGE), purpose=sent.get("purpose", True))
     assert response.status_code == status
     assert "data" not in response.json()
     event = (await _events(engine, [response.headers["x-audit-event-id"]]))[
@@ -151,7 +155,7 @@ async def test_refused_requests_are_recorded_too(
     assert (event["outcome"], event["error_code"], event["http_status"]) == ("denied", code, status)
     assert event["people"] == set() and event["people_count"] == 0
     if code != "UNAUTHENTICATED":
-        assert (event["client_id"], event["agreement_id"]) == (police.client_id, "police-prevention")
+        assert (event["client_id"], event["agreement_id"]) == (client.client_id, client.agreement)
 
 
 async def test_token_requests_are_recorded_with_the_token_they_issued(

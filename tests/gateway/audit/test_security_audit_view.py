@@ -88,6 +88,7 @@ async def test_introspection_shows_the_ledger_and_no_person_types(
     data = response.json()["data"]
     assert sorted(f["name"] for f in data["__schema"]["queryType"]["fields"]) == [
         "auditEvents",
+        "breakGlass",
         "disclosures",
     ]
     names = {t["name"] for t in data["__schema"]["types"]}

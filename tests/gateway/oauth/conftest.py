@@ -30,8 +30,10 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.audit.tables import audit_events
 from gateway.config import Settings
+from gateway.guard import add_document
 from gateway.keys import SigningKeys
 from policies import AGREEMENTS_DIR, Agreement
+from schema import build_view
 from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, register
 from tests.support.identity import OFFICER, TestIssuer, assertion
 from tests.support.partners import PURPOSE, proof
@@ -204,12 +206,26 @@ def enrol(
         http: httpx.AsyncClient | None = None,
         among: dict[str, Agreement] | None = None,
     ) -> Caller:
-        made = (await register(engine, among or agreements, [agreement_id]))[agreement_id]
+        known = among or agreements
+        made = (await register(engine, known, [agreement_id]))[agreement_id]
+        await trust_typename(engine, known[agreement_id], made.client_id)
         return Caller(
             http or web, agreement_id, made.client_id, made.key, made.dpop_key, issuers.get(agreement_id)
         )
 
     return make
+
+
+async def trust_typename(engine: AsyncEngine, agreement: Agreement, client_id: str) -> None:
+    """Register the document `Caller.graphql` sends for the client, where its agreement runs registered
+    documents only (as `gateway documents add` would): these tests are about tokens, not documents."""
+    if not agreement.access.trusted_documents_only:
+        return
+    async with engine.begin() as conn:
+        await add_document(
+            conn, client_id=client_id, text=TYPENAME["query"], view=build_view(agreement),
+            added_by="tests", max_tokens=2_000,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -262,8 +278,11 @@ def sandbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (directory / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     text = (shipped / "dwp-worklessness.yaml").read_text(encoding="utf-8")
     text = text.replace("id: dwp-worklessness", f"id: {SANDBOX}")
+    # A development sandbox: it also runs any document, not only registered ones.
     lines = [
-        line for line in text.splitlines() if not line.startswith(("client_authentication", "token_binding"))
+        line
+        for line in text.splitlines()
+        if not line.startswith(("client_authentication", "token_binding", "documents"))
     ]
     (directory / f"{SANDBOX}.yaml").write_text("\n".join(lines) + SANDBOX_ACCESS, encoding="utf-8")
     return directory

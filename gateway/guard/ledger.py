@@ -1,0 +1,51 @@
+"""The ledger as the security-audit view reads it: the audit's own queries and the break-glass queue."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from sqlalchemy import select, tuple_
+
+from gateway.audit import LedgerQueries
+from gateway.guard.breakglass import break_glass_record
+from gateway.guard.tables import break_glass
+from schema.ledger_records import BreakGlassEntry, InvalidCursorError, LedgerPage
+
+
+class SecurityLedger(LedgerQueries):
+    async def break_glass(
+        self, *, pending: bool, first: int, after: str | None
+    ) -> LedgerPage[BreakGlassEntry]:
+        stmt = select(break_glass)
+        if pending:
+            stmt = stmt.where(break_glass.c.reviewed_at.is_(None))
+        if after is not None:
+            opened, entry_id = _position(after)
+            stmt = stmt.where(tuple_(break_glass.c.opened_at, break_glass.c.id) < tuple_(opened, entry_id))
+        stmt = stmt.order_by(break_glass.c.opened_at.desc(), break_glass.c.id.desc()).limit(first + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        items = []
+        for row in rows[:first]:
+            record = break_glass_record(row._mapping)
+            items.append((_cursor(row.opened_at, record.id), record))
+        return LedgerPage(items=items, has_next=len(rows) > first)
+
+
+def _cursor(opened_at: datetime, entry_id: str) -> str:
+    moment = (opened_at if opened_at.tzinfo else opened_at.replace(tzinfo=UTC)).isoformat()
+    return base64.urlsafe_b64encode(f"{moment}|{entry_id}".encode()).decode().rstrip("=")
+
+
+def _position(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, entry_id = text.partition("|")
+        opened = datetime.fromisoformat(moment)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursorError from None
+    if len(entry_id) != 32 or not all(c in "0123456789abcdef" for c in entry_id):
+        raise InvalidCursorError
+    return opened, entry_id
