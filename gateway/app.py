@@ -184,6 +184,7 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         officers=OfficerIssuers(jwks_dir=settings.partner_jwks_dir, leeway=leeway),
         revocations=gateway.revocations,
         today=today,
+        admit=gateway.guard.rates.client,
     )
     graphql = GraphQLEndpoint(
         engine=engine,

@@ -67,7 +67,7 @@ from gateway.oauth import (
     TokenVerifier,
     dpop_challenge,
 )
-from policies import Agreement, Decision, DenyCode, PurposeContext, evaluate
+from policies import Agreement, Decision, DenyCode, Obligation, PurposeContext, evaluate
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
 from schema.ledger_records import LedgerReader
@@ -218,6 +218,11 @@ class GraphQLEndpoint:
             outcome.officer = claims.officer
             outcome.purpose = PurposeContext(acting_user=claims.officer.subject, acting_user_verified=True)
         outcome.agreement = self._agreement_of(claims)  # as the signed token says, until the client confirms
+        # Counted as soon as the token's signature holds, so that no refusal after it is free.
+        throttled = await self._guard.rates.client(claims.client_id, outcome.agreement)
+        if throttled is not None:
+            outcome.summarise = f"graphql:client:{claims.client_id}:{throttled.code}"
+            raise _throttled(throttled)
         try:
             bound_to = await self._revocations.agreement_of(client_id=claims.client_id, jti=claims.jti)
         except TokenRefusedError as refused:
@@ -229,10 +234,6 @@ class GraphQLEndpoint:
         view = self._view_for(bound_to)
         outcome.agreement = view.agreement
         dpop_nonce = await self._possession(request, claims, raw, view.agreement)
-        throttled = await self._guard.rates.client(claims.client_id, view.agreement)
-        if throttled is not None:
-            outcome.summarise = f"graphql:client:{claims.client_id}:{throttled.code}"
-            raise _throttled(throttled)
         await self._guard.watch.request(claims.client_id, view.agreement)
         if request.url.query:
             # URLs end up in proxies' and servers' logs: nothing may travel in them.
@@ -284,9 +285,15 @@ class GraphQLEndpoint:
             )
         used = sorted({d.person_id for d in disclosures} & set(windows))
         if used and decision.rule != "break_glass":
-            # Within a window opened earlier: the answer holds what only break-glass may disclose.
-            outcome.decision = replace(decision, rule="break_glass")
+            # Within a window opened earlier: the answer holds what only break-glass may disclose,
+            # so it is a break-glass disclosure too, with its alert before it leaves.
+            outcome.decision = replace(
+                decision,
+                rule="break_glass",
+                obligations=decision.obligations | {Obligation.ALERT_SECURITY},
+            )
             outcome.purpose = replace(purpose, break_glass_reason=windows[used[0]])
+            await self._alert_break_glass(view, outcome)
         quota = await self._guard.people.take(
             outcome.client_id or "", agreement, {d.person_id for d in disclosures}
         )
@@ -323,6 +330,26 @@ class GraphQLEndpoint:
         outcome.disclosures = disclosures
         return json_response(body)
 
+    async def _alert_break_glass(self, view: View, outcome: Outcome) -> None:
+        """The BREAK_GLASS alert, written before the answer leaves, or no answer (503)."""
+        purpose, officer = outcome.purpose, outcome.officer
+        assert officer is not None
+        try:
+            outcome.alert_id = await self._guard.alerts.raise_alert(
+                Alert(
+                    BREAK_GLASS,
+                    client_id=outcome.client_id,
+                    agreement=view.agreement,
+                    acting_user=officer.subject,
+                    officer_issuer=officer.issuer,
+                    case_reference=purpose.case_reference,
+                    break_glass_reason=purpose.break_glass_reason,
+                    about_event=outcome.event_id,
+                )
+            )
+        except AuditUnavailableError:
+            raise _Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
+
     async def _break_glass(
         self,
         view: View,
@@ -345,21 +372,7 @@ class GraphQLEndpoint:
                 "BREAK_GLASS_ONE_PERSON",
                 "Break-glass opens one person at a time: ask for that person alone.",
             )
-        try:
-            outcome.alert_id = await self._guard.alerts.raise_alert(
-                Alert(
-                    BREAK_GLASS,
-                    client_id=outcome.client_id,
-                    agreement=view.agreement,
-                    acting_user=officer.subject,
-                    officer_issuer=officer.issuer,
-                    case_reference=purpose.case_reference,
-                    break_glass_reason=purpose.break_glass_reason,
-                    about_event=outcome.event_id,
-                )
-            )
-        except AuditUnavailableError:
-            raise _Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
+        await self._alert_break_glass(view, outcome)
         if not protected:
             return body, disclosures, windows  # nothing protected was reached: nothing to open
         await self._guard.windows.open(

@@ -128,6 +128,16 @@ class _Handlers:
         if outcome.status == 429:
             # Throttled: past the limit, one summary event a minute stands for all such refusals.
             return self._summarised(f"{name}:address:{address}:{outcome.error}", draft, response)
+        if 400 <= outcome.status < 500 and not outcome.authenticated:
+            throttled = await self._address_throttled(address)
+            if throttled is not None:
+                refused = _oauth_throttled(throttled)
+                return self._summarised(
+                    f"{name}:address:{address}",
+                    token_event(name, replace(outcome, status=429, error="temporarily_unavailable"),
+                                address, started, None),
+                    refused,
+                )  # fmt: skip
         return await self._e.auditor.seal(
             draft,
             response,
@@ -151,21 +161,27 @@ class _Handlers:
         draft = graphql_event(outcome, address, started)  # only a verified token sets its client id
         if outcome.summarise is not None:
             return self._summarised(outcome.summarise, draft, response)
-        if outcome.status == 401 and address is not None:
+        if 400 <= outcome.status < 500 and outcome.client_id is None:
             throttled = await self._address_throttled(address)
             if throttled is not None:
-                # Past the limit of unauthenticated requests: 429, and no row per request.
-                refused = throttled_response(throttled)
-                outcome.status, outcome.error_codes = 429, [throttled.code]
-                return self._summarised(
-                    f"graphql:address:{address}", graphql_event(outcome, address, started), refused
-                )
+                return self._graphql_throttled(throttled, outcome, address, started)
         return await self._e.auditor.seal(
             draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
         )
 
-    async def _address_throttled(self, address: str) -> Throttled | None:
-        """Whether this address is past its unauthenticated requests; counts this one if not."""
+    def _graphql_throttled(
+        self, throttled: Throttled, outcome: Outcome, address: str | None, started: float
+    ) -> Response:
+        """Past the limit of refusals of callers that proved nothing: 429, and no row per request."""
+        outcome.status, outcome.error_codes = 429, [throttled.code]
+        draft = graphql_event(outcome, address, started)
+        return self._summarised(f"graphql:address:{address}", draft, throttled_response(throttled))
+
+    async def _address_throttled(self, address: str | None) -> Throttled | None:
+        """Whether this address is past its refusals of callers that proved nothing (no valid token,
+        no client authentication, a wrong method); counts this one if not."""
+        if address is None:
+            return None
         rates = self._e.guard.rates
         try:
             throttled = await rates.address_blocked(address)
@@ -189,6 +205,10 @@ class _Handlers:
         outcome = self._e.graphql.identify(request)
         outcome.status, outcome.error_codes = 405, ["METHOD_NOT_ALLOWED"]
         address = client_address(request, self._e.trusted_proxies)
+        # A wrong method proves nothing, even with a valid token: counted against the address.
+        throttled = await self._address_throttled(address)
+        if throttled is not None:
+            return self._graphql_throttled(throttled, outcome, address, started)
         return await self._e.auditor.seal(
             graphql_event(outcome, address, started), refused, started=started,
             unavailable=graphql_unavailable, client_verified=True,
@@ -198,6 +218,13 @@ class _Handlers:
         body = {"error": "invalid_request", "error_description": "use POST"}
         refused = json_response(body, status=405, headers={"Allow": "POST"})
         address = client_address(request, self._e.trusted_proxies)
+        throttled = await self._address_throttled(address)
+        if throttled is not None:
+            draft = EventDraft(
+                endpoint=name, outcome="denied", http_status=429, latency_us=0,
+                error_code="temporarily_unavailable", client_address=address, trace_id=trace_id_hex(),
+            )  # fmt: skip
+            return self._summarised(f"{name}:address:{address}", draft, _oauth_throttled(throttled))
         return await self._e.auditor.seal_failure(
             name, address, refused, code="invalid_request", started=time.perf_counter(),
             unavailable=token_unavailable,
@@ -317,6 +344,14 @@ def token_event(
         officer_issuer=outcome.officer.issuer if outcome.officer else None,
     )
     return _with_agreement(draft, agreement)
+
+
+def _oauth_throttled(throttled: Throttled) -> JSONResponse:
+    body = {
+        "error": "temporarily_unavailable",
+        "error_description": "too many refused requests: try again later",
+    }
+    return json_response(body, status=429, headers={"Retry-After": str(throttled.retry_after)})
 
 
 def token_unavailable() -> JSONResponse:

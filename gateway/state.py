@@ -115,6 +115,10 @@ class DatabaseState:
         upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         added: set[str] = set()
         async with self._engine.begin() as conn:
+            if self._engine.dialect.name == "postgresql":
+                # One transaction per set at a time: under READ COMMITTED two could each count only
+                # their own new members and both pass a quota (SQLite serialises writers anyway).
+                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
             for chunk in _chunks(sorted(members), 500):
                 statement: Any = upsert(shared_sets).values(
                     [{"key": key, "member": member, "expires_at": expires_at} for member in chunk]

@@ -217,10 +217,17 @@ def people_cost(
     pages: Mapping[str, tuple[int, int]],
 ) -> int:
     """People a document may return: for each root field named in `pages` (a list field, its default
-    page size and its largest), its `first` argument or the default (a larger `first` is refused by the
-    field itself, with its own message); one for every other root field that reaches a person
-    (`person`, `findPeople`). Fragments are costed once each, however often they are spread."""
+    page size and its largest), its `first` argument, or the default when it gives none; one for
+    every other root field that reaches a person (`person`, `findPeople`). A page size given as a
+    variable counts as sent, else as the variable's default; without the variables (when a document
+    is registered) or with a value that is not a plain whole number, it counts as the largest page.
+    Fragments are costed once each, however often they are spread."""
     known: dict[str, int] = {}
+    defaults = {
+        definition.variable.name.value: int(definition.default_value.value)
+        for definition in operation.variable_definitions or ()
+        if isinstance(definition.default_value, IntValueNode)
+    }
 
     def cost(selection_set: SelectionSetNode, seen: frozenset[str]) -> int:
         total = 0
@@ -231,7 +238,7 @@ def people_cost(
                     continue
                 if name in pages:
                     default, largest = pages[name]
-                    total += min(_first(selection, variables or {}, default), largest)
+                    total += min(max(_first(selection, variables, defaults, default, largest), 0), largest)
                 else:
                     total += 1
             elif isinstance(selection, InlineFragmentNode):
@@ -246,14 +253,30 @@ def people_cost(
     return cost(operation.selection_set, frozenset())
 
 
-def _first(field: FieldNode, variables: Mapping[str, Any], default: int) -> int:
+def _first(
+    field: FieldNode,
+    variables: Mapping[str, Any] | None,
+    defaults: Mapping[str, int],
+    default: int,
+    largest: int,
+) -> int:
     for argument in field.arguments or ():
         if argument.name.value != "first":
             continue
         value = argument.value
         if isinstance(value, IntValueNode):
-            return max(int(value.value), 0)
-        if isinstance(value, VariableNode):
-            given = variables.get(value.name.value)
-            return given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else default
+            return int(value.value)
+        if not isinstance(value, VariableNode) or variables is None:
+            return largest  # unknown until the request: the worst case
+        name = value.name.value
+        given = variables.get(name, defaults.get(name)) if name in variables or name in defaults else None
+        if given is None:
+            return default  # a variable neither sent nor defaulted: the field's own default applies
+        if isinstance(given, bool):
+            return largest
+        if isinstance(given, int):
+            return given
+        if isinstance(given, float) and given.is_integer():
+            return int(given)  # GraphQL takes 100.0 as the Int 100
+        return largest
     return default

@@ -124,7 +124,7 @@ class OperationPipeline(SchemaExtension):
         if operation is None:
             return []
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        cost = people_cost(operation, fragments, variables, pages=self.cost.pages)
+        cost = people_cost(operation, fragments, variables or {}, pages=self.cost.pages)
         if cost <= self.cost.maximum:
             return []
         message = (

@@ -108,7 +108,7 @@ async def review_break_glass(
         raise BreakGlassError(f"no break-glass with id {break_glass_id}")
     if found.reviewed_at is not None:
         raise BreakGlassError(f"break-glass {break_glass_id} was reviewed already ({found.review_outcome})")
-    await conn.execute(
+    done = await conn.execute(
         update(break_glass)
         .where(break_glass.c.id == break_glass_id, break_glass.c.reviewed_at.is_(None))
         .values(
@@ -118,6 +118,8 @@ async def review_break_glass(
             review_note=note.strip(),
         )
     )
+    if done.rowcount != 1:  # another review got there between the read and the update
+        raise BreakGlassError(f"break-glass {break_glass_id} was reviewed already")
     reviewed = (await conn.execute(select(break_glass).where(break_glass.c.id == break_glass_id))).one()
     return break_glass_record(reviewed._mapping)
 

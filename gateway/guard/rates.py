@@ -52,14 +52,18 @@ class RateLimits:
         self._settings = settings
         self._unauthenticated = RateLimitItemPerMinute(settings.unauthenticated_per_minute)
 
-    def _client_rules(self, agreement: Agreement) -> tuple[RateLimitItem, RateLimitItem]:
-        limits = agreement.limits
+    def _client_rules(self, agreement: Agreement | None) -> tuple[RateLimitItem, RateLimitItem]:
+        limits = agreement.limits if agreement is not None else None
         return (
-            RateLimitItemPerSecond(limits.requests_per_second or self._settings.requests_per_second),
-            RateLimitItemPerMinute(limits.requests_per_minute or self._settings.requests_per_minute),
+            RateLimitItemPerSecond(
+                (limits.requests_per_second if limits else None) or self._settings.requests_per_second
+            ),
+            RateLimitItemPerMinute(
+                (limits.requests_per_minute if limits else None) or self._settings.requests_per_minute
+            ),
         )
 
-    async def client(self, client_id: str, agreement: Agreement) -> Throttled | None:
+    async def client(self, client_id: str, agreement: Agreement | None) -> Throttled | None:
         """Count one request of the client; a Throttled if it is over either rule."""
         for rule in self._client_rules(agreement):
             if not await self._limiter.hit(rule, "client", client_id):
@@ -71,7 +75,8 @@ class RateLimits:
         return None
 
     async def address_blocked(self, address: str | None) -> Throttled | None:
-        """Whether the address has had too many unauthenticated requests this minute (counts nothing)."""
+        """Whether the address has had too many refused requests from callers that did not prove who
+        they are (no valid token, no client authentication, a wrong method) this minute. Counts nothing."""
         if address is None or await self._limiter.test(self._unauthenticated, "address", address):
             return None
         return Throttled(

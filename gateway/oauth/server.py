@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.db import is_unavailable
+from gateway.guard import Throttled
 from gateway.http import (
     CLIENT_CLOSED_REQUEST,
     CLIENT_DISCONNECTED,
@@ -114,6 +115,7 @@ class AuthorizationServer:
         officers: OfficerIssuers,
         revocations: Revocations,
         today: Callable[[], date],
+        admit: Callable[[str, Agreement], Awaitable[Throttled | None]] | None = None,
     ) -> None:
         self._engine = engine
         self._token_url = issuer + TOKEN_PATH
@@ -124,6 +126,7 @@ class AuthorizationServer:
         self._officers = officers
         self._revocations = revocations
         self._today = today
+        self._admit = admit  # the client's rate limit, counted once it has proved who it is
 
     # -- the three endpoints ----------------------------------------------------------------------
 
@@ -193,6 +196,7 @@ class AuthorizationServer:
         authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
         client, agreement = authenticated.client, authenticated.agreement
         caller.authenticated(authenticated)
+        await self._admitted(authenticated)
         refused = out_of_force(agreement, today=self._today())
         if refused is not None:
             raise _Refusal(400, "unauthorized_client", f"the agreement is not in force ({refused.code})")
@@ -305,11 +309,21 @@ class AuthorizationServer:
         form = await self._form(request)
         authenticated = await self._authenticator.authenticate(request.headers, form, address=address)
         caller.authenticated(authenticated)
+        await self._admitted(authenticated)
         try:
             claims = self._verifier.verify(form.get("token", ""))
         except InvalidTokenError:
             return authenticated, None
         return authenticated, claims if claims.client_id == authenticated.client.client_id else None
+
+    async def _admitted(self, authenticated: Authenticated) -> None:
+        """Within the client's rate limit (every endpoint's requests count), or 429."""
+        if self._admit is None:
+            return
+        throttled = await self._admit(authenticated.client.client_id, authenticated.agreement)
+        if throttled is not None:
+            retry = {"Retry-After": str(throttled.retry_after)}
+            raise _Refusal(429, "temporarily_unavailable", throttled.message, headers=retry)
 
     async def _usable(self, claims: AccessClaims) -> bool:
         try:

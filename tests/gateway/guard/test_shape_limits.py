@@ -195,3 +195,38 @@ async def test_an_agreement_may_set_its_own_limits() -> None:
     _, errors = await run('{ a: person(ref: "x") { b: ref } }', strict)
     assert errors == [("QUERY_TOO_COMPLEX", "Query too complex: an operation may use at most 1 aliases.")]
     assert strict.cost is not None and strict.cost.maximum == 150
+
+
+TWO_PAGES = (
+    "query Two($f: Int = 100, $c: String) { a: people(first: $f) { edges { cursor } } "
+    "b: people(first: $f, after: $c) { edges { cursor } } }"
+)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{}, {"f": 100.0}, {"f": 100}, {"c": "x"}],
+    ids=["the variable's default", "a float GraphQL takes as an Int", "an int", "only the cursor"],
+)
+async def test_a_page_size_in_a_variable_counts_as_it_will_run(variables: dict[str, Any]) -> None:
+    """Found by an outside tester: a default or a float was priced at the field's default (50)."""
+    data, errors = await run(TWO_PAGES, variables=variables)
+    assert data is None
+    assert errors == [
+        ("QUERY_TOO_COMPLEX", "Query too complex: a document may ask for at most 100 people (this one 200).")
+    ]
+
+
+def test_a_document_is_registered_at_its_largest_page_sizes() -> None:
+    from gateway.guard import DocumentError, check_against_view
+
+    ons = build_view(AGREEMENTS["ons-evaluation"])
+    five = (
+        "query OnsBig($f: Int = 500) { "
+        + " ".join(f"p{i}: people(first: $f) {{ edges {{ cursor }} }}" for i in range(5))
+        + " }"
+    )
+    with pytest.raises(DocumentError, match="at most 500 people"):
+        check_against_view(five, ons, max_tokens=2_000)
+    one = "query Page($f: Int, $a: String) { people(first: $f, after: $a) { edges { cursor } } }"
+    assert check_against_view(one, ons, max_tokens=2_000) == ("Page",)
