@@ -99,6 +99,9 @@ class DailyPeople:
 
     def __init__(self, state: SharedState) -> None:
         self._state = state
+        # People this process has seen counted for a client today: they are in the shared set already,
+        # so an answer holding only them needs no round trip (a new person always asks the store).
+        self._counted: dict[str, set[str]] = {}
 
     async def take(
         self, client_id: str, agreement: Agreement, people: Collection[int], *, now: datetime | None = None
@@ -111,9 +114,15 @@ class DailyPeople:
         moment = (now or datetime.now(COUNCIL_TIMEZONE)).astimezone(COUNCIL_TIMEZONE)
         key = f"people:{client_id}:{moment.date().isoformat()}"
         members = {str(person) for person in people}
+        counted = self._counted.setdefault(key, set())
+        if members <= counted:
+            return None
         expires = int((moment.replace(hour=0, minute=0, second=0, microsecond=0) + _DAY_KEEP).timestamp())
         added, total = await self._state.add_members(key, members, expires_at=expires)
         if total <= quota:
+            if len(self._counted) > 1_000 or len(counted) > 100_000:
+                self._counted.clear()
+            self._counted.setdefault(key, set()).update(members)
             return None
         await self._state.remove_members(key, added)  # not sent, so not counted
         midnight = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -2,7 +2,8 @@
 
 - UNUSUAL_VOLUME: a client's requests this hour pass both VOLUME_FLOOR and VOLUME_FACTOR times its
   average hour over the last day (the baseline, read once an hour per process from the shared hourly
-  counters, so every process compares against the same history).
+  counters, so every process compares against the same history). Each process adds its requests to
+  the shared counter in batches (every 50 requests or 10 seconds), so the count is that far behind.
 - REFUSAL_BURST: more than BURST refusals of one client in a minute.
 Each is raised at most once an hour (volume) or once in ten minutes (bursts) per client.
 """
@@ -21,6 +22,8 @@ BASELINE_HOURS: Final = 24
 VOLUME_FLOOR: Final = 1_000
 VOLUME_FACTOR: Final = 10
 BURST: Final = 20
+FLUSH_REQUESTS: Final = 50  # a process adds its count to the shared one every 50 requests ...
+FLUSH_SECONDS: Final = 10.0  # ... or every 10 seconds, whichever comes first
 
 
 class Watch:
@@ -28,9 +31,18 @@ class Watch:
         self._state = state
         self._alerts = alerts
         self._baselines: dict[str, tuple[int, float]] = {}  # client: (hour it was read in, mean)
+        # Requests counted here and added to the shared hourly counter in batches, so that a request
+        # does not pay a round trip for it: (requests not yet added, when they were last added).
+        self._pending: dict[str, tuple[int, float]] = {}
 
     async def request(self, client_id: str, agreement: Agreement) -> None:
-        count = await self._state.hit(f"volume:{client_id}", window_seconds=HOUR)
+        waiting, added_at = self._pending.get(client_id, (0, time.monotonic()))
+        waiting += 1
+        if waiting < FLUSH_REQUESTS and time.monotonic() - added_at < FLUSH_SECONDS:
+            self._pending[client_id] = (waiting, added_at)
+            return
+        self._pending[client_id] = (0, time.monotonic())
+        count = await self._state.hit(f"volume:{client_id}", window_seconds=HOUR, amount=waiting)
         if count <= VOLUME_FLOOR:
             return
         if count > VOLUME_FACTOR * await self._baseline(client_id):

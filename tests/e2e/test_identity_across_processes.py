@@ -39,6 +39,7 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[d
             "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "signing.jwk.json"),
             "GATEWAY_REF_SECRET_FILE": str(tmp_path / "ref-secret"),
             "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
+            "GATEWAY_REQUESTS_PER_SECOND": "1000",  # bursts here; the limits are tested elsewhere
         }
         if request.param.endswith("+redis"):
             made["GATEWAY_REDIS_URL"] = await redis_url()

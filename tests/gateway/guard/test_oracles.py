@@ -8,7 +8,8 @@ named by another partner's ref must be answered exactly like a person who was ne
 a view lists people, a protected person is simply absent: the listing is the oracle's own reading
 of the rules (tests/support/oracle.py), field for field. And no error message quotes a value sent.
 
-Over SQLite and PostgreSQL, in-process and over uvicorn (the `partner` fixture), with real tokens.
+Over SQLite and PostgreSQL, in-process (the `local_partner` fixture: the transport is the HTTP
+contract tests' concern), with real tokens.
 """
 
 from __future__ import annotations
@@ -302,9 +303,9 @@ def _ref_subjects(client: Partner, oracle: Oracle) -> tuple[list[Subject], Subje
 
 @pytest.mark.parametrize("agreement_id", PERSON_VIEWS)
 async def test_a_field_of_another_view_is_refused_exactly_like_a_field_that_exists_nowhere(
-    agreement_id: str, partner: PartnerFactory, oracle: Oracle
+    agreement_id: str, local_partner: PartnerFactory, oracle: Oracle
 ) -> None:
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     token = await client.token()
     ref = client.ref(_visible_person(oracle, _AGREEMENTS[agreement_id]).id)
     foreign = _foreign_fields(agreement_id)
@@ -338,9 +339,9 @@ async def test_a_field_of_another_view_is_refused_exactly_like_a_field_that_exis
 
 @pytest.mark.parametrize("agreement_id", PERSON_VIEWS)
 async def test_person_by_ref_answers_every_invisible_person_exactly_like_one_who_does_not_exist(
-    agreement_id: str, partner: PartnerFactory, oracle: Oracle
+    agreement_id: str, local_partner: PartnerFactory, oracle: Oracle
 ) -> None:
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     token = await client.token()
     subjects, visible = _ref_subjects(client, oracle)
     query = PERSON_QUERY.format(selection=_selection(agreement_id))
@@ -383,10 +384,10 @@ def _match_variables(agreement: Agreement, person: Person | None) -> dict[str, s
 
 @pytest.mark.parametrize("agreement_id", FINDING)
 async def test_find_people_answers_every_invisible_person_exactly_like_one_who_does_not_exist(
-    agreement_id: str, partner: PartnerFactory, oracle: Oracle
+    agreement_id: str, local_partner: PartnerFactory, oracle: Oracle
 ) -> None:
     agreement = _AGREEMENTS[agreement_id]
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     token = await client.token()
     declared = ", ".join(f"${name}: {TYPES[name]}" for name in agreement.match)
     arguments = ", ".join(f"{name}: ${name}" for name in agreement.match)
@@ -421,9 +422,9 @@ async def test_find_people_answers_every_invisible_person_exactly_like_one_who_d
 
 @pytest.mark.parametrize("agreement_id", EXCLUDING)
 async def test_no_view_but_mashs_has_a_withheld_field_anywhere_in_its_schema(
-    agreement_id: str, partner: PartnerFactory
+    agreement_id: str, local_partner: PartnerFactory
 ) -> None:
-    data = await partner(agreement_id).data(
+    data = await local_partner(agreement_id).data(
         "query Schema { __schema { types { name fields { name } inputFields { name } } } }"
     )
     names = {t["name"] for t in data["__schema"]["types"]}
@@ -458,10 +459,10 @@ def _projection(client: Partner, person: Person, name: str) -> Any:
 
 @pytest.mark.parametrize("agreement_id", [a for a in LISTING if a in EXCLUDING])
 async def test_a_listing_has_one_shape_for_everyone_and_protected_people_are_simply_absent(
-    agreement_id: str, partner: PartnerFactory, oracle: Oracle, agreements: dict[str, Agreement]
+    agreement_id: str, local_partner: PartnerFactory, oracle: Oracle, agreements: dict[str, Agreement]
 ) -> None:
     agreement = agreements[agreement_id]
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     page_size = agreement.limits.max_page_size or 50
     selection = _selection(agreement_id)
     keys = list(_person_fields(agreement_id))
@@ -500,10 +501,10 @@ async def test_a_listing_has_one_shape_for_everyone_and_protected_people_are_sim
 
 @pytest.mark.parametrize("agreement_id", [a for a in LISTING if a in EXCLUDING])
 async def test_a_listing_counts_exactly_the_people_the_oracle_expects_and_no_protected_person(
-    agreement_id: str, partner: PartnerFactory, oracle: Oracle, agreements: dict[str, Agreement]
+    agreement_id: str, local_partner: PartnerFactory, oracle: Oracle, agreements: dict[str, Agreement]
 ) -> None:
     agreement = agreements[agreement_id]
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     listed = await client.all_people(page_size=agreement.limits.max_page_size or 50)
     ids = [client.person_id(node["ref"]) for node in listed]
     expected = oracle.expected(agreement, FIXED_TODAY)
@@ -590,9 +591,9 @@ def _echo_cases(agreement: Agreement) -> list[tuple[str, str, dict[str, Any] | N
 
 @pytest.mark.parametrize("agreement_id", PERSON_VIEWS)
 async def test_no_error_message_quotes_a_value_that_was_sent(
-    agreement_id: str, partner: PartnerFactory
+    agreement_id: str, local_partner: PartnerFactory
 ) -> None:
-    client = partner(agreement_id)
+    client = local_partner(agreement_id)
     token = await client.token()
     echoed, refused_without_error = [], []
     for label, query, variables, operation in _echo_cases(_AGREEMENTS[agreement_id]):

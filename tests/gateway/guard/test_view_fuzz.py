@@ -62,7 +62,7 @@ from tests.support.partners import PURPOSE, Partner, enrol
 from tests.support.population import FIRST_ID, EdgeCases
 from tests.support.requests import event_of
 
-EXAMPLES: Final = 80  # documents per view and database: 35 to 50 s for the file on two cores
+EXAMPLES: Final = 50  # documents per view and database: about 25 s for the file on two cores
 PERSON_VIEWS: Final = [
     "police-prevention",
     "dwp-worklessness",
