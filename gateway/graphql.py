@@ -544,6 +544,7 @@ class GraphQLEndpoint:
             refs=self._refs[decision.agreement_id],
             connect=self._engine.connect,
             ledger=self._ledger if view.agreement.is_ledger else None,
+            acting_user=outcome.purpose.acting_user,
         )
         try:
             result = await view.schema.execute(
@@ -551,7 +552,10 @@ class GraphQLEndpoint:
                 variable_values=payload.get("variables"),
                 context_value=context,
                 operation_name=payload.get("operationName"),
-                allowed_operation_types=(OperationType.QUERY,),
+                # Queries only; the security team's view also records break-glass reviews.
+                allowed_operation_types=(OperationType.QUERY, OperationType.MUTATION)
+                if view.agreement.is_ledger
+                else (OperationType.QUERY,),
             )
         except InvalidOperationTypeError:
             raise _bad_request(400, "OPERATION_NOT_ALLOWED", "Only queries are allowed.") from None

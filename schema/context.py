@@ -40,6 +40,7 @@ class ViewContext:
     disclosures: list[Disclosure] = field(default_factory=list)
     operation_name: str | None = None  # the operation that ran, once the document is parsed
     ledger: LedgerReader | None = None  # only for views over the access ledger
+    acting_user: str | None = None  # who is asking: a review in the ledger view is recorded under it
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

@@ -28,6 +28,7 @@ from schema.ledger_records import (
     EventFilter,
     InvalidCursorError,
     LedgerReader,
+    ReviewRefusedError,
 )
 from schema.types import PageInfo
 
@@ -194,6 +195,48 @@ def ledger_query(agreement: Agreement) -> type:
         name="Query",
         description=f"{agreement.partner}: agreement {agreement.id}, version {agreement.version}. "
         f"Purpose: {agreement.purpose}",
+    )
+
+
+@strawberry.enum(description="What the review of a break-glass found.")
+class BreakGlassOutcome(Enum):
+    JUSTIFIED = "justified"
+    ESCALATED = "escalated"
+
+
+def ledger_mutation(agreement: Agreement) -> type | None:
+    """The Mutation type of a ledger view that names breakGlass: recording a break-glass review."""
+    if "breakGlass" not in agreement.fields:
+        return None
+
+    async def review_break_glass(
+        info: strawberry.Info, id: strawberry.ID, outcome: BreakGlassOutcome, note: str
+    ) -> BreakGlass:
+        context, reader = _reader(info)
+        if not context.acting_user:  # pragma: no cover - the agreement requires an acting user
+            raise BadUserInputError("A review needs the reviewer in X-Acting-User.")
+        try:
+            entry = await reader.review_break_glass(
+                str(id), outcome=outcome.value, reviewer=context.acting_user, note=note
+            )
+        except ReviewRefusedError as refused:
+            raise BadUserInputError(str(refused)) from None
+        context.disclosures.append(
+            Disclosure(
+                root=str(info.path.key), person_id=entry.person_id, fields=("breakGlass",), withheld=()
+            )
+        )
+        return _break_glass(entry)
+
+    namespace = {
+        "review_break_glass": strawberry.mutation(
+            resolver=review_break_glass,
+            description="Record the review of a break-glass under the reviewer in X-Acting-User: "
+            "justified or escalated, with a note. A break-glass is reviewed once.",
+        )
+    }
+    return strawberry.type(
+        type("Mutation", (), {"__annotations__": {}, "__module__": __name__, **namespace}), name="Mutation"
     )
 
 

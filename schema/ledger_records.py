@@ -20,6 +20,10 @@ class InvalidCursorError(Exception):
     pass
 
 
+class ReviewRefusedError(Exception):
+    """A review that cannot be recorded; `str()` says why, safe to send back."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEventRecord:
     id: str
@@ -115,3 +119,7 @@ class LedgerReader(Protocol):
     async def break_glass(
         self, *, pending: bool, first: int, after: str | None
     ) -> LedgerPage[BreakGlassEntry]: ...
+
+    async def review_break_glass(
+        self, break_glass_id: str, *, outcome: str, reviewer: str, note: str
+    ) -> BreakGlassEntry: ...

@@ -35,7 +35,7 @@ from resolvers import (
 )
 from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
-from schema.ledger import ledger_query
+from schema.ledger import ledger_mutation, ledger_query
 from schema.limits import MAX_ROOT_FIELDS, ShapeLimits, complexity_rule
 from schema.pipeline import OperationPipeline, PeopleLimit
 from schema.types import (
@@ -107,6 +107,7 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
     used_tracer = tracer or NoOpTracer()
     schema = _ViewSchema(
         query=query,
+        mutation=ledger_mutation(agreement) if agreement.is_ledger else None,
         config=StrawberryConfig(disable_field_suggestions=True),
         extensions=[
             lambda: OperationPipeline(

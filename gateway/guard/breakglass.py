@@ -105,9 +105,9 @@ async def review_break_glass(
         raise BreakGlassError("a review needs a reviewer and a note")
     found = (await conn.execute(select(break_glass).where(break_glass.c.id == break_glass_id))).first()
     if found is None:
-        raise BreakGlassError(f"no break-glass with id {break_glass_id}")
+        raise BreakGlassError("no break-glass has this id")
     if found.reviewed_at is not None:
-        raise BreakGlassError(f"break-glass {break_glass_id} was reviewed already ({found.review_outcome})")
+        raise BreakGlassError(f"this break-glass was reviewed already ({found.review_outcome})")
     done = await conn.execute(
         update(break_glass)
         .where(break_glass.c.id == break_glass_id, break_glass.c.reviewed_at.is_(None))
@@ -119,7 +119,7 @@ async def review_break_glass(
         )
     )
     if done.rowcount != 1:  # another review got there between the read and the update
-        raise BreakGlassError(f"break-glass {break_glass_id} was reviewed already")
+        raise BreakGlassError("this break-glass was reviewed already")
     reviewed = (await conn.execute(select(break_glass).where(break_glass.c.id == break_glass_id))).one()
     return break_glass_record(reviewed._mapping)
 

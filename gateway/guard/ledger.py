@@ -9,12 +9,23 @@ from datetime import UTC, datetime
 from sqlalchemy import select, tuple_
 
 from gateway.audit import LedgerQueries
-from gateway.guard.breakglass import break_glass_record
+from gateway.guard.breakglass import BreakGlassError, break_glass_record, review_break_glass
 from gateway.guard.tables import break_glass
-from schema.ledger_records import BreakGlassEntry, InvalidCursorError, LedgerPage
+from schema.ledger_records import BreakGlassEntry, InvalidCursorError, LedgerPage, ReviewRefusedError
 
 
 class SecurityLedger(LedgerQueries):
+    async def review_break_glass(
+        self, break_glass_id: str, *, outcome: str, reviewer: str, note: str
+    ) -> BreakGlassEntry:
+        try:
+            async with self._engine.begin() as conn:
+                return await review_break_glass(
+                    conn, break_glass_id, outcome=outcome, reviewer=reviewer, note=note
+                )
+        except BreakGlassError as error:
+            raise ReviewRefusedError(str(error)) from None
+
     async def break_glass(
         self, *, pending: bool, first: int, after: str | None
     ) -> LedgerPage[BreakGlassEntry]:

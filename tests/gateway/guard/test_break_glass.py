@@ -257,3 +257,47 @@ async def test_the_security_audit_view_lists_the_queue_and_records_reading_it(
         # Reading the queue names a protected person: it is recorded as a disclosure of that person.
         [event] = await events(engine, id=response.headers["x-audit-event-id"])
         assert event["people_count"] >= 1 and "breakGlass" in event["fields_disclosed"]
+
+
+async def test_the_security_team_reviews_a_break_glass_in_its_view_once_under_its_own_name(
+    settings: Settings, engine: AsyncEngine, signing: SigningKeys, enrolled: Enrol, oracle: Oracle,
+    cases: EdgeCases,
+) -> None:  # fmt: skip
+    refuge = oracle.people[cases.id("refuge_adult")]
+    review = (
+        "mutation Review($id: ID!, $o: BreakGlassOutcome!, $n: String!) { "
+        "reviewBreakGlass(id: $id, outcome: $o, note: $n) { id outcome reviewer note reviewedAt } }"
+    )
+    async with guarded_app(settings, engine, signing) as (_, http):
+        mash = await enrolled(MASH, http)
+        case = _case()
+        await mash.post(FIND, _find(refuge), headers={**case, "X-Break-Glass-Reason": REASON})
+        security = await enrolled("security-audit", http)
+        listed = await security.data(
+            "{ breakGlass(pending: true, first: 200) { edges { node { id caseReference } } } }"
+        )
+        [entry] = [
+            e["node"]
+            for e in listed["breakGlass"]["edges"]
+            if e["node"]["caseReference"] == case["X-Case-Reference"]
+        ]
+        reviewer = {"X-Acting-User": "j.okafor", "X-Case-Reference": "SEC-2291"}
+        variables = {"id": entry["id"], "o": "ESCALATED", "n": "Referral did not state a risk."}
+        done = await security.post(review, variables, headers=reviewer)
+        assert done.status_code == 200, done.text
+        reviewed = done.json()["data"]["reviewBreakGlass"]
+        assert (reviewed["outcome"], reviewed["reviewer"], reviewed["note"]) == (
+            "escalated", "j.okafor", "Referral did not state a risk.",
+        )  # fmt: skip
+        [event] = await events(engine, id=done.headers["x-audit-event-id"])
+        assert (event["acting_user"], event["case_reference"], event["operation_name"]) == (
+            "j.okafor", "SEC-2291", "Review",
+        )  # fmt: skip
+        again = await security.post(review, variables, headers=reviewer)
+        assert again.json()["data"] is None
+        assert again.json()["errors"][0]["message"] == "this break-glass was reviewed already (escalated)"
+        unknown = await security.post(review, {**variables, "id": "f" * 32}, headers=reviewer)
+        assert unknown.json()["errors"][0]["message"] == "no break-glass has this id"
+        # Only the security team's view takes a mutation.
+        refused = await mash.post("mutation { __typename }", headers=case)
+        assert code_of(refused) == "OPERATION_NOT_ALLOWED"
