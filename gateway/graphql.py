@@ -280,9 +280,14 @@ class GraphQLEndpoint:
             )
         body, disclosures = await self._execute(view, decision, query, payload, outcome, frozenset(windows))
         if purpose.break_glass_reason and decision.rule == "break_glass":
-            body, disclosures, windows = await self._break_glass(
-                view, decision, query, payload, outcome, body, disclosures, windows
-            )
+            opened = await self._break_glass(view, outcome, disclosures)
+            if opened is not None:
+                # Answered again with the window open: the first answer withheld the person.
+                windows = {**windows, opened: purpose.break_glass_reason}
+                outcome.error_codes.clear()
+                body, disclosures = await self._execute(
+                    view, decision, query, payload, outcome, frozenset(windows)
+                )
         used = sorted({d.person_id for d in disclosures} & set(windows))
         if used and decision.rule != "break_glass":
             # Within a window opened earlier: the answer holds what only break-glass may disclose,
@@ -350,19 +355,9 @@ class GraphQLEndpoint:
         except AuditUnavailableError:
             raise _Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
 
-    async def _break_glass(
-        self,
-        view: View,
-        decision: Decision,
-        query: str,
-        payload: dict[str, Any],
-        outcome: Outcome,
-        body: dict[str, Any],
-        disclosures: list[Disclosure],
-        windows: dict[int, str],
-    ) -> tuple[dict[str, Any], list[Disclosure], dict[int, str]]:
-        """Open a window for the one protected person this request reached (household members stay
-        withheld), raise the alert before anything leaves, and answer again with the window open."""
+    async def _break_glass(self, view: View, outcome: Outcome, disclosures: list[Disclosure]) -> int | None:
+        """Raise the alert before anything leaves, and open a window for the one protected person this
+        request reached (household members stay withheld); the person opened, or None."""
         purpose, officer = outcome.purpose, outcome.officer
         assert purpose.break_glass_reason and purpose.case_reference and officer is not None
         protected = sorted({d.person_id for d in disclosures if d.withheld and not d.member})
@@ -374,7 +369,7 @@ class GraphQLEndpoint:
             )
         await self._alert_break_glass(view, outcome)
         if not protected:
-            return body, disclosures, windows  # nothing protected was reached: nothing to open
+            return None  # nothing protected was reached: nothing to open
         await self._guard.windows.open(
             event_id=outcome.event_id,
             client_id=outcome.client_id or "",
@@ -385,10 +380,7 @@ class GraphQLEndpoint:
             reason=purpose.break_glass_reason,
             person_id=protected[0],
         )
-        windows = {**windows, protected[0]: purpose.break_glass_reason}
-        outcome.error_codes.clear()
-        body, disclosures = await self._execute(view, decision, query, payload, outcome, frozenset(windows))
-        return body, disclosures, windows
+        return protected[0]
 
     # -- 1 and 2: who is calling -----------------------------------------------------------------
 

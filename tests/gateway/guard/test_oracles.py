@@ -19,21 +19,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
-from graphql import GraphQLObjectType, build_schema, get_named_type, is_introspection_type
+from graphql import GraphQLObjectType, get_named_type, is_introspection_type
 from graphql import GraphQLSchema as CoreSchema
 
 from policies import Agreement, load_agreements
 from resolvers import RefCodec, RefKind
-from schema import build_view
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.oracle import Oracle, Person
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import FIRST_ID
+from tests.support.views import view_names, view_schemas
 
 PartnerFactory = Callable[[str], Partner]
 
@@ -61,14 +60,6 @@ TYPES: Final = {"givenName": "String!", "familyName": "String!", "dateOfBirth": 
 # -- the views as their SDL says ----------------------------------------------------------------
 
 
-@cache
-def _sdl_schemas(agreement_id: str) -> tuple[CoreSchema, ...]:
-    """The view as checked in (schema/views/) and as the code builds it: a name in either counts."""
-    snapshot = Path(__file__).resolve().parents[3] / "schema" / "views" / f"{agreement_id}.graphql"
-    live = build_view(_AGREEMENTS[agreement_id]).sdl
-    return build_schema(snapshot.read_text(encoding="utf-8")), build_schema(live)
-
-
 def _own_types(schema: CoreSchema) -> list[Any]:
     return [
         t
@@ -78,24 +69,10 @@ def _own_types(schema: CoreSchema) -> list[Any]:
 
 
 @cache
-def _names(agreement_id: str) -> frozenset[str]:
-    """Every name the view's SDL holds: types, fields, arguments, enum values, input fields."""
-    out: set[str] = set()
-    for schema in _sdl_schemas(agreement_id):
-        for t in _own_types(schema):
-            out.add(t.name)
-            for field_name, field in getattr(t, "fields", {}).items():
-                out.add(field_name)
-                out.update(getattr(field, "args", {}))
-            out.update(getattr(t, "values", {}))
-    return frozenset(out)
-
-
-@cache
 def _person_fields(agreement_id: str) -> dict[str, str]:
     """The fields of the view's person types (Person, HouseholdMember): name -> a sub-selection."""
     out: dict[str, str] = {}
-    for schema in _sdl_schemas(agreement_id):
+    for schema in view_schemas(agreement_id):
         for type_name in ("Person", "HouseholdMember"):
             t = schema.type_map.get(type_name)
             if not isinstance(t, GraphQLObjectType):
@@ -109,7 +86,7 @@ def _person_fields(agreement_id: str) -> dict[str, str]:
 
 
 def _root_fields(agreement_id: str) -> set[str]:
-    return {name for schema in _sdl_schemas(agreement_id) for name in schema.type_map["Query"].fields}  # type: ignore[attr-defined]
+    return {name for schema in view_schemas(agreement_id) for name in schema.type_map["Query"].fields}  # type: ignore[attr-defined]
 
 
 def _foreign_fields(agreement_id: str) -> dict[str, str]:
@@ -119,7 +96,7 @@ def _foreign_fields(agreement_id: str) -> dict[str, str]:
     for other in PERSON_VIEWS:
         if other != agreement_id:
             out.update(_person_fields(other))
-    for schema in _sdl_schemas("security-audit"):
+    for schema in view_schemas("security-audit"):
         for t in _own_types(schema):
             if isinstance(t, GraphQLObjectType) and t.name != "Query":
                 for name, field in t.fields.items():
@@ -128,17 +105,17 @@ def _foreign_fields(agreement_id: str) -> dict[str, str]:
                         name,
                         f"{{ {next(iter(inner.fields))} }}" if isinstance(inner, GraphQLObjectType) else "",
                     )
-    return {name: sub for name, sub in sorted(out.items()) if name not in _names(agreement_id)}
+    return {name: sub for name, sub in sorted(out.items()) if name not in view_names(agreement_id)}
 
 
 def _foreign_roots(agreement_id: str) -> list[str]:
     others = {name for other in [*PERSON_VIEWS, "security-audit"] for name in _root_fields(other)}
-    return sorted(others - _names(agreement_id))
+    return sorted(others - view_names(agreement_id))
 
 
 def _nowhere(like: str) -> str:
     """A name of the same length as `like` that no view has (so the answers have the same length)."""
-    every = {name for a in [*PERSON_VIEWS, "security-audit"] for name in _names(a)}
+    every = {name for a in [*PERSON_VIEWS, "security-audit"] for name in view_names(a)}
     name = ("zq" + "x" * len(like))[: max(len(like), 2)]
     assert name not in every and len(name) == len(like), (like, name)
     return name
@@ -432,7 +409,7 @@ async def test_no_view_but_mashs_has_a_withheld_field_anywhere_in_its_schema(
     inputs = {f["name"] for t in data["__schema"]["types"] for f in (t["inputFields"] or [])}
     assert "Person" in names and "ref" in fields
     assert "withheld" not in fields | inputs | names
-    assert "withheld" not in _names(agreement_id)  # nor in the checked-in SDL
+    assert "withheld" not in view_names(agreement_id)  # nor in the checked-in SDL
 
 
 def _projection(client: Partner, person: Person, name: str) -> Any:

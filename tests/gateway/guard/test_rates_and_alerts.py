@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -196,7 +197,7 @@ async def test_every_kind_of_refusal_of_a_caller_that_proved_nothing_counts_agai
     async with guarded_app(settings, engine, signing, unauthenticated_per_minute=6) as (app, _):
         transport = httpx.ASGITransport(app=app, client=(address, 40_000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            sends = [
+            sends: list[Callable[[], Awaitable[httpx.Response]]] = [
                 lambda: http.get("/graphql"),
                 lambda: http.delete("/graphql"),
                 lambda: http.post("/graphql", json={"query": "{ __typename }"},

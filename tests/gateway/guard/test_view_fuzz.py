@@ -33,7 +33,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -44,7 +43,6 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
-    build_schema,
     get_named_type,
     is_introspection_type,
 )
@@ -55,12 +53,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.config import Settings
 from policies import load_agreements
 from resolvers import RefCodec, RefKind
-from schema import build_view
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.oracle import Oracle, Person
 from tests.support.partners import PURPOSE, Partner, enrol
 from tests.support.population import FIRST_ID, EdgeCases
 from tests.support.requests import event_of
+from tests.support.views import view_names, view_schemas
 
 EXAMPLES: Final = 50  # documents per view and database: about 25 s for the file on two cores
 PERSON_VIEWS: Final = [
@@ -118,36 +116,12 @@ PROTOCOL_WORDS: Final = frozenset(
 
 
 @cache
-def _schemas(agreement_id: str) -> tuple[GraphQLSchema, GraphQLSchema]:
-    """The view as checked in (schema/views/) and as the code builds it now."""
-    snapshot = Path(__file__).resolve().parents[3] / "schema" / "views" / f"{agreement_id}.graphql"
-    live = build_view(_AGREEMENTS[agreement_id]).sdl
-    return build_schema(snapshot.read_text(encoding="utf-8")), build_schema(live)
-
-
-@cache
-def _names(agreement_id: str) -> frozenset[str]:
-    """Every name in the view's SDL (either version): types, fields, arguments, enum values."""
-    out: set[str] = set()
-    for schema in _schemas(agreement_id):
-        for name, t in schema.type_map.items():
-            if is_introspection_type(t):
-                continue
-            out.add(name)
-            for field_name, definition in getattr(t, "fields", {}).items():
-                out.add(field_name)
-                out.update(getattr(definition, "args", {}))
-            out.update(getattr(t, "values", {}))
-    return frozenset(out)
-
-
-@cache
 def _foreign_names(agreement_id: str) -> frozenset[str]:
     """Names of fields, types and arguments that only other views have (4 letters or more, so that
     none is a word an error message could use)."""
-    others = {name for other in ALL_VIEWS if other != agreement_id for name in _names(other)}
+    others = {name for other in ALL_VIEWS if other != agreement_id for name in view_names(other)}
     # Introspection's own fields and arguments (`fields`, `name`, `types`, ...) are in every view.
-    schema = _schemas(agreement_id)[1]
+    schema = view_schemas(agreement_id)[1]
     introspection = {
         name
         for t in schema.type_map.values()
@@ -157,7 +131,7 @@ def _foreign_names(agreement_id: str) -> frozenset[str]:
     }
     return frozenset(
         n
-        for n in others - _names(agreement_id) - PROTOCOL_WORDS - introspection - BUILT_IN_SCALARS
+        for n in others - view_names(agreement_id) - PROTOCOL_WORDS - introspection - BUILT_IN_SCALARS
         if len(n) >= 4 and not n.isupper()
     )
 
@@ -173,15 +147,15 @@ class Shape:
 
 @cache
 def _shape(agreement_id: str) -> Shape:
-    live = _schemas(agreement_id)[1]
-    own = _names(agreement_id)
+    live = view_schemas(agreement_id)[1]
+    own = view_names(agreement_id)
     fields: dict[str, GraphQLField] = {}
     roots: dict[str, GraphQLField] = {}
     types: set[str] = set()
     for other in ALL_VIEWS:
         if other == agreement_id:
             continue
-        schema = _schemas(other)[1]
+        schema = view_schemas(other)[1]
         for name, t in schema.type_map.items():
             if is_introspection_type(t) or name in own:
                 continue
