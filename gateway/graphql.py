@@ -8,6 +8,12 @@ The order matters and reads top to bottom in `handle`:
   4. the purpose context headers and the Decision (refusals carry a stable code);
   5. execution against the one schema of the client's agreement;
   6. errors cut down to code and safe message; unexpected ones logged by cause, never by content.
+
+The answer's media type is chosen from the Accept header before anything else (GraphQL over HTTP):
+application/json, as always, or application/graphql-response+json, which is answered 400 rather than
+200 when the document never ran (it did not parse or validate, or its variables could not be
+coerced), so that only an answer with `data` is a 2xx. Every other status is the same in both; an
+Accept header that takes neither is refused 406 once the caller is known.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from gateway.guard import (
 )
 from gateway.guard.alerts import BREAK_GLASS, QUOTA_EXCEEDED
 from gateway.http import (
+    APPLICATION_JSON,
     CLIENT_CLOSED_REQUEST,
     CLIENT_DISCONNECTED,
     BodyTooLargeError,
@@ -53,8 +60,10 @@ from gateway.http import (
     graphql_error_response,
     json_response,
     media_type,
+    negotiate,
     parse_json,
     read_body,
+    with_media_type,
 )
 from gateway.oauth import (
     AccessClaims,
@@ -75,6 +84,9 @@ from schema.ledger_records import LedgerReader
 log = logging.getLogger("gateway.graphql")
 
 REALM: Final = "partner-gateway"
+GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
+# What an answer may be sent as; the first is the default, for no Accept header and for `*/*`.
+RESPONSE_MEDIA_TYPES: Final = (APPLICATION_JSON, GRAPHQL_RESPONSE_JSON)
 _HEADER_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,198}[\x21-\x7e])?$")
 PURPOSE_HEADERS: Final = (
     ("X-Acting-User", "acting_user"),
@@ -117,6 +129,8 @@ class Outcome:
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the audit event's, known ahead
     summarise: str | None = None  # past a rate limit: the key its refusal is counted under
     alert_id: str | None = None  # the security alert this request raised
+    media_type: str = APPLICATION_JSON  # the answer's, as the Accept header chose it
+    executed: bool = False  # the document ran: the answer has `data` (null, partial or whole)
 
     @property
     def code(self) -> str | None:
@@ -164,9 +178,10 @@ class GraphQLEndpoint:
 
     async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
         """Never raises: whatever happens, the outcome keeps what was verified before it happened."""
-        outcome = Outcome()
+        accepted = accepted_media_type(request)
+        outcome = Outcome(media_type=accepted or APPLICATION_JSON)
         try:
-            response = await self._handle(request, outcome)
+            response = await self._handle(request, outcome, acceptable=accepted is not None)
         except _Refusal as refusal:
             response = refusal.response
             outcome.error_codes = [refusal.code]
@@ -191,12 +206,14 @@ class GraphQLEndpoint:
             except Exception as error:
                 # The refusal stands whether or not the burst could be counted.
                 log.warning("refusal not counted", extra={"error_type": type(error).__name__})
-        return response, outcome
+        # Counted above as application/json would have it: how an answer is sent changes no count.
+        return _in_media_type(response, outcome), outcome
 
     def identify(self, request: Request) -> Outcome:
-        """Who is calling, if a valid token says so; nothing else is read. For requests refused
-        before the endpoint runs (a wrong method), so their events still name a verified client."""
-        outcome = Outcome()
+        """Who is calling, if a valid token says so, and the media type the caller accepts; nothing
+        else is read. For requests refused before the endpoint runs (a wrong method), so their
+        events still name a verified client."""
+        outcome = Outcome(media_type=accepted_media_type(request) or APPLICATION_JSON)
         try:
             claims, _ = self._token(request)
         except _Refusal:
@@ -209,7 +226,7 @@ class GraphQLEndpoint:
         view = self._views.get(claims.scope)
         return view.agreement if view is not None else None
 
-    async def _handle(self, request: Request, outcome: Outcome) -> JSONResponse:
+    async def _handle(self, request: Request, outcome: Outcome, *, acceptable: bool) -> JSONResponse:
         _single_headers(request)
         claims, raw = self._token(request)
         outcome.client_id = claims.client_id
@@ -235,6 +252,10 @@ class GraphQLEndpoint:
         outcome.agreement = view.agreement
         dpop_nonce = await self._possession(request, claims, raw, view.agreement)
         await self._guard.watch.request(claims.client_id, view.agreement)
+        if not acceptable:
+            raise _bad_request(
+                406, "NOT_ACCEPTABLE", f"Accept {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}."
+            )
         if request.url.query:
             # URLs end up in proxies' and servers' logs: nothing may travel in them.
             raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
@@ -564,8 +585,8 @@ class GraphQLEndpoint:
         errors = [self._public_error(error, outcome) for error in result.errors or []]
         outcome.operation_name = context.operation_name or outcome.operation_name
         body: dict[str, Any] = {}
-        executed = result.data is not None or any(error.path for error in result.errors or [])
-        if executed:
+        outcome.executed = result.data is not None or any(error.path for error in result.errors or [])
+        if outcome.executed:
             body["data"] = result.data
         if errors:
             body["errors"] = errors
@@ -619,6 +640,20 @@ def _unauthenticated(message: str, error: str | None, description: str | None = 
     )
 
 
+def accepted_media_type(request: Request) -> str | None:
+    """What the Accept header chooses to receive the answer as; None when it takes neither type."""
+    return negotiate(request.headers.getlist("accept"), RESPONSE_MEDIA_TYPES)
+
+
+def _in_media_type(response: JSONResponse, outcome: Outcome) -> JSONResponse:
+    """The answer as the client asked for it. As application/graphql-response+json, an answer whose
+    document never ran has no `data` and MUST NOT be 2xx (GraphQL over HTTP): 400, as the ledger
+    records it. As application/json every status stays as it is."""
+    if outcome.media_type == GRAPHQL_RESPONSE_JSON and response.status_code == 200 and not outcome.executed:
+        response.status_code = outcome.status = 400
+    return with_media_type(response, outcome.media_type)
+
+
 def database_unavailable() -> JSONResponse:
     return graphql_error_response(
         503,
@@ -628,21 +663,24 @@ def database_unavailable() -> JSONResponse:
     )
 
 
-def throttled_response(throttled: Throttled) -> JSONResponse:
+def throttled_response(throttled: Throttled, media_type: str = APPLICATION_JSON) -> JSONResponse:
     headers = {"Retry-After": str(throttled.retry_after)}
-    return graphql_error_response(429, throttled.code, throttled.message, headers=headers)
+    return graphql_error_response(
+        429, throttled.code, throttled.message, headers=headers, media_type=media_type
+    )
 
 
 def _throttled(throttled: Throttled) -> _Refusal:
     return _Refusal(throttled_response(throttled), throttled.code)
 
 
-def audit_unavailable() -> JSONResponse:
+def audit_unavailable(media_type: str = APPLICATION_JSON) -> JSONResponse:
     return graphql_error_response(
         503,
         "AUDIT_UNAVAILABLE",
         "The audit ledger cannot be written, so nothing is disclosed. Try again shortly.",
         headers={"Retry-After": "5"},
+        media_type=media_type,
     )
 
 

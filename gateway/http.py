@@ -1,5 +1,6 @@
 """HTTP plumbing shared by the gateway's endpoints: JSON error bodies, bounded body reads, JSON that
-is valid Unicode, and the client's address as far as it can be believed.
+is valid Unicode, the media type an Accept header chooses, and the client's address as far as it can
+be believed.
 
 Exceptions:
     BodyTooLargeError        the body is larger than the endpoint takes
@@ -12,10 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Not an HTTP status anyone receives: the client closed the connection first (nginx's 499).
@@ -23,6 +24,8 @@ CLIENT_CLOSED_REQUEST: Final = 499
 CLIENT_DISCONNECTED: Final = "CLIENT_DISCONNECTED"  # the audit event's code for such a request
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+APPLICATION_JSON: Final = "application/json"
+_R = TypeVar("_R", bound=Response)
 
 
 class BodyTooLargeError(Exception):
@@ -38,11 +41,25 @@ class InvalidJsonError(Exception):
 
 
 def graphql_error_response(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    media_type: str = APPLICATION_JSON,
 ) -> JSONResponse:
     """A GraphQL-shaped error body for failures that happen before GraphQL runs."""
     body = {"errors": [{"message": message, "extensions": {"code": code}}]}
-    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+    response = JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+    return with_media_type(response, media_type)
+
+
+def with_media_type(response: _R, media_type: str) -> _R:
+    """`response`, a JSON body, declared as `media_type` in UTF-8; application/json is left exactly as
+    Starlette writes it (no charset), as every answer was before another type could be asked for."""
+    if media_type != APPLICATION_JSON:
+        response.headers["content-type"] = f"{media_type}; charset=utf-8"
+    return response
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -154,6 +171,65 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
+
+
+def negotiate(accept: Sequence[str], offered: Sequence[str]) -> str | None:
+    """The type of `offered` that the Accept header values `accept` prefer (RFC 9110 12.5.1), or None
+    when they accept none of them (406). No header, or only empty ones, accepts the first.
+
+    Each offered type takes the quality of the most specific range that covers it (`type/subtype`,
+    then `type/*`, then `*/*`); `q=0` refuses it. The highest quality wins; on a tie, a type named
+    outright beats one a wildcard covers, then the one listed first, then the first offered (so
+    `*/*` and `application/*` choose `offered[0]`). Parameters other than `q` are not compared, and a
+    range that cannot be read (no `/`, a `q` that is not a number from 0 to 1) is passed over.
+    """
+    items = [item for value in accept for item in value.split(",") if item.strip()]
+    if not items:
+        return offered[0] if offered else None
+    ranges = [parsed for parsed in map(_media_range, items) if parsed is not None]
+    best: tuple[float, int, int, int] | None = None
+    chosen = None
+    for preference, candidate in enumerate(offered):
+        covering = [
+            (specificity, quality, -position)
+            for position, (media_range, quality) in enumerate(ranges)
+            if (specificity := _specificity(media_range, candidate)) >= 0
+        ]
+        if not covering:
+            continue
+        specificity, quality, position = max(covering)
+        rank = (quality, specificity, position, -preference)
+        if quality > 0 and (best is None or rank > best):
+            best, chosen = rank, candidate
+    return chosen
+
+
+def _media_range(item: str) -> tuple[str, float] | None:
+    """`type/subtype` (lower case) and its quality, or None for a range that cannot be read."""
+    media_range, *parameters = (part.strip() for part in item.split(";"))
+    kind, slash, subtype = media_range.lower().partition("/")
+    if not slash or not kind or not subtype or (kind == "*" and subtype != "*"):
+        return None
+    quality = 1.0
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(value.strip())
+            except ValueError:
+                return None
+            if not 0 <= quality <= 1:  # NaN included
+                return None
+    return f"{kind}/{subtype}", quality
+
+
+def _specificity(media_range: str, offered: str) -> int:
+    """2 when the range names the type, 1 for its `type/*`, 0 for `*/*`, -1 when it does not cover it."""
+    if media_range == offered:
+        return 2
+    if media_range == "*/*":
+        return 0
+    return 1 if media_range == offered.partition("/")[0] + "/*" else -1
 
 
 def media_type(request: Request) -> str:
