@@ -30,6 +30,7 @@ from gateway.config import Settings, council_today
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
 from gateway.guard import Guard, SecurityLedger
+from gateway.health import ReadinessProbe
 from gateway.keys import SigningKeys, derive_key, signing_keys
 from gateway.oauth import (
     TOKEN_PATH,
@@ -96,7 +97,13 @@ def create_app(
     trace_sql(engine, telemetry.tracer)
     if ledger_engine is not engine:
         trace_sql(ledger_engine, telemetry.tracer)
-    witness = witness_for(settings.witness, signing, on_failure=lambda: telemetry.witness_failures.add(1))
+    telemetry.prometheus.serve_agreements(agreements)
+
+    def witness_failed() -> None:
+        telemetry.witness_failures.add(1)
+        telemetry.prometheus.witness_failures.inc()
+
+    witness = witness_for(settings.witness, signing, on_failure=witness_failed)
     ledger = None if unaudited_for_benchmarks else _ledger_writer(ledger_engine, signing, telemetry, witness)
     state = shared_state(engine, settings.redis_url, issuer=settings.issuer)
     gateway = Gateway(
@@ -114,7 +121,7 @@ def create_app(
             settings, engine=engine, state=state, ledger=ledger, telemetry=telemetry, agreements=agreements
         ),
     )
-    endpoints = _endpoints(gateway, today=today, secret=secret)
+    endpoints = _endpoints(gateway, today=today, secret=secret, ledger_engine=ledger_engine)
     app = Starlette(
         routes=build_routes(endpoints),
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
@@ -149,18 +156,26 @@ def _ledger_writer(
     def batch_committed(size: int, seconds: float) -> None:
         telemetry.audit_batch_size.record(size)
         telemetry.audit_commit_duration.record(seconds * 1000)
+        telemetry.prometheus.audit_batch.observe(size)
+        telemetry.prometheus.audit_commit.observe(seconds)
+
+    def batch_failed() -> None:
+        telemetry.audit_failures.add(1)
+        telemetry.prometheus.audit_failures.inc()
 
     return LedgerWriter(
         engine,
         signing=signing,
         on_batch=batch_committed,
-        on_failure=lambda: telemetry.audit_failures.add(1),
+        on_failure=batch_failed,
         tracer=telemetry.tracer,
         witness=witness,
     )
 
 
-def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) -> Endpoints:
+def _endpoints(
+    gateway: Gateway, *, today: Callable[[], date], secret: bytes, ledger_engine: AsyncEngine
+) -> Endpoints:
     settings, engine, signing = gateway.settings, gateway.engine, gateway.signing
     leeway = settings.token_leeway_seconds
     verifier = TokenVerifier(signing, issuer=settings.issuer, audience=settings.token_audience, leeway=leeway)
@@ -203,6 +218,15 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
     auditor = RequestAuditor(
         gateway.ledger, gateway.telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash")
     )
+    readiness = ReadinessProbe(
+        engine=engine,
+        ledger_engine=ledger_engine if gateway.ledger is not None else None,
+        state=gateway.state,
+        redis_configured=settings.redis_url is not None,
+        agreements=gateway.agreements,
+        today=today,
+    )
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return Endpoints(
         oauth=oauth,
         graphql=graphql,
@@ -212,6 +236,9 @@ def _endpoints(gateway: Gateway, *, today: Callable[[], date], secret: bytes) ->
         signing=signing,
         guard=gateway.guard,
         server_metadata=authorization_server_metadata(issuer=settings.issuer, agreements=gateway.agreements),
+        readiness=readiness,
+        metrics=gateway.telemetry.prometheus,
+        metrics_token=token,
         trusted_proxies=settings.trusted_networks,
     )
 

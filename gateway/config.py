@@ -6,6 +6,7 @@ Nothing below `gateway/` reads the environment. Secrets are `SecretStr` (masked 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from gateway.http import IPNetwork, parse_networks
 from policies import AGREEMENTS_DIR
 
 DEFAULT_STATE_DIR = Path("var")
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 COUNCIL_TIMEZONE = ZoneInfo("Europe/London")
 
 
@@ -116,6 +118,22 @@ class Settings(BaseSettings):
     break_glass_review_hours: int = Field(
         default=24, ge=1, le=24 * 14, description="An unreviewed break-glass older than this raises an alert"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Prometheus presents to scrape /metrics; unset: loopback callers only",
+    )
+    db_app_role: str | None = Field(
+        default=None,
+        description="PostgreSQL: the role the running gateway connects as; `gateway db upgrade` (run as "
+        "the migrator role) grants it what it needs and no more",
+    )
+    ledger_retention_months: int = Field(
+        default=84,
+        ge=12,
+        le=1200,
+        description="Months of the audit ledger kept by `gateway audit retention` (seven years: the "
+        "council's general retention schedule)",
+    )
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; "
@@ -155,6 +173,15 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("db_app_role")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not ROLE_NAME.fullmatch(value):
+            raise ValueError("must be a plain role name: lower-case letters, digits and _, at most 63")
         return value
 
     @field_validator("issuer")

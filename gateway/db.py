@@ -16,9 +16,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from redis import exceptions as redis_errors
-from sqlalchemy import Connection, event, exc
+from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.roles import grant_statements
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -168,10 +170,25 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` in one transaction."""
+class RoleError(Exception):
+    """The application role named in the settings cannot be granted its privileges."""
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head", *, app_role: str | None = None) -> None:
+    """Bring the database schema up to `revision` in one transaction; on PostgreSQL, with `app_role`,
+    grant that role exactly what the running gateway needs (gateway/roles.py) in the same transaction."""
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
+        if app_role is None or conn.dialect.name != "postgresql":
+            return
+        exists = await conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": app_role})
+        if exists.first() is None:
+            raise RoleError(
+                f"GATEWAY_DB_APP_ROLE names role {app_role}, which does not exist: a DBA creates it "
+                "first (`gateway db roles --print-sql`)"
+            )
+        for statement in grant_statements(app_role):
+            await conn.execute(text(statement))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -5,11 +5,13 @@ response to the `RequestAuditor`, which releases it only once the event is durab
 fails in a way its endpoint did not foresee (a wrong method, a bug, a broken database) is still
 recorded, with nothing about the caller that was not verified.
 
-The well-known documents and the health probes are not audited: they disclose nothing.
+The well-known documents, the health probes and the metrics are not audited: they disclose nothing.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,8 +29,11 @@ from gateway.audit import AUDIT_HEADER, EventDraft, RequestAuditor, micros_since
 from gateway.graphql import GraphQLEndpoint, Outcome, throttled_response
 from gateway.graphql import audit_unavailable as graphql_unavailable
 from gateway.guard import Guard, Throttled
+from gateway.health import ReadinessProbe
 from gateway.http import CLIENT_DISCONNECTED, IPNetwork, client_address, graphql_error_response, json_response
 from gateway.keys import SigningKeys
+from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gateway.metrics import Metrics
 from gateway.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, AuthorizationServer, TokenOutcome
 from gateway.telemetry import trace_id_hex
 from policies import Agreement
@@ -55,6 +60,9 @@ class Endpoints:
     signing: SigningKeys  # read per request: the keys change while the gateway runs
     guard: Guard
     server_metadata: dict[str, Any]
+    readiness: ReadinessProbe
+    metrics: Metrics
+    metrics_token: str | None = None  # None: /metrics answers loopback callers only
     trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
@@ -73,6 +81,8 @@ def build_routes(endpoints: Endpoints) -> list[Route]:
         Route("/.well-known/oauth-authorization-server", handlers.server_metadata, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
         Route("/livez", handlers.livez, methods=["GET"]),
+        Route("/readyz", handlers.readyz, methods=["GET"]),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
     ]
 
 
@@ -166,7 +176,11 @@ class _Handlers:
             if throttled is not None:
                 return self._graphql_throttled(throttled, outcome, address, started)
         return await self._e.auditor.seal(
-            draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
+            draft,
+            response,
+            started=started,
+            unavailable=lambda: graphql_unavailable(outcome.media_type),
+            client_verified=True,
         )
 
     def _graphql_throttled(
@@ -175,7 +189,8 @@ class _Handlers:
         """Past the limit of refusals of callers that proved nothing: 429, and no row per request."""
         outcome.status, outcome.error_codes = 429, [throttled.code]
         draft = graphql_event(outcome, address, started)
-        return self._summarised(f"graphql:address:{address}", draft, throttled_response(throttled))
+        refused = throttled_response(throttled, outcome.media_type)
+        return self._summarised(f"graphql:address:{address}", draft, refused)
 
     async def _address_throttled(self, address: str | None) -> Throttled | None:
         """Whether this address is past its refusals of callers that proved nothing (no valid token,
@@ -199,10 +214,11 @@ class _Handlers:
 
     async def graphql_wrong_method(self, request: Request) -> Response:
         started = time.perf_counter()
-        refused = graphql_error_response(
-            405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"}
-        )
         outcome = self._e.graphql.identify(request)
+        refused = graphql_error_response(
+            405, "METHOD_NOT_ALLOWED", "Use POST with a JSON body.", headers={"Allow": "POST"},
+            media_type=outcome.media_type,
+        )  # fmt: skip
         outcome.status, outcome.error_codes = 405, ["METHOD_NOT_ALLOWED"]
         address = client_address(request, self._e.trusted_proxies)
         # A wrong method proves nothing, even with a valid token: counted against the address.
@@ -211,7 +227,7 @@ class _Handlers:
             return self._graphql_throttled(throttled, outcome, address, started)
         return await self._e.auditor.seal(
             graphql_event(outcome, address, started), refused, started=started,
-            unavailable=graphql_unavailable, client_verified=True,
+            unavailable=lambda: graphql_unavailable(outcome.media_type), client_verified=True,
         )  # fmt: skip
 
     async def oauth_wrong_method(self, name: str, request: Request) -> Response:
@@ -245,10 +261,32 @@ class _Handlers:
         except Exception:
             log.warning("health check: database unavailable", exc_info=True)
             return json_response({"status": "unavailable", "database": "unavailable"}, status=503)
-        return json_response({"status": "ok", "database": "ok", "agreements": sorted(self._e.agreements)})
+        return json_response({"status": "ok", "database": "ok"})
 
     async def livez(self, request: Request) -> Response:
         return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        readiness = await self._e.readiness.check()
+        return json_response(readiness.body(), status=200 if readiness.ready else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text, to the scraper: with the bearer token of GATEWAY_METRICS_TOKEN, or from
+        a loopback address when no token is set. Counts only; no personal data, no unbounded label."""
+        if not self._may_scrape(request):
+            return json_response({"error": "forbidden"}, status=403)
+        return Response(self._e.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    def _may_scrape(self, request: Request) -> bool:
+        token = self._e.metrics_token
+        if token is not None:
+            offered = request.headers.get("authorization", "")
+            return hmac.compare_digest(offered.encode(), f"Bearer {token}".encode())
+        peer = request.client.host if request.client else ""
+        try:
+            return ipaddress.ip_address(peer).is_loopback
+        except ValueError:
+            return False
 
 
 # -- what Starlette answers when no route does ---------------------------------------------------

@@ -67,6 +67,9 @@ class SharedState(Protocol):
 
     async def remove_members(self, key: str, members: Collection[str]) -> None: ...
 
+    async def ping(self) -> None:
+        """Raises unless the store answers now (the readiness probe)."""
+
     async def close(self) -> None: ...
 
 
@@ -141,6 +144,9 @@ class DatabaseState:
                     delete(shared_sets).where(shared_sets.c.key == key[:200], shared_sets.c.member.in_(chunk))
                 )
 
+    async def ping(self) -> None:
+        return None  # the database itself: the probe checks it on its own
+
     async def close(self) -> None:
         return None
 
@@ -201,6 +207,9 @@ class RedisState:
     async def remove_members(self, key: str, members: Collection[str]) -> None:
         if members:
             await self._redis.srem(f"{self._prefix}set:{key}", *members)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

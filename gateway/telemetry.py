@@ -37,10 +37,12 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.metrics import Metrics
+
 SERVICE_NAME: Final = "partner-gateway"
 ROUTES: Final = frozenset({
     "/graphql", "/oauth/token", "/oauth/introspect", "/oauth/revoke", "/.well-known/jwks.json",
-    "/.well-known/oauth-authorization-server", "/healthz", "/livez",
+    "/.well-known/oauth-authorization-server", "/healthz", "/livez", "/readyz", "/metrics",
 })  # fmt: skip
 _INSTRUMENTATION: Final = "gateway"
 
@@ -60,6 +62,7 @@ class Telemetry:
     witness_failures: Counter
     alerts: Counter
     refusals_summarised: Counter
+    prometheus: Metrics  # the same events for /metrics, in Prometheus's own registry
 
     @classmethod
     def build(cls, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Telemetry:
@@ -93,6 +96,7 @@ class Telemetry:
                 "gateway.refusals.summarised",
                 description="Refusals past a rate limit, counted into one summary event a minute",
             ),
+            prometheus=Metrics(),
         )
 
     def shutdown(self) -> None:

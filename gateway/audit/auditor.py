@@ -73,15 +73,27 @@ class RequestAuditor:
             except AuditUnavailableError:
                 span.set_attribute("gateway.error_code", "AUDIT_UNAVAILABLE")
                 self._telemetry.requests.add(1, {**labels, "outcome": "audit_unavailable"})
+                refused = unavailable()
+                self._telemetry.prometheus.request(
+                    endpoint=draft.endpoint, agreement_id=draft.agreement_id, outcome="audit_unavailable",
+                    status=refused.status_code, code="AUDIT_UNAVAILABLE",
+                    seconds=time.perf_counter() - started, people=0,
+                )  # fmt: skip
                 log.error(
                     "request refused: the audit ledger is unavailable",
                     extra={**_log_fields(draft, 503, client_verified), "outcome": "audit_unavailable"},
                 )
-                return unavailable()
+                return refused
             span.set_attribute("gateway.audit.event_id", draft.id)
             response.headers[AUDIT_HEADER] = draft.id
+        seconds = time.perf_counter() - started
         self._telemetry.requests.add(1, {**labels, "outcome": draft.outcome})
-        self._telemetry.request_duration.record((time.perf_counter() - started) * 1000, labels)
+        self._telemetry.request_duration.record(seconds * 1000, labels)
+        self._telemetry.prometheus.request(
+            endpoint=draft.endpoint, agreement_id=draft.agreement_id, outcome=draft.outcome,
+            status=response.status_code, code=draft.error_code, seconds=seconds,
+            people=len(draft.disclosures),
+        )  # fmt: skip
         if draft.disclosures:
             self._telemetry.people_disclosed.add(
                 len(draft.disclosures), {"agreement": draft.agreement_id or "none"}

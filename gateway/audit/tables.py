@@ -84,6 +84,9 @@ audit_disclosures = Table(
     # No foreign key to people: the record of a disclosure outlives the record disclosed.
     Column("person_id", Integer, primary_key=True),
     Column("fields", Text, nullable=False),
+    # The event's time: on PostgreSQL the register is partitioned by month on it, like the events
+    # (migration 0007). Always written; NULL-able only because SQLite cannot add a NOT NULL column.
+    Column("occurred_at", String(27), nullable=True),
 )
 Index("ix_audit_disclosures_person_id", audit_disclosures.c.person_id)
 
@@ -102,4 +105,21 @@ audit_checkpoints = Table(
     Column("abandoned", Text, nullable=True),
 )
 
-LEDGER_TABLES = ("audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints")
+# What a retention run dropped from each chain: the signed head of the last event dropped, from
+# which verification takes the chain up (migration 0007).
+audit_retention = Table(
+    "audit_retention",
+    ledger_metadata,
+    Column("chain_id", String(36), ForeignKey("audit_chains.chain_id"), primary_key=True),
+    Column("through_seq", BigInteger, primary_key=True),
+    Column("head_hash", String(64), nullable=False),
+    Column("dropped_before", String(7), nullable=False),  # YYYY-MM: the first month kept
+    Column("events", BigInteger, nullable=False),  # of this chain, dropped by this run
+    Column("signed_at", String(27), nullable=False),
+    Column("key_id", String(100), nullable=False),
+    Column("signature", Text, nullable=False),  # compact JWS (ES256) over the row's other columns
+)
+
+LEDGER_TABLES = ("audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention")
+# Partitioned by month on PostgreSQL.
+PARTITIONED_TABLES = ("audit_events", "audit_disclosures")

@@ -34,7 +34,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.events import GENESIS, checkpoint_payload, event_hash, is_chain_id, parse_time_text
-from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosures, audit_events
+from gateway.audit.retention import retention_payload
+from gateway.audit.tables import (
+    audit_chains,
+    audit_checkpoints,
+    audit_disclosures,
+    audit_events,
+    audit_retention,
+)
 from gateway.keys import ALGORITHM
 
 _BATCH: Final = 2_000
@@ -53,6 +60,7 @@ class ChainReport:
     unsigned_events: int = 0  # events after the last checkpoint
     unsigned_since: str | None = None  # time of the oldest of them
     abandoned: str | None = None  # the chain was sealed for a writer that died: why, and by whom
+    dropped: int = 0  # events before the first kept, dropped by ledger retention (signed record)
     sealed_unsigned: int = 0  # of an abandoned chain: events its writer never signed, sealed by another
 
     @property
@@ -69,12 +77,13 @@ class ChainReport:
             )
             return f"chain {chain}: FAILED at {where}: {self.problem}"
         state = "closed" if self.closed else "open"
+        last = self.dropped + self.events
         if self.abandoned is not None:
-            state = f"closed after its writer stopped at event {self.events} ({printable(self.abandoned)})"
+            state = f"closed after its writer stopped at event {last} ({printable(self.abandoned)})"
             if self.sealed_unsigned:
-                first = self.events - self.sealed_unsigned + 1
+                first = last - self.sealed_unsigned + 1
                 state += (
-                    f"; events {first} to {self.events} were sealed without their writer's signature "
+                    f"; events {first} to {last} were sealed without their writer's signature "
                     "(the witness cannot vouch for them)"
                 )
         tail = (
@@ -83,6 +92,11 @@ class ChainReport:
             else ""
         )
         counts = f"{self.events} events, {self.checkpoints} checkpoints"
+        if self.dropped:
+            counts = (
+                f"events {self.dropped + 1} to {last} ({self.dropped} before them dropped by retention, "
+                f"as signed), {self.checkpoints} checkpoints"
+            )
         return f"chain {chain}: {counts}, {state}: intact{tail}"
 
 
@@ -109,7 +123,7 @@ async def verify_ledger(
                     chain_id, report.events, report.checkpoints,
                     f"{report.unsigned_events} events older than {strict_age} were never signed "
                     "(the writer died, or they were forged)",
-                    seq=report.events - report.unsigned_events + 1,
+                    seq=report.dropped + report.events - report.unsigned_events + 1,
                 )  # fmt: skip
         reports.append(report)
     return reports
@@ -139,6 +153,13 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
                 "a checkpoint's signature does not verify",
                 seq=int(checkpoint["seq"]),
             )
+    cuts = await _retention_of(engine, chain_id)
+    for cut in cuts:
+        if not _retention_holds(cut, keys):
+            return ChainReport(
+                chain_id, 0, count_checkpoints, "a retention record's signature does not verify",
+                seq=int(cut["through_seq"]),
+            )  # fmt: skip
     finals = [int(c["seq"]) for c in checkpoints if c["final"]]
     if len(finals) > 1:
         return ChainReport(chain_id, 0, count_checkpoints, "the chain was closed twice", seq=finals[1])
@@ -149,6 +170,18 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
     signed_by_writer = max((int(c["seq"]) for c in checkpoints if c["abandoned"] is None), default=0)
 
     expected_seq, prev_hash, count = 1, GENESIS, 0
+    dropped = 0
+    if cuts:
+        # Retention dropped the chain's first events: it goes on from the signed head of the last one.
+        last = max(cuts, key=lambda cut: int(cut["through_seq"]))
+        dropped, prev_hash = int(last["through_seq"]), last["head_hash"]
+        expected_seq = dropped + 1
+        if dropped in wanted and wanted[dropped] != prev_hash:
+            return ChainReport(
+                chain_id, 0, count_checkpoints,
+                "a retention record's head differs from the checkpoint signed there", seq=dropped,
+            )  # fmt: skip
+        wanted = {seq: head for seq, head in wanted.items() if seq > dropped}
     unsigned_since: str | None = None
     async for row, disclosures in _events(engine, chain_id):
         seq = int(row["seq"])
@@ -196,10 +229,11 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
         count,
         count_checkpoints,
         closed=closed_at is not None,
-        unsigned_events=max(0, count - last_signed),
+        unsigned_events=max(0, dropped + count - last_signed),
         unsigned_since=unsigned_since,
         abandoned=abandoned,
-        sealed_unsigned=max(0, count - signed_by_writer) if abandoned is not None else 0,
+        sealed_unsigned=max(0, dropped + count - signed_by_writer) if abandoned is not None else 0,
+        dropped=dropped,
     )
 
 
@@ -228,6 +262,28 @@ async def _events(
         for row in rows:
             yield row, by_event[row["id"]]
         after = int(rows[-1]["seq"])
+
+
+async def _retention_of(engine: AsyncEngine, chain_id: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        return [
+            dict(row._mapping)
+            for row in await conn.execute(
+                select(audit_retention).where(audit_retention.c.chain_id == chain_id)
+            )
+        ]
+
+
+def _retention_holds(cut: dict[str, Any], keys: KeySet) -> bool:
+    try:
+        signed = jws.deserialize_compact(cut["signature"], keys, algorithms=[ALGORITHM])
+    except (JoseError, ValueError):
+        return False
+    expected = retention_payload(
+        cut["chain_id"], int(cut["through_seq"]), cut["head_hash"], cut["dropped_before"],
+        int(cut["events"]), cut["signed_at"],
+    )  # fmt: skip
+    return bool(signed.payload == expected)
 
 
 def _signature_holds(checkpoint: dict[str, Any], keys: KeySet) -> bool:

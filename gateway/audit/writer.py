@@ -39,7 +39,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.chains import (
@@ -55,6 +55,9 @@ from gateway.audit.tables import audit_chains, audit_checkpoints, audit_disclosu
 from gateway.audit.witness import Witness, chain_positions
 from gateway.db import is_unavailable
 from gateway.keys import SigningKeys
+
+# PostgreSQL: monthly partitions kept ready this many months ahead of the current one.
+PARTITION_MONTHS_AHEAD = 3
 
 log = logging.getLogger("gateway.ledger")
 
@@ -119,6 +122,7 @@ class LedgerWriter:
         # What is known to be committed: None until read or written, and again after a failure.
         self._head: tuple[int, str] | None = None
         self._registered = False
+        self._partitions_month: str | None = None
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
         self._closed = False
@@ -269,6 +273,7 @@ class LedgerWriter:
         if self._head is None:
             await self._load_state(conn)
         assert self._head is not None
+        await self._ensure_partitions(conn)
         registration = None
         async with conn.begin():
             if not self._registered:
@@ -286,7 +291,12 @@ class LedgerWriter:
                 prev_hash = row["hash"]
                 rows.append(row)
                 disclosures += [
-                    {"event_id": row["id"], "person_id": person_id, "fields": ",".join(fields)}
+                    {
+                        "event_id": row["id"],
+                        "person_id": person_id,
+                        "fields": ",".join(fields),
+                        "occurred_at": row["occurred_at"],
+                    }
                     for person_id, fields in pending.draft.disclosures
                 ]
             await conn.execute(insert(audit_events), rows)
@@ -304,6 +314,18 @@ class LedgerWriter:
         if registration is not None:
             self._registration = registration
         return seq, prev_hash, checkpoint
+
+    async def _ensure_partitions(self, conn: AsyncConnection) -> None:
+        """PostgreSQL: this month's partitions and the next ones exist (once a month per writer; the
+        function runs with its owner's rights, since the application role may do no DDL)."""
+        month = now_text()[:7]
+        if conn.dialect.name != "postgresql" or month == self._partitions_month:
+            return
+        async with conn.begin():
+            await conn.execute(
+                text("SELECT audit_ensure_partitions(:ahead)"), {"ahead": PARTITION_MONTHS_AHEAD}
+            )
+        self._partitions_month = month
 
     async def _refuse(self, batch: list[_Pending]) -> bool:
         self._head = None  # the next write reads the chain's state again

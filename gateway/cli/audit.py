@@ -1,4 +1,4 @@
-"""`gateway audit search|verify|close-chain` and `gateway sar`: the ledger from the command line.
+"""`gateway audit search|verify|close-chain|retention` and `gateway sar`: the ledger from the command line.
 
 Reading the ledger is itself recorded in it, under the security-audit agreement, before anything
 is printed (no audit, no output). The command line writes its own chain, as every process does.
@@ -37,10 +37,11 @@ from gateway.audit import (
     verify_witness,
     witness_for,
 )
+from gateway.audit.retention import RetentionPlan, apply_retention, plan_retention
 from gateway.audit.verification import printable
 from gateway.audit.witness import witness_files
 from gateway.cli.support import fail, load_settings, open_database, run
-from gateway.config import Settings
+from gateway.config import Settings, council_today
 from gateway.keys import signing_keys
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
@@ -222,6 +223,37 @@ def audit_close_chain(
 
     sealed = run(close)
     click.echo(f"sealed chain {sealed.chain_id} at event {sealed.seq}: {sealed.reason}")
+
+
+@audit.command(
+    "retention",
+    help="Drop the ledger's months older than GATEWAY_LEDGER_RETENTION_MONTHS (PostgreSQL; as the migrator "
+    "role), leaving a signed record of what each chain lost. Shows what it would drop unless --apply.",
+)
+@click.option("--apply", "apply_", is_flag=True, help="Drop them (default: only show what would go).")
+@click.option(
+    "--months", type=click.IntRange(12, 1200), default=None, help="Default: GATEWAY_LEDGER_RETENTION_MONTHS."
+)
+@who_option
+@why_option
+def audit_retention(
+    apply_: bool, months: int | None, acting_user: str | None, case_reference: str | None
+) -> None:
+    settings = load_settings()
+    kept = months or settings.ledger_retention_months
+    today = council_today()
+
+    async def plan() -> RetentionPlan:
+        async with open_database(settings) as engine:
+            if not apply_:
+                return await plan_retention(engine, months=kept, today=today)
+            signing = signing_keys(settings)
+            done = await apply_retention(engine, signing, months=kept, today=today)
+            await record_command(settings, engine, "audit retention", acting_user, case_reference)
+            return done
+
+    made = run(plan)
+    click.echo(json.dumps({"applied": apply_, "months_kept": kept, **made.describe()}, indent=2))
 
 
 @click.command(help="Subject access report: what is held about a person and every disclosure of it.")

@@ -8,10 +8,12 @@ from datetime import date
 from typing import Any, Final
 
 import click
+from sqlalchemy.engine import make_url
 
-from gateway.cli.support import load_settings, open_database, run
-from gateway.config import Settings, council_today
-from gateway.db import upgrade
+from gateway.cli.support import fail, load_settings, open_database, run
+from gateway.config import ROLE_NAME, Settings, council_today
+from gateway.db import is_sqlite, upgrade
+from gateway.roles import DEFAULT_APP, DEFAULT_MIGRATOR, roles_sql
 from resolvers import seed_population
 
 DEMO_PEOPLE: Final = 10_000
@@ -22,16 +24,41 @@ def db() -> None:
     pass
 
 
-@db.command("upgrade", help="Apply every migration (SQLite or PostgreSQL, from GATEWAY_DATABASE_URL).")
+@db.command(
+    "upgrade",
+    help="Apply every migration (SQLite or PostgreSQL, from GATEWAY_DATABASE_URL). On PostgreSQL, run it as "
+    "the migrator role; with GATEWAY_DB_APP_ROLE it also grants that role what the gateway needs.",
+)
 def db_upgrade() -> None:
     settings = load_settings()
     run(lambda: upgrade_database(settings))
-    click.echo("database is up to date")
+    role = settings.db_app_role
+    granted = (
+        f"; {role} granted what the gateway needs" if role and not is_sqlite(settings.database_url) else ""
+    )
+    click.echo(f"database is up to date{granted}")
 
 
 async def upgrade_database(settings: Settings) -> None:
     async with open_database(settings, migrated=False) as engine:
-        await upgrade(engine)
+        await upgrade(engine, app_role=settings.db_app_role)
+
+
+@db.command("roles", help="Show the SQL a DBA runs once to create the migrator and application roles.")
+@click.option("--print-sql", "print_sql", is_flag=True, required=True, help="Print the SQL (nothing is run).")
+@click.option("--migrator-role", default=DEFAULT_MIGRATOR, show_default=True)
+@click.option("--app-role", default=None, help=f"Default: GATEWAY_DB_APP_ROLE, else {DEFAULT_APP}.")
+@click.option("--database", default=None, help="Default: the database of GATEWAY_DATABASE_URL.")
+def db_roles(print_sql: bool, migrator_role: str, app_role: str | None, database: str | None) -> None:
+    settings = load_settings()
+    app = app_role or settings.db_app_role or DEFAULT_APP
+    for role in (migrator_role, app):
+        if not ROLE_NAME.fullmatch(role):
+            fail(f"{role!r} is not a plain role name (lower-case letters, digits and _, at most 63)")
+    if migrator_role == app:
+        fail("the migrator and the application must be different roles")
+    name = database or make_url(settings.database_url).database or "gateway"
+    click.echo(roles_sql(database=name, migrator=migrator_role, app=app), nl=False)
 
 
 @click.command(help="Generate a synthetic population (deterministic for a seed) into an empty database.")

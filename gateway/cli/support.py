@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.audit import AuditError, AuditUnavailableError, UnknownPersonError
 from gateway.cli.client_files import ClientFileError
 from gateway.config import Settings, SettingsError
-from gateway.db import SchemaOutOfDateError, create_engine, is_sqlite, is_unavailable, require_current_schema
+from gateway.db import (
+    RoleError,
+    SchemaOutOfDateError,
+    create_engine,
+    is_sqlite,
+    is_unavailable,
+    require_current_schema,
+)
 from gateway.guard import BreakGlassError, DocumentError
 from gateway.keys import SigningKeyError
 from gateway.oauth import ClientError
@@ -43,6 +50,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     AuditUnavailableError,
     AuditError,
     SchemaOutOfDateError,
+    RoleError,
     ClientFileError,
     DocumentError,
     BreakGlassError,

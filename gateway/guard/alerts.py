@@ -89,6 +89,7 @@ class Alerts:
             await self._ledger.record(draft)
         agreement = alert.agreement.id if alert.agreement else "none"
         self._telemetry.alerts.add(1, {"kind": alert.kind, "agreement": agreement})
+        self._telemetry.prometheus.alert(alert.kind)
         log.warning(
             "alert",
             extra={

@@ -54,6 +54,10 @@ class RefusalSummaries:
         self._telemetry.refusals_summarised.add(
             1, {"endpoint": draft.endpoint, "code": draft.error_code or ""}
         )
+        self._telemetry.prometheus.request(
+            endpoint=draft.endpoint, agreement_id=draft.agreement_id, outcome=draft.outcome,
+            status=draft.http_status, code=draft.error_code, seconds=draft.latency_us / 1e6, people=0,
+        )  # fmt: skip
         return window.draft.id
 
     async def start(self) -> None:

@@ -31,12 +31,15 @@ def gateway(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
 
 
 @contextmanager
-def serving(env: dict[str, str], cwd: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    env: dict[str, str], cwd: Path, port: int, *, workers: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
     """`gateway serve` on 127.0.0.1:`port` until the block ends (then SIGTERM)."""
     log = (cwd / f"serve-{port}-{time.monotonic_ns()}.log").open("wb")
     process = subprocess.Popen(
-        [GATEWAY, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
-    )
+        [GATEWAY, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while True:

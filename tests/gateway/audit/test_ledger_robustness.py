@@ -83,7 +83,9 @@ async def test_an_event_the_database_refuses_fails_alone(fresh: Fresh, signing: 
     writer = LedgerWriter(fresh.engine, signing=signing)
     first = _draft()
     await writer.record(first)
-    clash = _draft(id=first.id)  # the same event id again: the primary key refuses it
+    # The same event again: the primary key refuses it (on PostgreSQL the key is the id and the time,
+    # the partition key, so the time is the same too).
+    clash = _draft(id=first.id, occurred_at=first.occurred_at)
     others = [_draft() for _ in range(3)]
     results = await asyncio.gather(*(writer.record(d) for d in [others[0], clash, others[1], others[2]]),
                                    return_exceptions=True)  # fmt: skip
@@ -162,7 +164,11 @@ async def test_an_event_added_after_a_chain_was_closed_is_found(fresh: Fresh, si
         forged = event_row(_draft(disclosures=((1, ("ref",)),)), chain_id=last.chain_id, seq=last.seq + 1,
                            prev_hash=last.hash)  # fmt: skip
         await conn.execute(insert(audit_events).values(**forged))
-        await conn.execute(insert(audit_disclosures).values(event_id=forged["id"], person_id=1, fields="ref"))
+        await conn.execute(
+            insert(audit_disclosures).values(
+                event_id=forged["id"], person_id=1, fields="ref", occurred_at=forged["occurred_at"]
+            )
+        )
     [report] = await verify_ledger(fresh.engine, signing.verification)
     assert not report.ok and report.event_id == forged["id"]
     assert "after the chain was closed" in (report.problem or "")

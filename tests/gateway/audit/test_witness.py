@@ -353,7 +353,10 @@ async def test_a_chain_forged_in_the_database_is_not_made_good_by_sealing(
             await conn.execute(insert(audit_events).values(**row))
             await conn.execute(
                 insert(audit_disclosures).values(
-                    event_id=row["id"], person_id=seq + 1, fields="ref,givenName"
+                    event_id=row["id"],
+                    person_id=seq + 1,
+                    fields="ref,givenName",
+                    occurred_at=row["occurred_at"],
                 )
             )
             prev = row["hash"]
