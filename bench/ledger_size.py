@@ -66,8 +66,9 @@ async def _write(engine: AsyncEngine, signing: SigningKeys, events: int, chains:
                 first = rng.randrange(1, 200_000)
                 moment = time_text(start + timedelta(microseconds=written * 400))
                 draft = EventDraft(
-                    endpoint="graphql", outcome="allowed", http_status=200, latency_us=rng.randrange(2_000, 30_000),
-                    occurred_at=moment, client_id="bench-client", agreement_id="police-prevention",
+                    endpoint="graphql", outcome="allowed", http_status=200,
+                    latency_us=rng.randrange(2_000, 30_000), occurred_at=moment, client_id="bench-client",
+                    agreement_id="police-prevention",
                     agreement_version=3, purpose="Prevention", lawful_basis=("UK GDPR 6(1)(e)",),
                     decision_rule="population", acting_user="pc-4471", case_reference="CASE-2026-0001",
                     operation_name="PolicePage", document_sha256="ab" * 32, fields_disclosed=FIELDS,
@@ -114,18 +115,16 @@ async def main(events: int, chains: int, runs: int) -> None:
             await upgrade(engine)
             began = time.perf_counter()
             written, disclosures = await _write(engine, signing, events, chains)
-            print(
-                f"wrote {written:,} events and {disclosures:,} disclosure rows in {time.perf_counter() - began:.1f} s"
-            )
+            seconds = time.perf_counter() - began
+            print(f"wrote {written:,} events and {disclosures:,} disclosure rows in {seconds:.1f} s")
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text("VACUUM ANALYZE audit_events"))
                 await conn.execute(text("VACUUM ANALYZE audit_disclosures"))
             event_bytes = await _bytes(engine, "audit_events")
             disclosure_bytes = await _bytes(engine, "audit_disclosures")
-            print(
-                f"audit_events:      {event_bytes / written:8.0f} bytes per event ({event_bytes / 2**20:,.0f} MiB)"
-            )
+            mib = event_bytes / 2**20
+            print(f"audit_events:      {event_bytes / written:8.0f} bytes per event ({mib:,.0f} MiB)")
             print(
                 f"audit_disclosures: {disclosure_bytes / disclosures:8.0f} bytes per disclosure row "
                 f"({disclosure_bytes / 2**20:,.0f} MiB; {disclosure_bytes / written:,.0f} bytes per event)"
@@ -139,7 +138,8 @@ async def main(events: int, chains: int, runs: int) -> None:
             median = statistics.median(timings)
             print(
                 f"audit verify: {median:.1f} s for {written:,} events (median of {runs}: "
-                f"{', '.join(f'{t:.1f}' for t in timings)}), {median * 1_000_000 / written / 60:.1f} min per million"
+                f"{', '.join(f'{t:.1f}' for t in timings)}), "
+                f"{median * 1_000_000 / written / 60:.1f} min per million"
             )
         finally:
             await engine.dispose()

@@ -186,9 +186,8 @@ def _partition() -> None:
     )
     for index in ("occurred_at", "client_id", "agreement_id"):
         op.execute(f"CREATE INDEX ix_audit_events_{index} ON audit_events ({index})")
-    op.execute("CREATE INDEX ix_audit_events_chain_seq ON audit_events (chain_id, seq)")
+    # A chain's events by position, and an event's disclosures, are found through the unique keys.
     op.execute("CREATE INDEX ix_audit_disclosures_person_id ON audit_disclosures (person_id)")
-    op.execute("CREATE INDEX ix_audit_disclosures_event_id ON audit_disclosures (event_id)")
     for table in ("audit_events", "audit_disclosures"):
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
