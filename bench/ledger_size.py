@@ -77,10 +77,11 @@ async def _write(engine: AsyncEngine, signing: SigningKeys, events: int, chains:
                 )  # fmt: skip
                 seq += 1
                 row = event_row(draft, chain_id=chain_id, seq=seq, prev_hash=prev)
+                row["recorded_at"] = moment
                 prev = row["hash"]
                 rows.append(row)
                 register += [
-                    {"event_id": row["id"], "person_id": p, "fields": ",".join(f), "occurred_at": moment}
+                    {"event_id": row["id"], "person_id": p, "fields": ",".join(f), "recorded_at": moment}
                     for p, f in draft.disclosures
                 ]
                 written += 1

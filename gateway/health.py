@@ -99,6 +99,7 @@ class ReadinessProbe:
                         prev_hash="0" * 64,
                         hash="0" * 64,
                         occurred_at=now,
+                        recorded_at=now,
                         endpoint="readyz",
                         fields_disclosed="[]",
                         fields_withheld="[]",
@@ -110,7 +111,7 @@ class ReadinessProbe:
                 )
                 await conn.execute(
                     insert(audit_disclosures).values(
-                        event_id=probe[:32], occurred_at=now, person_id=0, fields="[]"
+                        event_id=probe[:32], recorded_at=now, person_id=0, fields="[]"
                     )
                 )
             finally:

@@ -85,6 +85,8 @@ def roles_sql(*, database: str, migrator: str, app: str) -> str:
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
         f"GRANT USAGE, CREATE ON SCHEMA public TO {m};",
         f"GRANT USAGE ON SCHEMA public TO {a};",
+        "-- A database that a single role made and used until now: hand what it owns to the migrator",
+        f"-- (as a superuser; <old role> is that role):  REASSIGN OWNED BY <old role> TO {m};",
         "",
         f"-- Then, as {migrator}: GATEWAY_DB_APP_ROLE={app} gateway db upgrade",
         f"-- which, after migrating, grants {app} exactly this (and revokes anything more):",

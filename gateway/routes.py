@@ -282,6 +282,8 @@ class _Handlers:
         if token is not None:
             offered = request.headers.get("authorization", "")
             return hmac.compare_digest(offered.encode(), f"Bearer {token}".encode())
+        if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+            return False  # relayed by a proxy on this host: the caller is elsewhere
         peer = request.client.host if request.client else ""
         try:
             return ipaddress.ip_address(peer).is_loopback

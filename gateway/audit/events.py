@@ -30,8 +30,9 @@ CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
 # Columns added after events were first written are hashed only when they hold a value, so that
 # the events written before them keep their hashes.
 _HASHED_WHEN_SET: Final = ("officer_issuer", "request_count")
+_NOT_HASHED: Final = ("hash", "recorded_at")  # the hash itself; where the row is kept (tables.py)
 HASHED_COLUMNS: Final = tuple(
-    c.name for c in audit_events.columns if c.name != "hash" and c.name not in _HASHED_WHEN_SET
+    c.name for c in audit_events.columns if c.name not in _NOT_HASHED and c.name not in _HASHED_WHEN_SET
 )
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 

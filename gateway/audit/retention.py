@@ -3,7 +3,9 @@ record of what each chain lost, so that verification still passes and still find
 
 PostgreSQL only: the ledger is partitioned by month there (migration 0007), and a month past
 retention is dropped as two partitions (its events and its disclosures) in one transaction, never
-deleted row by row. Before anything is dropped, each chain's dropped events must be a prefix of the
+deleted row by row. Months are UTC months of `recorded_at`, the time the writer committed each
+event, which never goes back along a chain (tables.py): so what a month's end cuts off each chain is
+always its first events. Before anything is dropped, each chain's dropped events must be a prefix of the
 chain (positions 1..n, nothing kept before them), and the first event kept must follow the last one
 dropped; otherwise nothing is dropped. For each chain the run writes a row of `audit_retention`:
 the last position dropped, its hash, the first month kept, how many events went, signed with the
@@ -14,6 +16,7 @@ Dropping needs the migrator role (the partitions' owner); the application role c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from datetime import date
 from typing import Any, Final
 
 from joserfc import jws
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import exc, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.errors import AuditError
@@ -30,6 +33,8 @@ from gateway.audit.tables import PARTITIONED_TABLES, audit_events, audit_retenti
 from gateway.keys import ALGORITHM, SigningKeys
 
 RETENTION_TYPE: Final = "audit-retention+jws"
+_LOCK_NOT_AVAILABLE: Final = "55P03"
+_LOCK_WAIT_MS: Final = 1_000
 _PARTITION: Final = re.compile(r"(audit_events|audit_disclosures)_y(\d{4})m(\d{2})")
 
 
@@ -71,13 +76,43 @@ async def plan_retention(engine: AsyncEngine, *, months: int, today: date) -> Re
 
 
 async def apply_retention(
-    engine: AsyncEngine, signing: SigningKeys, *, months: int, today: date
+    engine: AsyncEngine,
+    signing: SigningKeys,
+    *,
+    months: int,
+    today: date,
+    attempts: int = 5,
+    backoff_seconds: float = 2.0,
 ) -> RetentionPlan:
-    """Drop the months past retention and record what each chain lost, in one transaction."""
+    """Drop the months past retention and record what each chain lost, in one transaction; while a
+    reader holds the ledger, give up within a second and try again, up to `attempts` times."""
     keep_from = first_month_kept(today, months)
+    for attempt in range(attempts):
+        try:
+            return await _apply(engine, signing, keep_from)
+        except exc.DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            # A reader holds the ledger: rather than queue every ledger write behind this run's
+            # exclusive locks until it finishes, let go and try again a little later.
+            await asyncio.sleep(backoff_seconds * (attempt + 1))
+    raise AuditError(
+        f"the ledger stayed busy (a long query held it) through {attempts} attempts: nothing was "
+        "dropped; try again later"
+    )
+
+
+async def _apply(engine: AsyncEngine, signing: SigningKeys, keep_from: str) -> RetentionPlan:
     async with engine.begin() as conn:
-        # One run at a time; a second waits and then finds nothing left to drop.
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('audit_retention'))"))
+        if conn.dialect.name == "postgresql":
+            taken = await conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtext('audit_retention'))"))
+            if not taken.scalar_one():
+                raise AuditError(
+                    "another retention run holds the ledger: nothing was dropped; try again later"
+                )
+            # Dropping a partition locks its parent exclusively, and every ledger write waits behind
+            # that lock while it waits for a reader: wait briefly, then give up (and try again).
+            await conn.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_WAIT_MS}ms'"))
         plan = await _plan(conn, keep_from)
         for cut in plan.chains:
             await conn.execute(insert(audit_retention).values(**sign_cut(signing, cut, keep_from)))
@@ -108,7 +143,7 @@ async def _plan(conn: AsyncConnection, keep_from: str) -> RetentionPlan:
             func.max(audit_events.c.seq).label("through"),
             func.count().label("events"),
         )
-        .where(audit_events.c.occurred_at < keep_from)
+        .where(audit_events.c.recorded_at < keep_from)
         .group_by(audit_events.c.chain_id)
         .subquery()
     )
@@ -119,7 +154,7 @@ async def _plan(conn: AsyncConnection, keep_from: str) -> RetentionPlan:
             audit_events,
             (audit_events.c.chain_id == dropped.c.chain_id) & (audit_events.c.seq == dropped.c.through),
         )
-        .where(audit_events.c.occurred_at < keep_from)
+        .where(audit_events.c.recorded_at < keep_from)
         .order_by(dropped.c.chain_id)
     ):
         cuts.append(ChainCut(row.chain_id, int(row.through), row.hash, int(row.events)))
@@ -127,7 +162,7 @@ async def _plan(conn: AsyncConnection, keep_from: str) -> RetentionPlan:
         await _check_prefix(conn, cut, keep_from)
     disclosures = (
         await conn.execute(
-            text("SELECT count(*) FROM audit_disclosures WHERE occurred_at < :keep"), {"keep": keep_from}
+            text("SELECT count(*) FROM audit_disclosures WHERE recorded_at < :keep"), {"keep": keep_from}
         )
     ).scalar_one()
     return RetentionPlan(
@@ -146,12 +181,12 @@ async def _check_prefix(conn: AsyncConnection, cut: ChainCut, keep_from: str) ->
         )
     following = (
         await conn.execute(
-            select(audit_events.c.prev_hash, audit_events.c.occurred_at).where(
+            select(audit_events.c.prev_hash, audit_events.c.recorded_at).where(
                 audit_events.c.chain_id == cut.chain_id, audit_events.c.seq == cut.through_seq + 1
             )
         )
     ).first()
-    if following is not None and (following.prev_hash != cut.head_hash or following.occurred_at < keep_from):
+    if following is not None and (following.prev_hash != cut.head_hash or following.recorded_at < keep_from):
         raise AuditError(
             f"chain {cut.chain_id}: the first event kept does not follow the last one dropped: "
             "not dropping; run `gateway audit verify`"

@@ -70,6 +70,12 @@ audit_events = Table(
     Column("latency_us", BigInteger, nullable=False),
     Column("trace_id", String(32), nullable=True),
     Column("token_jti", String(64), nullable=True),
+    # When the writer committed the event: never earlier than its predecessor's in the chain, so each
+    # chain is in order by it (occurred_at, the request's own time, need not be: a summary of refusals
+    # carries its first refusal's time and is written a minute later). On PostgreSQL the ledger is
+    # partitioned by month on it, so retention drops a prefix of every chain (migration 0007). Not
+    # hashed: it says where a row is kept, not what happened; NULL-able only for SQLite.
+    Column("recorded_at", String(27), nullable=True),
     UniqueConstraint("chain_id", "seq", name="uq_audit_events_chain_seq"),
 )
 Index("ix_audit_events_occurred_at", audit_events.c.occurred_at)
@@ -84,9 +90,9 @@ audit_disclosures = Table(
     # No foreign key to people: the record of a disclosure outlives the record disclosed.
     Column("person_id", Integer, primary_key=True),
     Column("fields", Text, nullable=False),
-    # The event's time: on PostgreSQL the register is partitioned by month on it, like the events
-    # (migration 0007). Always written; NULL-able only because SQLite cannot add a NOT NULL column.
-    Column("occurred_at", String(27), nullable=True),
+    # Its event's recorded_at: on PostgreSQL the register is partitioned by month on it, like the
+    # events (migration 0007). Always written; NULL-able only because SQLite cannot add a NOT NULL column.
+    Column("recorded_at", String(27), nullable=True),
 )
 Index("ix_audit_disclosures_person_id", audit_disclosures.c.person_id)
 

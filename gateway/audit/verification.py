@@ -30,11 +30,11 @@ from typing import Any, Final
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select
+from sqlalchemy import exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.events import GENESIS, checkpoint_payload, event_hash, is_chain_id, parse_time_text
-from gateway.audit.retention import retention_payload
+from gateway.audit.retention import RETENTION_TYPE, retention_payload
 from gateway.audit.tables import (
     audit_chains,
     audit_checkpoints,
@@ -72,6 +72,8 @@ class ChainReport:
         replaced, so that stored text cannot drive the operator's terminal."""
         chain = printable(self.chain_id)
         if not self.ok:
+            if self.event_id is None and self.seq is None:
+                return f"{chain}: FAILED: {self.problem}"
             where = (
                 f"event {printable(self.event_id)} (seq {self.seq})" if self.event_id else f"seq {self.seq}"
             )
@@ -92,7 +94,11 @@ class ChainReport:
             else ""
         )
         counts = f"{self.events} events, {self.checkpoints} checkpoints"
-        if self.dropped:
+        if self.dropped and not self.events:
+            counts = (
+                f"all {self.dropped} events dropped by retention (as signed), {self.checkpoints} checkpoints"
+            )
+        elif self.dropped:
             counts = (
                 f"events {self.dropped + 1} to {last} ({self.dropped} before them dropped by retention, "
                 f"as signed), {self.checkpoints} checkpoints"
@@ -126,7 +132,33 @@ async def verify_ledger(
                     seq=report.dropped + report.events - report.unsigned_events + 1,
                 )  # fmt: skip
         reports.append(report)
+    reports += await _ledger_wide(engine)
     return reports
+
+
+async def _ledger_wide(engine: AsyncEngine) -> list[ChainReport]:
+    """What no chain's walk can see. On PostgreSQL the ledger's keys hold within a month only (its
+    partitions), so an event id used twice in different months, or a disclosure row that no event
+    holds (no hash covers it), is looked for here."""
+    async with engine.connect() as conn:
+        orphans = await conn.execute(
+            select(func.count())
+            .select_from(audit_disclosures)
+            .where(~exists().where(audit_events.c.id == audit_disclosures.c.event_id))
+        )
+        repeated = select(audit_events.c.id).group_by(audit_events.c.id).having(func.count() > 1).subquery()
+        twice = await conn.execute(select(func.count()).select_from(repeated))
+        counts = int(orphans.scalar_one()), int(twice.scalar_one())
+    problems = []
+    if counts[0]:
+        problems.append(
+            ChainReport("the disclosure register", 0, 0, f"{counts[0]} rows name no event (added by hand)")
+        )
+    if counts[1]:
+        problems.append(
+            ChainReport("the events", 0, 0, f"{counts[1]} event ids appear more than once (added by hand)")
+        )
+    return problems
 
 
 async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, registered: bool) -> ChainReport:
@@ -185,6 +217,12 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
     unsigned_since: str | None = None
     async for row, disclosures in _events(engine, chain_id):
         seq = int(row["seq"])
+        if seq < expected_seq:
+            return ChainReport(
+                chain_id, count, count_checkpoints,
+                f"a second event at position {seq}, which the chain already has (added later)",
+                row["id"], seq,
+            )  # fmt: skip
         if seq != expected_seq:
             return ChainReport(
                 chain_id, count, count_checkpoints,
@@ -240,16 +278,18 @@ async def _verify_chain(engine: AsyncEngine, chain_id: str, keys: KeySet, *, reg
 async def _events(
     engine: AsyncEngine, chain_id: str
 ) -> AsyncIterator[tuple[dict[str, Any], list[tuple[int, str]]]]:
-    after = 0
+    # Every row of the chain, in (seq, id) order: a position written twice, or one below 1, is read
+    # like any other, and fails.
+    after: tuple[int, str] | None = None
     while True:
+        query = select(audit_events).where(audit_events.c.chain_id == chain_id)
+        if after is not None:
+            query = query.where(tuple_(audit_events.c.seq, audit_events.c.id) > tuple_(*after))
         async with engine.connect() as conn:
             rows = [
                 dict(row._mapping)
                 for row in await conn.execute(
-                    select(audit_events)
-                    .where(audit_events.c.chain_id == chain_id, audit_events.c.seq > after)
-                    .order_by(audit_events.c.seq)
-                    .limit(_BATCH)
+                    query.order_by(audit_events.c.seq, audit_events.c.id).limit(_BATCH)
                 )
             ]
             if not rows:
@@ -261,7 +301,7 @@ async def _events(
                 by_event[d.event_id].append((int(d.person_id), d.fields))
         for row in rows:
             yield row, by_event[row["id"]]
-        after = int(rows[-1]["seq"])
+        after = (int(rows[-1]["seq"]), str(rows[-1]["id"]))
 
 
 async def _retention_of(engine: AsyncEngine, chain_id: str) -> list[dict[str, Any]]:
@@ -278,6 +318,8 @@ def _retention_holds(cut: dict[str, Any], keys: KeySet) -> bool:
     try:
         signed = jws.deserialize_compact(cut["signature"], keys, algorithms=[ALGORITHM])
     except (JoseError, ValueError):
+        return False
+    if signed.headers().get("typ") != RETENTION_TYPE:
         return False
     expected = retention_payload(
         cut["chain_id"], int(cut["through_seq"]), cut["head_hash"], cut["dropped_before"],

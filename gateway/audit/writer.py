@@ -123,6 +123,8 @@ class LedgerWriter:
         self._head: tuple[int, str] | None = None
         self._registered = False
         self._partitions_month: str | None = None
+        self._partitions_retry_at = 0.0
+        self._recorded: str | None = None  # recorded_at of the chain's last event
         self._checkpointed_seq = 0
         self._checkpointed_at = time.monotonic()
         self._closed = False
@@ -285,9 +287,12 @@ class LedgerWriter:
                 await conn.execute(insert(audit_chains).values(**registration))
             seq, prev_hash = self._head
             rows, disclosures = [], []
+            # Never earlier than the chain's last: a chain is in order by recorded_at (tables.py).
+            recorded = max(now_text(), self._recorded or "")
             for pending in batch:
                 seq += 1
                 row = event_row(pending.draft, chain_id=self.chain_id, seq=seq, prev_hash=prev_hash)
+                row["recorded_at"] = recorded
                 prev_hash = row["hash"]
                 rows.append(row)
                 disclosures += [
@@ -295,7 +300,7 @@ class LedgerWriter:
                         "event_id": row["id"],
                         "person_id": person_id,
                         "fields": ",".join(fields),
-                        "occurred_at": row["occurred_at"],
+                        "recorded_at": recorded,
                     }
                     for person_id, fields in pending.draft.disclosures
                 ]
@@ -313,6 +318,7 @@ class LedgerWriter:
                 raise _WithdrawnError
         if registration is not None:
             self._registration = registration
+        self._recorded = recorded
         return seq, prev_hash, checkpoint
 
     async def _ensure_partitions(self, conn: AsyncConnection) -> None:
@@ -321,10 +327,21 @@ class LedgerWriter:
         month = now_text()[:7]
         if conn.dialect.name != "postgresql" or month == self._partitions_month:
             return
-        async with conn.begin():
-            await conn.execute(
-                text("SELECT audit_ensure_partitions(:ahead)"), {"ahead": PARTITION_MONTHS_AHEAD}
-            )
+        if time.monotonic() < self._partitions_retry_at:
+            return
+        try:
+            async with conn.begin():
+                await conn.execute(
+                    text("SELECT audit_ensure_partitions(:ahead)"), {"ahead": PARTITION_MONTHS_AHEAD}
+                )
+        except Exception as error:
+            if conn.invalidated:
+                raise  # the connection is gone: the batch fails and is retried as any other
+            # A lock not granted within a second (a long reader on the ledger): this month's partition
+            # was made months ago, so the events are written now and the months ahead made later.
+            log.warning("ledger partitions not made yet", extra={"error_type": type(error).__name__})
+            self._partitions_retry_at = time.monotonic() + 60
+            return
         self._partitions_month = month
 
     async def _refuse(self, batch: list[_Pending]) -> bool:
@@ -425,7 +442,7 @@ class LedgerWriter:
             )
             last = (
                 await conn.execute(
-                    select(audit_events.c.seq, audit_events.c.hash)
+                    select(audit_events.c.seq, audit_events.c.hash, audit_events.c.recorded_at)
                     .where(audit_events.c.chain_id == self.chain_id)
                     .order_by(audit_events.c.seq.desc())
                     .limit(1)
@@ -436,6 +453,7 @@ class LedgerWriter:
             return
         self._registered = registered
         self._head = (int(last.seq), str(last.hash)) if last else (0, GENESIS)
+        self._recorded = last.recorded_at if last else None
 
     async def _start_new_chain(self, conn: AsyncConnection) -> None:
         """This chain was sealed from outside while the writer was cut off: go on in a new one."""

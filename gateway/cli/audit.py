@@ -12,7 +12,7 @@ import getpass
 import json
 import time
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from gateway.audit.retention import RetentionPlan, apply_retention, plan_retenti
 from gateway.audit.verification import printable
 from gateway.audit.witness import witness_files
 from gateway.cli.support import fail, load_settings, open_database, run
-from gateway.config import Settings, council_today
+from gateway.config import Settings
 from gateway.keys import signing_keys
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
@@ -241,7 +241,7 @@ def audit_retention(
 ) -> None:
     settings = load_settings()
     kept = months or settings.ledger_retention_months
-    today = council_today()
+    today = datetime.now(UTC).date()  # the partitions are UTC months
 
     async def plan() -> RetentionPlan:
         async with open_database(settings) as engine:

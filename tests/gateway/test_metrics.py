@@ -105,6 +105,7 @@ async def test_metrics_count_requests_and_people_and_carry_no_personal_value(
         ("127.0.0.1", None, None, 200),
         ("::1", None, None, 200),
         ("10.1.2.3", None, None, 403),  # no token set: loopback only
+        ("127.0.0.1", None, "relayed", 403),  # a proxy on this host relaying someone elsewhere
         ("10.1.2.3", "s3cret-scrape-token", "Bearer s3cret-scrape-token", 200),
         ("127.0.0.1", "s3cret-scrape-token", None, 403),  # a token set: even loopback presents it
         ("10.1.2.3", "s3cret-scrape-token", "Bearer wrong", 403),
@@ -124,6 +125,8 @@ async def test_only_the_scraper_may_read_metrics(
     transport = httpx.ASGITransport(app=served, client=(peer, 4711))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         headers = {"Authorization": authorization} if authorization else {}
+        if authorization == "relayed":
+            headers = {"X-Forwarded-For": "203.0.113.5"}
         response = await client.get("/metrics", headers=headers)
     assert response.status_code == status
     if status == 403:

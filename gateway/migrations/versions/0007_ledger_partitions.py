@@ -1,19 +1,26 @@
 """The ledger at scale: events and disclosures partitioned by month (PostgreSQL), retention records.
 
-On PostgreSQL `audit_events` and `audit_disclosures` become tables partitioned by range of
-`occurred_at` (fixed-width UTC text, compared byte by byte: COLLATE "C"), one partition a month,
-so that retention drops whole months instead of deleting rows from an append-only table. The
-disclosure register gains `occurred_at` (its event's time) to be partitioned the same way.
+On PostgreSQL `audit_events` and `audit_disclosures` become tables partitioned by range of a new
+column, `recorded_at` (fixed-width UTC text, compared byte by byte: COLLATE "C"), one partition a
+month, so that retention drops whole months instead of deleting rows from an append-only table. The
+writer sets `recorded_at` when it commits, never earlier than the chain's previous event, so every
+chain is in order by it and retention always drops a prefix of each chain (`occurred_at`, the
+request's time, is not in order: a summary of refusals is written a minute after its time). Existing
+events get the running maximum of `occurred_at` along their chain; rows inserted without it (by hand)
+get the time of the insert. The disclosure register gains the same column.
 `audit_ensure_partitions(months_ahead)` creates the partitions of this month and the next ones; it
 runs with its owner's rights (SECURITY DEFINER), so that the application role, which may do no DDL,
-can still have next month's partitions made as it writes. Every partition refuses TRUNCATE, and the
-row triggers of the parent (UPDATE, DELETE) reach every partition.
+can still have next month's partitions made as it writes. Creating a partition locks its parent
+exclusively, so it waits at most a second for a lock (a long reader holds the parent) and gives up,
+to try again later, rather than queue every ledger write behind it. Every partition refuses
+TRUNCATE, and the row triggers of the parent (UPDATE, DELETE) reach every partition.
 
-What the partitioned tables cannot keep: a unique key must include the partition key, so an event's
-id and its (chain_id, seq) are unique with its time rather than overall, and the disclosure register's
-foreign key to its event is gone. Verification covers all three: a position written twice breaks the
-chain, and every event's hash covers its disclosures, so a disclosure added under an event's id (from
-a second event with the same id, or none) fails that event. Ids are random (UUID4).
+What the partitioned tables cannot keep: a key of a partitioned table must include the partition
+key, so the keys are kept per month instead (each partition has its own primary key on the event id,
+and a unique (chain_id, seq)): an event id or a position is unique within its month rather than
+overall, and the disclosure register's foreign key to its event is gone. `gateway audit verify` checks
+all three: every row of a chain is read, so a position written twice fails; an event id that appears
+twice fails; a disclosure row that no event holds fails. Ids are random (UUID4).
 
 `audit_retention` (both databases) holds, per chain, the signed head of the events a retention run
 dropped, so that verification starts each chain where the dropped range ended.
@@ -35,6 +42,8 @@ depends_on = None
 
 # Months created ahead of the current one, by the migration and by every writer once a month.
 MONTHS_AHEAD = 3
+# The ledger's fixed-width UTC text for "now", as the writer makes it (gateway/audit/events.py).
+NOW_TEXT = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 _PARTITION_FUNCTIONS = (
     """
@@ -58,6 +67,13 @@ _PARTITION_FUNCTIONS = (
                     'FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()',
                     part || '_no_truncate', part
                 );
+                -- Keys per month: a key of the parent would have to include recorded_at.
+                IF parent = 'audit_events' THEN
+                    EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', part);
+                    EXECUTE format('ALTER TABLE %I ADD UNIQUE (chain_id, seq)', part);
+                ELSE
+                    EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (event_id, person_id)', part);
+                END IF;
                 made := made + 1;
             END IF;
         END LOOP;
@@ -66,7 +82,7 @@ _PARTITION_FUNCTIONS = (
     """,
     """
     CREATE FUNCTION audit_ensure_partitions(months_ahead integer) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '1s' AS $$
     DECLARE
         first_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
         made integer := 0;
@@ -74,7 +90,10 @@ _PARTITION_FUNCTIONS = (
         IF months_ahead < 0 OR months_ahead > 24 THEN
             RAISE EXCEPTION 'months_ahead must be between 0 and 24';
         END IF;
-        PERFORM pg_advisory_xact_lock(hashtext('audit_ensure_partitions'));
+        -- One caller at a time; the others go on writing (the months ahead exist already).
+        IF NOT pg_try_advisory_xact_lock(hashtext('audit_ensure_partitions')) THEN
+            RETURN 0;
+        END IF;
         FOR i IN 0..months_ahead LOOP
             made := made + audit_add_month((first_month + make_interval(months => i))::date);
         END LOOP;
@@ -106,7 +125,7 @@ def upgrade() -> None:
                 f"FOR EACH {each} EXECUTE FUNCTION audit_append_only()"
             )
     else:
-        _sqlite_disclosure_times()
+        _sqlite_recorded_at()
         for action in ("UPDATE", "DELETE"):
             op.execute(
                 f"CREATE TRIGGER audit_retention_no_{action.lower()} BEFORE {action} ON audit_retention "
@@ -136,14 +155,14 @@ def _partition() -> None:
         op.execute(f"DROP INDEX ix_audit_events_{index}")
     op.execute("DROP INDEX ix_audit_disclosures_person_id")
     op.execute(
-        """
+        f"""
         CREATE TABLE audit_events (
             id varchar(32) NOT NULL,
             chain_id varchar(36) NOT NULL REFERENCES audit_chains (chain_id),
             seq bigint NOT NULL,
             prev_hash varchar(64) NOT NULL,
             hash varchar(64) NOT NULL,
-            occurred_at varchar(27) COLLATE "C" NOT NULL,
+            occurred_at varchar(27) NOT NULL,
             endpoint varchar(16) NOT NULL,
             client_id varchar(64),
             agreement_id varchar(64),
@@ -168,20 +187,19 @@ def _partition() -> None:
             latency_us bigint NOT NULL,
             trace_id varchar(32),
             token_jti varchar(64),
-            CONSTRAINT audit_events_pkey PRIMARY KEY (id, occurred_at),
-            CONSTRAINT uq_audit_events_chain_seq UNIQUE (chain_id, seq, occurred_at)
-        ) PARTITION BY RANGE (occurred_at)
+            recorded_at varchar(27) COLLATE "C" NOT NULL DEFAULT {NOW_TEXT},
+            CONSTRAINT ck_audit_events_seq_positive CHECK (seq > 0)
+        ) PARTITION BY RANGE (recorded_at)
         """
     )
     op.execute(
-        """
+        f"""
         CREATE TABLE audit_disclosures (
             event_id varchar(32) NOT NULL,
             person_id integer NOT NULL,
             fields text NOT NULL,
-            occurred_at varchar(27) COLLATE "C" NOT NULL,
-            CONSTRAINT audit_disclosures_pkey PRIMARY KEY (event_id, person_id, occurred_at)
-        ) PARTITION BY RANGE (occurred_at)
+            recorded_at varchar(27) COLLATE "C" NOT NULL DEFAULT {NOW_TEXT}
+        ) PARTITION BY RANGE (recorded_at)
         """
     )
     for index in ("occurred_at", "client_id", "agreement_id"):
@@ -201,36 +219,41 @@ def _partition() -> None:
         op.execute(function)
     op.execute("REVOKE ALL ON FUNCTION audit_add_month(date) FROM PUBLIC")
     op.execute("REVOKE ALL ON FUNCTION audit_ensure_partitions(integer) FROM PUBLIC")
+    # Each existing event's recorded_at: the latest occurred_at so far along its chain.
+    op.execute(
+        "CREATE TEMPORARY TABLE audit_recorded ON COMMIT DROP AS SELECT id, "
+        "max(occurred_at) OVER (PARTITION BY chain_id ORDER BY seq) AS recorded_at "
+        "FROM audit_events_unpartitioned"
+    )
     # Every month that holds events, then this month and the next ones.
     op.execute(
         "SELECT audit_add_month(month) FROM (SELECT DISTINCT "
-        "date_trunc('month', left(occurred_at, 10)::date)::date AS month FROM audit_events_unpartitioned) m"
+        "date_trunc('month', left(recorded_at, 10)::date)::date AS month FROM audit_recorded) m"
     )
     op.execute(f"SELECT audit_ensure_partitions({MONTHS_AHEAD})")
     # By name: columns added by later migrations stand in a different order in the old table.
-    columns = ", ".join(column["name"] for column in sa.inspect(op.get_bind()).get_columns("audit_events"))
-    copy = f"INSERT INTO audit_events ({columns}) SELECT {columns} FROM audit_events_unpartitioned"  # noqa: S608
-    op.execute(copy)
+    names = [
+        c["name"] for c in sa.inspect(op.get_bind()).get_columns("audit_events") if c["name"] != "recorded_at"
+    ]
+    columns = ", ".join(names)
+    picked = ", ".join(f"e.{name}" for name in names)
     op.execute(
-        "INSERT INTO audit_disclosures (event_id, person_id, fields, occurred_at) "
-        "SELECT d.event_id, d.person_id, d.fields, e.occurred_at "
-        "FROM audit_disclosures_unpartitioned d JOIN audit_events_unpartitioned e ON e.id = d.event_id"
+        f"INSERT INTO audit_events ({columns}, recorded_at) SELECT {picked}, r.recorded_at "  # noqa: S608 (column names reflected, not input)
+        "FROM audit_events_unpartitioned e JOIN audit_recorded r ON r.id = e.id"
+    )
+    op.execute(
+        "INSERT INTO audit_disclosures (event_id, person_id, fields, recorded_at) "
+        "SELECT d.event_id, d.person_id, d.fields, r.recorded_at "
+        "FROM audit_disclosures_unpartitioned d JOIN audit_recorded r ON r.id = d.event_id"
     )
     op.execute("DROP TABLE audit_disclosures_unpartitioned")
     op.execute("DROP TABLE audit_events_unpartitioned")
 
 
-def _sqlite_disclosure_times() -> None:
-    op.add_column("audit_disclosures", sa.Column("occurred_at", sa.String(27), nullable=True))
-    op.execute("DROP TRIGGER audit_disclosures_no_update")
-    op.execute(
-        "UPDATE audit_disclosures SET occurred_at = "
-        "(SELECT occurred_at FROM audit_events WHERE audit_events.id = audit_disclosures.event_id)"
-    )
-    op.execute(
-        "CREATE TRIGGER audit_disclosures_no_update BEFORE UPDATE ON audit_disclosures "
-        "BEGIN SELECT RAISE(ABORT, 'the audit ledger is append-only'); END"
-    )
+def _sqlite_recorded_at() -> None:
+    """SQLite keeps the ledger whole (no partitions, no retention): the column, NULL for earlier rows."""
+    op.add_column("audit_events", sa.Column("recorded_at", sa.String(27), nullable=True))
+    op.add_column("audit_disclosures", sa.Column("recorded_at", sa.String(27), nullable=True))
 
 
 def downgrade() -> None:

@@ -166,7 +166,7 @@ async def test_an_event_added_after_a_chain_was_closed_is_found(fresh: Fresh, si
         await conn.execute(insert(audit_events).values(**forged))
         await conn.execute(
             insert(audit_disclosures).values(
-                event_id=forged["id"], person_id=1, fields="ref", occurred_at=forged["occurred_at"]
+                event_id=forged["id"], person_id=1, fields="ref", recorded_at=forged["occurred_at"]
             )
         )
     [report] = await verify_ledger(fresh.engine, signing.verification)

@@ -356,7 +356,7 @@ async def test_a_chain_forged_in_the_database_is_not_made_good_by_sealing(
                     event_id=row["id"],
                     person_id=seq + 1,
                     fields="ref,givenName",
-                    occurred_at=row["occurred_at"],
+                    recorded_at=row["occurred_at"],
                 )
             )
             prev = row["hash"]
