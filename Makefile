@@ -33,9 +33,10 @@ typecheck: install
 check-schema: install
 	$(BIN)/gateway schema export --check
 
-# The whole suite, on SQLite and on PostgreSQL (GATEWAY_TEST_POSTGRES_URL, default the local server).
+# The whole suite, on SQLite and on PostgreSQL (GATEWAY_TEST_POSTGRES_URL, default the local server),
+# one pytest worker per core (pytest-xdist): each worker makes its own databases.
 test: install lint typecheck check-schema
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 # Benchmarks print figures (PostgreSQL from GATEWAY_TEST_POSTGRES_URL; the load test needs wrk).
 bench: install

@@ -1,0 +1,1 @@
+"""The documents in docs/, held to the code: what they tell an operator to run is run here."""
