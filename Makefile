@@ -38,10 +38,10 @@ check-schema: install
 test: install lint typecheck check-schema
 	$(BIN)/pytest -n auto
 
-# Benchmarks print figures (PostgreSQL from GATEWAY_TEST_POSTGRES_URL; the load test needs wrk).
+# The gateway against a floor of the same SQL and JSON, from outside (PostgreSQL from
+# GATEWAY_TEST_POSTGRES_URL; needs wrk and taskset: apt-get install wrk). Other benchmarks: bench/.
 bench: install
-	$(BIN)/python -m bench.seed_population
-	$(BIN)/python -m bench.graphql_load
+	$(BIN)/python -m bench.speed
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
