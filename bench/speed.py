@@ -300,7 +300,7 @@ def _print(name: str, runs: dict[str, list[Run]]) -> None:
     print(f"  {name:<22} gateway / floor: {ratio:.3f} (rounds: {rounds})", flush=True)
 
 
-async def main(people_count: int, rounds: int, seconds: int, connections: int) -> None:
+async def main(people_count: int, rounds: int, seconds: int, connections: int, redis: str | None) -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: apt-get install {'wrk' if tool == 'wrk' else 'util-linux'}")
@@ -334,6 +334,7 @@ async def main(people_count: int, rounds: int, seconds: int, connections: int) -
             "GATEWAY_REQUESTS_PER_SECOND": "10000",
             "GATEWAY_REQUESTS_PER_MINUTE": "600000",
             "OTEL_SDK_DISABLED": "false",
+            **({"GATEWAY_REDIS_URL": redis} if redis else {}),
         }
         subprocess.run([GATEWAY, "keys", "generate"], env=env, check=True, capture_output=True)  # noqa: S603, ASYNC221
         floor_env = {
@@ -408,5 +409,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--redis", default=None, help="redis://... : the shared state in Redis, as several workers need"
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.people, options.rounds, options.seconds, options.connections))
+    asyncio.run(main(options.people, options.rounds, options.seconds, options.connections, options.redis))
