@@ -327,8 +327,12 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
         kind = "disconnected"
     elif outcome.status >= 500:
         kind = "error"
-    elif refused or _NOT_EXECUTED.intersection(outcome.error_codes):
-        kind = "denied"
+    elif (
+        refused
+        or _NOT_EXECUTED.intersection(outcome.error_codes)
+        or (outcome.error_codes and not outcome.executed)
+    ):
+        kind = "denied"  # refused, or the document never ran (whatever status its media type gives that)
     else:
         kind = "error" if outcome.error_codes else "allowed"
     disclosed: list[str] = []

@@ -178,6 +178,8 @@ async def test_each_answer_has_the_status_its_media_type_gives_it(
     event = await _recorded(engine, response)
     assert event["error_code"] == code
     assert event["client_id"] == hub.client_id
+    # Whatever the status, a document that never ran was refused; one that ran with errors, an error.
+    assert event["outcome"] == ("denied" if not has_data else "error" if code else "allowed")
 
 
 async def test_a_field_error_with_null_data_is_200(hub: Partner, engine: AsyncEngine) -> None:
