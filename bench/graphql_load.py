@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import httpx
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from bench.wrk import run_wrk
 from gateway.app import create_app
 from gateway.audit import verify_ledger
 from gateway.audit.tables import audit_events
@@ -101,29 +100,8 @@ def _lua(body: str, token: str) -> str:
 
 
 def _wrk(url: str, script: Path, seconds: int, connections: int) -> Run:
-    result = subprocess.run(  # noqa: S603 - a fixed command line of our own
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    out = result.stdout
-
-    def latency(label: str) -> float:
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        assert match, out
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Run(
-        requests_per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        p50_ms=latency("50"),
-        p99_ms=latency("99"),
-        requests=requests,
-        errors=int(errors.group(1)) if errors else 0,
-    )
+    done = run_wrk(url, script, seconds, connections)
+    return Run(done.requests_per_second, done.p50_ms, done.p99_ms, done.requests, done.non_2xx)
 
 
 def _measure(

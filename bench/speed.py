@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ import httpx
 from sqlalchemy import func, select
 
 from bench.graphql_load import SECRET, TODAY, bench_agreements
+from bench.wrk import run_wrk
 from gateway.audit.tables import audit_events
 from gateway.db import create_engine, upgrade
 from gateway.guard import add_document
@@ -133,30 +133,17 @@ def _lua(bodies: list[str], headers: dict[str, str], directory: Path) -> Path:
     return script
 
 
-def _wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, float, int, int]:
-    done = subprocess.run(  # noqa: S603 - a fixed command line of our own
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",  # noqa: S607
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    out = done.stdout
-
-    def latency(label: str) -> float:
-        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        assert match, out
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, latency("50"), latency("99"), requests, int(non_2xx.group(1)) if non_2xx else 0
-
-
 def _measure(pid: int, url: str, script: Path, seconds: int, connections: int) -> Run:
-    _wrk(url, script, 2, connections)  # warm-up
+    run_wrk(url, script, 2, connections, cpu=LOAD_CPU)  # warm-up
     server, postgres = sum(_cpu_ticks(p) for p in _tree(pid)), _postgres_ticks()
-    rps, p50, p99, requests, non_2xx = _wrk(url, script, seconds, connections)
+    done = run_wrk(url, script, seconds, connections, cpu=LOAD_CPU)
+    rps, p50, p99, requests, non_2xx = (
+        done.requests_per_second,
+        done.p50_ms,
+        done.p99_ms,
+        done.requests,
+        done.non_2xx,
+    )
     server = sum(_cpu_ticks(p) for p in _tree(pid)) - server
     after = _postgres_ticks()
     postgres_used = sum(ticks - postgres.get(p, 0) for p, ticks in after.items())

@@ -12,12 +12,9 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +27,11 @@ from sqlalchemy.engine import make_url
 from tests.deploy import dockerfile
 from tests.deploy.manifests import DEPLOY, compose
 from tests.support.databases import postgres_admin_url, postgres_database, redis_url
-from tests.support.processes import free_port
+from tests.support.processes import GATEWAY, free_port, running
 
 pytestmark = pytest.mark.postgres
 
 ROLES_SCRIPT = DEPLOY / "postgres-init" / "roles.sh"
-GATEWAY = str(Path(sys.executable).parent / "gateway")
 # Compose's ${VAR:?...} values for this run; quotes and a backslash, because the script must pass them
 # to psql as variables, never as SQL text (they go into URLs only where compose puts them).
 PASSWORDS = {"MIGRATOR_DB_PASSWORD": "it's a \\ test", "APP_DB_PASSWORD": 'say "when"'}
@@ -259,35 +255,6 @@ def _finish(process: subprocess.Popen[str]) -> str:
     return stdout
 
 
-@contextmanager
-def _serving(env: dict[str, str], cwd: Path, args: list[str], port: int) -> Iterator[None]:
-    log_path = cwd / f"serve-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [GATEWAY, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gateway {' '.join(args)} did not serve:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
-
-
 def _check_ready(healthcheck: list[str], env: dict[str, str], port: int) -> None:
     healthy = subprocess.run(healthcheck, env=env, capture_output=True, text=True, timeout=10)
     assert healthy.returncode == 0, healthy.stderr
@@ -326,7 +293,7 @@ async def test_compose_settings_migrate_as_migrator_and_serve_as_app(tmp_path: P
             for p in services["gateway-1"]["healthcheck"]["test"]
         ]
         assert check[0] == "CMD"
-        with _serving(gateway_env, tmp_path, cmd, port):
+        with running([GATEWAY, *cmd], gateway_env, tmp_path, port):
             # Retention's dry run, as the migrator, while a gateway serves (as the CronJob would).
             retention = _start(
                 here.env(services["retention"]),

@@ -17,16 +17,13 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.deploy import dockerfile
 from tests.deploy.manifests import REPO
-from tests.support.processes import free_port
+from tests.support.processes import free_port, running
 
 UV = REPO / ".tools" / "bin" / "uv"
 
@@ -175,30 +172,6 @@ def _build_steps(builder: dockerfile.Stage, runtime: dockerfile.Stage, app: Path
     return runtime_env
 
 
-@contextmanager
-def _serving(command: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[None]:
-    log = (cwd / "serve.log").open("wb")
-    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"{' '.join(command)} did not serve:\n{(cwd / 'serve.log').read_text()}")
-            time.sleep(0.1)
-        yield
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        log.close()
-
-
 @pytest.mark.e2e
 def test_build_steps_as_a_script(
     builder: dockerfile.Stage, runtime: dockerfile.Stage, tmp_path: Path
@@ -236,7 +209,7 @@ def test_build_steps_as_a_script(
     cmd[cmd.index("--port") + 1] = str(port)
     _, check = dockerfile.healthcheck(runtime)
     check = [part.replace("127.0.0.1:8000/", f"127.0.0.1:{port}/") for part in check]
-    with _serving([*entrypoint, *cmd], env, run, port):
+    with running([*entrypoint, *cmd], env, run, port):
         healthy = subprocess.run(check, cwd=run, env=env, capture_output=True, text=True, timeout=10)
         assert healthy.returncode == 0, healthy.stderr
     # ... and the same check fails once nothing answers.

@@ -8,8 +8,10 @@ memory, kept current by LISTEN/NOTIFY) and on PostgreSQL with the replay stores 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,17 @@ class Caller:
         return await self.http.post(f"{base}{path}", data=body)
 
 
+async def _refused_soon(caller: Caller, base: str, token: str, *, within: float = 3.0) -> httpx.Response:
+    """The first answer to `token` at `base` that is not 200, asking again until `within` seconds have
+    passed (the answers that still pass are recorded as allowed; the test counts only refusals)."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = await caller.query(base, token)
+        if answer.status_code != 200 or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.05)
+
+
 def _error(response: httpx.Response) -> Any:
     if response.headers.get("content-type", "").startswith("application/json"):
         body = response.json()
@@ -138,12 +151,13 @@ async def test_what_one_process_accepts_once_the_other_refuses(env: dict[str, st
             assert again.status_code == 401
             assert 'error="invalid_dpop_proof"' in again.headers["www-authenticate"]
 
-            # Revoked at one: refused at the other on the very next request.
+            # Revoked at one: refused there at once, and at the other as soon as the notification
+            # reaches it (milliseconds after the commit on PostgreSQL; a loaded machine may take longer).
             assert (await caller.query(two, token)).status_code == 200
             revoked = await caller.form(two, "/oauth/revoke", token=token)
             assert revoked.status_code == 200, revoked.text
-            for base in (one, two):
-                refused = await caller.query(base, token)
+            for base in (two, one):
+                refused = await _refused_soon(caller, base, token)
                 assert (refused.status_code, _error(refused)) == (401, "UNAUTHENTICATED"), base
             introspected = await caller.form(one, "/oauth/introspect", token=token)
             assert introspected.json() == {"active": False}
@@ -153,7 +167,7 @@ async def test_what_one_process_accepts_once_the_other_refuses(env: dict[str, st
             assert (await caller.query(two, live)).status_code == 200
             gateway(env, tmp_path, "clients", "disable", caller.client.client_id)
             for base in (two, one):
-                refused = await caller.query(base, live)
+                refused = await _refused_soon(caller, base, live)
                 assert (refused.status_code, _error(refused)) == (401, "UNAUTHENTICATED"), base
                 assert 'error="invalid_token"' in refused.headers["www-authenticate"]
             no_token = await caller.token_request(

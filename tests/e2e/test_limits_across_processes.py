@@ -6,7 +6,6 @@ its agreement allows are counted once across both, and so are the distinct peopl
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import httpx
 import pytest
 
 from gateway.cli.client_files import read_client_file
-from policies import AGREEMENTS_DIR
 from tests.e2e.test_identity_across_processes import Caller, _error
 from tests.support.databases import postgres_database, redis_url
-from tests.support.processes import free_port, gateway, serving
+from tests.support.processes import agreements_with_hub_limits, free_port, gateway, gateway_env, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -27,31 +25,15 @@ PER_MINUTE, PER_DAY = 6, 5
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    agreements = tmp_path / "agreements"
-    agreements.mkdir()
-    for path in AGREEMENTS_DIR.glob("*.yaml"):
-        text = path.read_text(encoding="utf-8")
-        if path.stem == HUB:
-            old = "limits: {max_page_size: 100, people_per_day: 2000}"
-            assert old in text
-            text = text.replace(
-                old,
-                "limits: {max_page_size: 100, "
-                f"people_per_day: {PER_DAY}, requests_per_minute: {PER_MINUTE}}}",
-            )
-        (agreements / path.name).write_text(text, encoding="utf-8")
+    agreements = agreements_with_hub_limits(
+        tmp_path / "agreements",
+        f"max_page_size: 100, people_per_day: {PER_DAY}, requests_per_minute: {PER_MINUTE}",
+    )
     async with postgres_database() as url:
-        made = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GATEWAY_DATABASE_URL": url,
-            "GATEWAY_ISSUER": "http://127.0.0.1:8000",
-            "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "signing.jwk.json"),
-            "GATEWAY_REF_SECRET_FILE": str(tmp_path / "ref-secret"),
-            "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
-            "GATEWAY_AGREEMENTS_DIR": str(agreements),
-            "GATEWAY_REDIS_URL": await redis_url(),
-            "GATEWAY_DPOP_NONCE": "false",
-        }
+        made = gateway_env(
+            tmp_path, url, GATEWAY_AGREEMENTS_DIR=str(agreements), GATEWAY_REDIS_URL=await redis_url(),
+            GATEWAY_DPOP_NONCE="false",
+        )  # fmt: skip
         for command in (["keys", "generate"], ["db", "upgrade"], ["seed", "--people", "400"]):
             gateway(made, tmp_path, *command)
         yield made

@@ -9,7 +9,6 @@ afterwards that both workers answered (one audit chain each).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,10 +19,17 @@ from sqlalchemy import text
 
 from gateway.cli.client_files import read_client_file
 from gateway.db import create_engine
-from policies import AGREEMENTS_DIR
 from tests.e2e.test_identity_across_processes import PAGE, Caller, _error
 from tests.support.databases import postgres_database, redis_url
-from tests.support.processes import GATEWAY, free_port, gateway, serving, trust
+from tests.support.processes import (
+    GATEWAY,
+    agreements_with_hub_limits,
+    free_port,
+    gateway,
+    gateway_env,
+    serving,
+    trust,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -32,28 +38,14 @@ HUB, PER_MINUTE = "family-hub-outreach", 8
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    agreements = tmp_path / "agreements"
-    agreements.mkdir()
-    for path in AGREEMENTS_DIR.glob("*.yaml"):
-        text_ = path.read_text(encoding="utf-8")
-        if path.stem == HUB:
-            old = "limits: {max_page_size: 100, people_per_day: 2000}"
-            assert old in text_
-            text_ = text_.replace(old, f"limits: {{max_page_size: 100, requests_per_minute: {PER_MINUTE}}}")
-        (agreements / path.name).write_text(text_, encoding="utf-8")
+    agreements = agreements_with_hub_limits(
+        tmp_path / "agreements", f"max_page_size: 100, requests_per_minute: {PER_MINUTE}"
+    )
     async with postgres_database() as url:
-        made = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GATEWAY_DATABASE_URL": url,
-            "GATEWAY_ISSUER": "http://127.0.0.1:8000",
-            "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "signing.jwk.json"),
-            "GATEWAY_REF_SECRET_FILE": str(tmp_path / "ref-secret"),
-            "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
-            "GATEWAY_AGREEMENTS_DIR": str(agreements),
-            "GATEWAY_REDIS_URL": await redis_url(),
-            "GATEWAY_DPOP_NONCE": "false",
-            "GATEWAY_REQUESTS_PER_SECOND": "1000",
-        }
+        made = gateway_env(
+            tmp_path, url, GATEWAY_AGREEMENTS_DIR=str(agreements), GATEWAY_REDIS_URL=await redis_url(),
+            GATEWAY_DPOP_NONCE="false", GATEWAY_REQUESTS_PER_SECOND="1000",
+        )  # fmt: skip
         for command in (["keys", "generate"], ["db", "upgrade"], ["seed", "--people", "100"]):
             gateway(made, tmp_path, *command)
         yield made

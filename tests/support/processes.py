@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,28 +37,43 @@ def serving(
     env: dict[str, str], cwd: Path, port: int, *, workers: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`gateway serve` on 127.0.0.1:`port` until the block ends (then SIGTERM)."""
-    log = (cwd / f"serve-{port}-{time.monotonic_ns()}.log").open("wb")
-    process = subprocess.Popen(
-        [GATEWAY, "serve", "--port", str(port), "--workers", str(workers)],
-        env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gateway serve did not start: {log.name}")
-            time.sleep(0.1)
+    command = [GATEWAY, "serve", "--port", str(port), "--workers", str(workers)]
+    with running(command, env, cwd, port) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        log.close()
+
+
+@contextmanager
+def running(
+    command: list[str], env: dict[str, str], cwd: Path, port: int, *, seconds: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` (a server) until its /livez on 127.0.0.1:`port` answers 200, then until the block ends:
+    SIGTERM to its process group (its workers too), SIGKILL if it has not stopped within 30 s."""
+    log_path = cwd / f"serve-{port}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + seconds
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise AssertionError(f"{' '.join(command)} did not serve:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)
 
 
 def trust(env: dict[str, str], cwd: Path, client_file: Path, document: str) -> None:
@@ -66,3 +83,34 @@ def trust(env: dict[str, str], cwd: Path, client_file: Path, document: str) -> N
     path = cwd / f"document-{time.monotonic_ns()}.graphql"
     path.write_text(document, encoding="utf-8")
     gateway(env, cwd, "documents", "add", "--client", read_client_file(client_file).client_id, str(path))
+
+
+HUB_LIMITS = "limits: {max_page_size: 100, people_per_day: 2000}"
+
+
+def agreements_with_hub_limits(directory: Path, limits: str) -> Path:
+    """A copy of the shipped agreements in `directory`, with family-hub-outreach's `limits:` replaced."""
+    from policies import AGREEMENTS_DIR
+
+    directory.mkdir()
+    for path in AGREEMENTS_DIR.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if path.stem == "family-hub-outreach":
+            assert HUB_LIMITS in text
+            text = text.replace(HUB_LIMITS, f"limits: {{{limits}}}")
+        (directory / path.name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def gateway_env(cwd: Path, database_url: str, **more: str) -> dict[str, str]:
+    """The variables of a `gateway` process whose keys and witness live in `cwd`; `more` adds or
+    overrides (as GATEWAY_* names)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_ISSUER": "http://127.0.0.1:8000",  # the public URL; each process listens elsewhere
+        "GATEWAY_SIGNING_KEY_FILE": str(cwd / "signing.jwk.json"),
+        "GATEWAY_REF_SECRET_FILE": str(cwd / "ref-secret"),
+        "GATEWAY_AUDIT_WITNESS": str(cwd / "witness"),
+        **more,
+    }
