@@ -49,7 +49,7 @@ from policies import load_agreements
 from tests.support.databases import _admin_connection, postgres_admin_url
 from tests.support.identity import assertion
 from tests.support.partners import ASSERTION_TYPE, proof
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -293,12 +293,7 @@ class Operator:
         try:
             yield server
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+            stop_group(process)
             log.close()
 
     def sql(self, statement: str, database: str = "postgres") -> str:
