@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -52,6 +53,12 @@ def is_unavailable(error: BaseException) -> bool:
             | exc.DisconnectionError
             | redis_errors.ConnectionError
             | redis_errors.TimeoutError,
+        ):
+            return True
+        # Raised by asyncpg itself: a statement the resolvers run on the driver directly.
+        if isinstance(current, asyncpg.InterfaceError) or (
+            isinstance(current, asyncpg.PostgresError)
+            and current.sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
         ):
             return True
         if isinstance(current, exc.DBAPIError):
@@ -115,7 +122,7 @@ def create_engine(
     beside it: a backup on read-only storage. Never for a database that something is writing.
     The timeouts (PostgreSQL; 0 = none) bound how long a request waits on a lock or a statement, so
     that a locked table answers 503 rather than holding the request for as long as the lock lasts."""
-    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    options: dict[str, Any] = {"hide_parameters": True}
     parsed = make_url(url)
     if is_sqlite(url):
         database = parsed.database

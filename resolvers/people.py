@@ -14,12 +14,29 @@ Exceptions (all `AccessError`):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal, null, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    literal,
+    null,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
@@ -108,11 +125,9 @@ async def list_people(
     maximum = decision.max_page_size or 0
     if not 1 <= first <= maximum:
         raise PageSizeError(maximum)
-    stmt = _select(decision, scope, fields).order_by(people.c.id).limit(first + 1)
-    if after is not None:
-        stmt = stmt.where(people.c.id > after)
-    rows = (await conn.execute(stmt)).all()
-    records = [_record(decision, scope, fields, row._mapping) for row in rows[:first]]
+    statement = _statement("page" if after is None else "page_after", decision, scope, tuple(fields))
+    rows = await statement.rows(conn, {"n": first + 1, "after": after})
+    records = [_record(decision, scope, fields, row) for row in rows[:first]]
     return Page(people=records, has_next=len(rows) > first)
 
 
@@ -120,8 +135,8 @@ async def get_person(
     conn: AsyncConnection, *, decision: Decision, fields: Collection[str], person_id: int
 ) -> PersonRecord | None:
     scope = _scope(decision)
-    row = (await conn.execute(_select(decision, scope, fields).where(people.c.id == person_id))).first()
-    return None if row is None else _record(decision, scope, fields, row._mapping)
+    rows = await _statement("one", decision, scope, tuple(fields)).rows(conn, {"person_id": person_id})
+    return _record(decision, scope, fields, rows[0]) if rows else None
 
 
 async def match_people(
@@ -142,13 +157,11 @@ async def match_people(
         raise LookupNotAllowedError("the search must use exactly the agreement's match fields")
     if not 1 <= limit <= 10:
         raise PageSizeError(10)
-    stmt = _select(decision, scope, fields, join_address=bool(_ADDRESS_FIELDS.intersection(criteria)))
-    for name, value in criteria.items():
-        stmt = stmt.where(_criterion(name, value))
-    if any(name in LOCATION_FIELDS for name in criteria):
-        stmt = stmt.where(people.c.protected_address.is_(false()))
-    rows = (await conn.execute(stmt.order_by(people.c.id).limit(limit))).all()
-    return [_record(decision, scope, fields, row._mapping) for row in rows]
+    names = tuple(sorted(criteria))
+    values = {f"match_{name}": _normalised(name, value) for name, value in criteria.items()}
+    statement = _statement("match", decision, scope, tuple(fields), names)
+    rows = await statement.rows(conn, {**values, "n": limit})
+    return [_record(decision, scope, fields, row) for row in rows]
 
 
 async def household_members(
@@ -175,6 +188,86 @@ async def household_members(
     }
 
 
+# -- statements, built once per (kind, scope, fields) -------------------------------------------
+
+
+class _Statement:
+    """One SELECT with its per-request values as named parameters. On PostgreSQL through asyncpg it
+    is compiled once and run on the pooled connection's driver: no transaction is begun for a
+    single read, so nothing is rolled back when the connection returns to the pool."""
+
+    __slots__ = ("_asyncpg", "select")
+
+    def __init__(self, select_: Select[Any]) -> None:
+        self.select = select_
+        self._asyncpg: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
+
+    async def rows(self, conn: AsyncConnection, values: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        if conn.dialect.driver != "asyncpg":
+            return [row._mapping for row in (await conn.execute(self.select, dict(values))).all()]
+        if self._asyncpg is None:
+            compiled = self.select.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+            self._asyncpg = (str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+        sql, names, fixed = self._asyncpg
+        arguments = [values[name] if name in values else fixed[name] for name in names]
+        raw = await conn.get_raw_connection()
+        driver, sync = raw.driver_connection, conn.sync_connection
+        assert driver is not None and sync is not None
+        # The engine's statement events fire as for any statement (tracing spans, tests' watchers).
+        execution = SimpleNamespace()
+        sync.dispatch.before_cursor_execute(sync, None, sql, arguments, execution, False)
+        try:
+            rows = await driver.fetch(sql, *arguments)
+        except Exception as error:
+            failure = SimpleNamespace(execution_context=execution, original_exception=error)
+            sync.engine.dispatch.handle_error(failure)
+            if not _statement_error(error):
+                # Anything but the statement's own fault may have broken the connection: never
+                # hand it back to the pool (SQLAlchemy did not see the error, so it would).
+                await conn.invalidate()
+            raise
+        sync.dispatch.after_cursor_execute(sync, None, sql, arguments, execution, False)
+        return cast("list[Mapping[str, Any]]", rows)
+
+
+def _statement_error(error: BaseException) -> bool:
+    """An error the server raised for this statement, on a connection that is still good."""
+    state = getattr(error, "sqlstate", None)
+    return isinstance(state, str) and state[:2] not in _BROKEN_SQLSTATE_CLASSES
+
+
+# Connection exceptions, operator intervention, insufficient resources: the session may be gone.
+_BROKEN_SQLSTATE_CLASSES: Final = frozenset({"08", "53", "57", "58", "XX"})
+
+
+def _statement(
+    kind: str, decision: Decision, scope: RowScope, fields: tuple[str, ...], criteria: tuple[str, ...] = ()
+) -> _Statement:
+    outside = set(fields) - set(decision.fields)
+    if outside:
+        raise FieldNotAllowedError(", ".join(sorted(outside)))
+    return _built(kind, scope, fields, criteria)
+
+
+@lru_cache(maxsize=1024)
+def _built(kind: str, scope: RowScope, fields: tuple[str, ...], criteria: tuple[str, ...]) -> _Statement:
+    if kind == "match":
+        stmt = _within(scope, fields, join_address=bool(_ADDRESS_FIELDS.intersection(criteria)))
+        for name in criteria:
+            stmt = stmt.where(
+                _criterion(name, bindparam(f"match_{name}", None, type_=_CRITERION_TYPES[name]))
+            )
+        if any(name in LOCATION_FIELDS for name in criteria):
+            stmt = stmt.where(people.c.protected_address.is_(false()))
+        return _Statement(stmt.order_by(people.c.id).limit(bindparam("n", None, type_=Integer)))
+    stmt = _within(scope, fields)
+    if kind == "one":
+        return _Statement(stmt.where(people.c.id == bindparam("person_id", None, type_=Integer)))
+    if kind == "page_after":
+        stmt = stmt.where(people.c.id > bindparam("after", None, type_=Integer))
+    return _Statement(stmt.order_by(people.c.id).limit(bindparam("n", None, type_=Integer)))
+
+
 def normalise_name(value: str) -> str:
     return " ".join(value.split()).lower()
 
@@ -189,14 +282,33 @@ def _scope(decision: Decision) -> RowScope:
     return decision.scope
 
 
-def _criterion(name: str, value: str | date) -> ColumnElement[bool]:
+_CRITERION_TYPES: Final[dict[str, Any]] = {
+    "givenName": String(),
+    "familyName": String(),
+    "dateOfBirth": Date(),
+    "postcode": String(),
+}
+
+
+def _normalised(name: str, value: str | date) -> str | date:
     if name in _NAME_FIELDS and isinstance(value, str):
-        column = people.c.given_name if name == "givenName" else people.c.family_name
-        return func.lower(column) == normalise_name(value)
+        return normalise_name(value)
     if name == "dateOfBirth" and isinstance(value, date):
-        return people.c.date_of_birth == value
+        return value
     if name == "postcode" and isinstance(value, str):
-        return func.replace(func.upper(addresses.c.postcode), " ", "") == normalise_postcode(value)
+        return normalise_postcode(value)
+    raise LookupNotAllowedError(f"cannot search on {name}")
+
+
+def _criterion(name: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
+    """The match on one field, its value already normalised (`_normalised`)."""
+    if name in _NAME_FIELDS:
+        column = people.c.given_name if name == "givenName" else people.c.family_name
+        return func.lower(column) == value
+    if name == "dateOfBirth":
+        return people.c.date_of_birth == value
+    if name == "postcode":
+        return func.replace(func.upper(addresses.c.postcode), " ", "") == value
     raise LookupNotAllowedError(f"cannot search on {name}")
 
 
@@ -207,6 +319,10 @@ def _select(
     outside = set(fields) - set(decision.fields)
     if outside:
         raise FieldNotAllowedError(", ".join(sorted(outside)))
+    return _within(scope, fields, join_address=join_address)
+
+
+def _within(scope: RowScope, fields: Collection[str], *, join_address: bool = False) -> Select[Any]:
     withhold = scope.protected_address is ProtectedAddress.WITHHOLD
     columns: list[ColumnElement[Any]] = [
         people.c.id.label("person_id"),
