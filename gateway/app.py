@@ -79,10 +79,13 @@ def create_app(
     today: Callable[[], date] = council_today,
     telemetry: Telemetry | None = None,
     unaudited_for_benchmarks: bool = False,
+    general_path_only: bool = False,
 ) -> Starlette:
     """Build the app. A test may pass `engine` for requests and `ledger_engine` for the ledger (by
     default the same engine). `unaudited_for_benchmarks` switches the ledger off: only bench/ uses it,
-    to measure what the ledger costs; no setting or variable can reach it."""
+    to measure what the ledger costs; no setting or variable can reach it. `general_path_only`: every
+    document through the views' strawberry schemas, none through the compiled path (for the tests
+    that hold both paths to one answer)."""
     agreements = load_agreements(settings.agreements_dir)
     owned = _Owned(telemetry=telemetry is None, engine=engine is None, ledger_engine=ledger_engine is None)
     telemetry = telemetry or telemetry_from_environment()
@@ -121,7 +124,9 @@ def create_app(
             settings, engine=engine, state=state, ledger=ledger, telemetry=telemetry, agreements=agreements
         ),
     )
-    endpoints = _endpoints(gateway, today=today, secret=secret, ledger_engine=ledger_engine)
+    endpoints = _endpoints(
+        gateway, today=today, secret=secret, ledger_engine=ledger_engine, compiled=not general_path_only
+    )
     app = Starlette(
         routes=build_routes(endpoints),
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
@@ -174,7 +179,12 @@ def _ledger_writer(
 
 
 def _endpoints(
-    gateway: Gateway, *, today: Callable[[], date], secret: bytes, ledger_engine: AsyncEngine
+    gateway: Gateway,
+    *,
+    today: Callable[[], date],
+    secret: bytes,
+    ledger_engine: AsyncEngine,
+    compiled: bool,
 ) -> Endpoints:
     settings, engine, signing = gateway.settings, gateway.engine, gateway.signing
     leeway = settings.token_leeway_seconds
@@ -214,6 +224,7 @@ def _endpoints(
         ledger=SecurityLedger(engine, gateway.agreements),
         guard=gateway.guard,
         unaudited_for_benchmarks=gateway.ledger is None,
+        compiled=compiled,
     )
     auditor = RequestAuditor(
         gateway.ledger, gateway.telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash")

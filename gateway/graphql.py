@@ -159,8 +159,11 @@ class GraphQLEndpoint:
         ledger: LedgerReader,
         guard: Guard,
         unaudited_for_benchmarks: bool = False,
+        compiled: bool = True,
     ) -> None:
-        """`url`: this endpoint's public URL, which DPoP proofs must name (never the Host header)."""
+        """`url`: this endpoint's public URL, which DPoP proofs must name (never the Host header).
+        `compiled`: answer what the compiled path covers by it (schema.compiled); off, every document
+        takes the general path (for tests that hold the two to one answer)."""
         self._engine = engine
         self._views = views
         self._verifier = verifier
@@ -175,6 +178,7 @@ class GraphQLEndpoint:
         # Only bench/ sets it (create_app's unaudited_for_benchmarks): no ledger, so the policy's record
         # obligations are waived, to measure what the ledger costs. Nothing else can reach it.
         self._unaudited_for_benchmarks = unaudited_for_benchmarks
+        self._compiled = compiled
 
     async def handle(self, request: Request) -> tuple[JSONResponse, Outcome]:
         """Never raises: whatever happens, the outcome keeps what was verified before it happened."""
@@ -559,6 +563,14 @@ class GraphQLEndpoint:
             ledger=self._ledger if view.agreement.is_ledger else None,
             acting_user=outcome.purpose.acting_user,
         )
+        if self._compiled and view.planner is not None:
+            data = await view.planner.execute(
+                context, query, payload.get("variables"), payload.get("operationName")
+            )
+            if data is not None:
+                outcome.operation_name = context.operation_name or outcome.operation_name
+                outcome.executed = True
+                return {"data": data}, context.disclosed_in(data)
         try:
             result = await view.schema.execute(
                 query,

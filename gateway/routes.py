@@ -358,7 +358,10 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
         client_address=client_address,
         trace_id=trace_id_hex(),
         token_jti=outcome.token_jti,
-        disclosures=tuple(sorted((person_id, tuple(fields)) for person_id, fields in sent.items())),
+        # Each person's fields in view order: the same record whichever root field answered first.
+        disclosures=tuple(
+            sorted((person_id, _in_view_order(fields, agreement)) for person_id, fields in sent.items())
+        ),
     )
     return _with_agreement(draft, agreement)
 

@@ -47,12 +47,12 @@ CACHE_SIZE: Final = 512
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _parsed(query: str, max_tokens: int) -> DocumentNode:
+def parsed(query: str, max_tokens: int) -> DocumentNode:
     return parse(query, max_tokens=max_tokens)
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _validated(
+def validated(
     schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
 ) -> list[GraphQLError]:
     return validate_document(schema, document, rules)
@@ -84,7 +84,7 @@ class OperationPipeline(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         execution = self.execution_context
         with self._span("graphql.parse"):
-            execution.graphql_document = _parsed(execution.query or "", self.max_tokens)
+            execution.graphql_document = parsed(execution.query or "", self.max_tokens)
         operations = [
             d for d in execution.graphql_document.definitions if isinstance(d, OperationDefinitionNode)
         ]
@@ -98,7 +98,7 @@ class OperationPipeline(SchemaExtension):
         execution = self.execution_context
         assert execution.graphql_document is not None
         with self._span("graphql.validate") as span:
-            errors = _validated(
+            errors = validated(
                 execution.schema._schema,
                 execution.graphql_document,
                 (*execution.validation_rules, *self.rules),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import strawberry
-from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, NoSchemaIntrospectionCustomRule, specified_rules
 from opentelemetry.trace import NoOpTracer, Tracer
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.schema.config import StrawberryConfig
@@ -33,6 +33,7 @@ from resolvers import (
     list_people,
     match_people,
 )
+from schema.compiled import Planner
 from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_mutation, ledger_query
@@ -71,6 +72,7 @@ class View:
     schema: strawberry.Schema
     rules: tuple[type[ASTValidationRule], ...] = ()  # the view's own validation rules
     cost: PeopleLimit | None = None
+    planner: Planner | None = None  # the compiled path (schema.compiled); None for the ledger's view
 
     @property
     def sdl(self) -> str:
@@ -115,7 +117,18 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
             )
         ],
     )
-    return View(agreement=agreement, schema=schema, rules=validation_rules, cost=cost)
+    planner = None
+    if not agreement.is_ledger:
+        planner = Planner(
+            schema=schema._schema,
+            # The general path's own rules, in its order, so that both share one validation cache.
+            rules=(*specified_rules, *validation_rules),
+            cost=cost,
+            max_tokens=max_tokens,
+            withheld=agreement.protected_address == "withhold",
+            tracer=used_tracer,
+        )
+    return View(agreement=agreement, schema=schema, rules=validation_rules, cost=cost, planner=planner)
 
 
 def people_limit(agreement: Agreement) -> PeopleLimit:

@@ -1,0 +1,498 @@
+"""The compiled path: a person view's document planned once, then answered without a resolver per field.
+
+strawberry and graphql-core build an object per person, wrap every field in a resolver call and
+complete each value through the type system: for a page of 100 people that was most of a request's
+CPU. The documents partners send are few and fixed (trusted documents, or the same text every time),
+so each (view, document, operation) is planned once: parsed and validated as the general path would,
+its selections collected through fragments and literal @skip/@include into a tree of response keys,
+and the fields each root field reads worked out. A request then coerces its variables, reads rows
+with the resolvers' own SQL and writes the answer as plain dicts, recording the same disclosures.
+
+The general path (the view's strawberry schema) stays the one answer's definition. This path covers
+what it can answer exactly like it and gives way, before anything is disclosed, whenever it cannot:
+a document it does not plan (a mutation, introspection, a directive whose condition is a variable,
+a validation error), a request that would end in an error (variables that do not coerce, a page size
+out of range, a cursor or a search value the resolver refuses, a document over the people limit), or
+a row the general path would answer with an error. `execute` then returns None and nothing about the
+request has been changed; the gateway runs the general path. tests/schema/test_compiled.py holds
+both paths to identical answers and disclosures on every shipped document and on generated ones.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+from graphql import (
+    BooleanValueNode,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.utilities import get_operation_ast
+from opentelemetry.trace import Status, StatusCode, Tracer
+
+from policies import field_order
+from resolvers import PersonRecord, RefKind, get_person, household_members, list_people, match_people
+from schema.context import Disclosure, ViewContext
+from schema.limits import people_cost
+from schema.pipeline import PeopleLimit, parsed, validated
+
+PLANS_PER_VIEW: Final = 256
+MAX_MATCH_TEXT: Final = 100  # as schema.views: a longer search value is the general path's error
+_ADDRESS_PARTS: Final = frozenset({"line1", "line2", "town", "postcode"})
+_NON_NULL_ADDRESS_PARTS: Final = ("line1", "town", "postcode")
+
+
+class _Uncovered(Exception):
+    """This document or request is the general path's to answer."""
+
+
+# A selection set collected: response key -> (field name, the selection set under it, collected).
+Tree = tuple[tuple[str, str, "Tree"], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Root:
+    key: str
+    name: str
+    node: FieldNode  # the first field node under this key: its arguments (validation made them agree)
+    definition: GraphQLField | None
+    tree: Tree  # the selection under the root field
+    person: Tree  # the person's selection: the root's own, or under people.edges.node
+    names: frozenset[str]  # person field names selected (for what to read), through every path
+    member_names: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    operation: OperationDefinitionNode
+    fragments: Mapping[str, FragmentDefinitionNode]
+    operation_name: str | None
+    roots: tuple[_Root, ...]
+
+
+class Planner:
+    """Plans for one person view, cached by document text and operation name."""
+
+    def __init__(
+        self,
+        *,
+        schema: GraphQLSchema,
+        rules: tuple[Any, ...],
+        cost: PeopleLimit | None,
+        max_tokens: int,
+        withheld: bool,
+        tracer: Tracer,
+    ) -> None:
+        self._schema = schema
+        self._tracer = tracer
+        self._rules = rules
+        self._cost = cost
+        self._max_tokens = max_tokens
+        self._withheld = withheld
+        self.plan = lru_cache(maxsize=PLANS_PER_VIEW)(self._plan)
+
+    def _plan(self, query: str, operation_name: str | None) -> Plan | None:
+        try:
+            document = parsed(query, self._max_tokens)
+        except GraphQLError:
+            return None
+        if validated(self._schema, document, self._rules):
+            return None
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if len(operations) > 1 and operation_name is None:
+            return None
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or operation.operation is not OperationType.QUERY:
+            return None
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        try:
+            roots = tuple(self._roots(operation, fragments, document))
+        except _Uncovered:
+            return None
+        name = (
+            operation_name
+            if operation_name is not None
+            else (operation.name.value if operation.name else None)
+        )
+        return Plan(operation=operation, fragments=fragments, operation_name=name, roots=roots)
+
+    def _roots(
+        self,
+        operation: OperationDefinitionNode,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        _: DocumentNode,
+    ) -> list[_Root]:
+        query_type = self._schema.query_type
+        assert query_type is not None
+        roots = []
+        for key, nodes in _collect([operation.selection_set], fragments).items():
+            name = nodes[0].name.value
+            if name.startswith("__") and name != "__typename":
+                raise _Uncovered  # introspection
+            tree = _tree([n.selection_set for n in nodes if n.selection_set], fragments)
+            person = tree
+            if name == "people":
+                person = _under(tree, "edges", "node")
+            names, members = _person_names(person)
+            roots.append(
+                _Root(
+                    key=key,
+                    name=name,
+                    node=nodes[0],
+                    definition=query_type.fields.get(name),
+                    tree=tree,
+                    person=person,
+                    names=names,
+                    member_names=members,
+                )
+            )
+        return roots
+
+    async def execute(
+        self,
+        context: ViewContext,
+        query: str,
+        variables: Mapping[str, Any] | None,
+        operation_name: str | None,
+    ) -> dict[str, Any] | None:
+        """The answer's `data`, its disclosures recorded in the context; or None, and the context
+        unchanged, for the general path to answer."""
+        plan = self.plan(query, operation_name)
+        if plan is None:
+            return None
+        # One span for the request's part here: no query text, no values (as schema.pipeline).
+        with self._tracer.start_as_current_span(
+            "graphql.compiled", record_exception=False, set_status_on_exception=False
+        ) as span:
+            if context.decision.agreement_label:
+                span.set_attribute("gateway.agreement", context.decision.agreement_label)
+            if plan.operation_name:
+                span.set_attribute("graphql.operation.name", plan.operation_name)
+            try:
+                data = await self._execute(plan, context, variables)
+            except _Uncovered:
+                span.set_attribute("graphql.compiled.gave_way", True)
+                return None
+            except BaseException as error:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+            span.set_attribute("gateway.people_count", len({d.person_id for d in context.disclosures}))
+            return data
+
+    async def _execute(
+        self, plan: Plan, context: ViewContext, variables: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        if variables is not None and not isinstance(variables, dict):
+            raise _Uncovered
+        coerced = get_variable_values(
+            self._schema, plan.operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):
+            raise _Uncovered  # the general path reports each variable that does not coerce
+        if self._cost is not None and (
+            people_cost(plan.operation, plan.fragments, variables or {}, pages=self._cost.pages)
+            > self._cost.maximum
+        ):
+            raise _Uncovered
+        shaper = _Shaper(context, self._withheld)
+        data: dict[str, Any] = {}
+        async with context.connect() as conn:
+            for root in plan.roots:
+                if root.name == "__typename":
+                    data[root.key] = "Query"
+                    continue
+                assert root.definition is not None
+                try:
+                    arguments = get_argument_values(root.definition, root.node, coerced)
+                except GraphQLError:
+                    raise _Uncovered from None
+                data[root.key] = await shaper.root(conn, root, arguments)
+        context.disclosures.extend(shaper.disclosures)
+        context.operation_name = plan.operation_name
+        return data
+
+
+# -- planning --------------------------------------------------------------------------------------
+
+
+def _collect(
+    selection_sets: Sequence[SelectionSetNode], fragments: Mapping[str, FragmentDefinitionNode]
+) -> dict[str, list[FieldNode]]:
+    """Fields by response key, in the order graphql-core's collect_fields gives them."""
+    fields: dict[str, list[FieldNode]] = {}
+    visited: set[str] = set()
+
+    def walk(selection_set: SelectionSetNode) -> None:
+        for selection in selection_set.selections:
+            if not _included(selection):
+                continue
+            if isinstance(selection, FieldNode):
+                key = selection.alias.value if selection.alias else selection.name.value
+                fields.setdefault(key, []).append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                walk(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in visited:
+                    continue
+                visited.add(name)
+                walk(fragments[name].selection_set)
+
+    for selection_set in selection_sets:
+        walk(selection_set)
+    return fields
+
+
+def _included(selection: Any) -> bool:
+    """@skip and @include with literal conditions; a condition in a variable is not planned."""
+    for directive in selection.directives or ():
+        name = directive.name.value
+        if name not in ("skip", "include"):
+            raise _Uncovered
+        argument = next((a for a in directive.arguments if a.name.value == "if"), None)
+        if argument is None or not isinstance(argument.value, BooleanValueNode):
+            raise _Uncovered
+        if argument.value.value == (name == "skip"):
+            return False
+    return True
+
+
+def _tree(
+    selection_sets: Sequence[SelectionSetNode], fragments: Mapping[str, FragmentDefinitionNode]
+) -> Tree:
+    return tuple(
+        (key, nodes[0].name.value, _tree([n.selection_set for n in nodes if n.selection_set], fragments))
+        for key, nodes in _collect(selection_sets, fragments).items()
+    )
+
+
+def _under(tree: Tree, *path: str) -> Tree:
+    """The merged selections under a path of field names (every response key that names them)."""
+    if not path:
+        return tree
+    merged: list[tuple[str, str, Tree]] = []
+    for _, name, sub in tree:
+        if name == path[0]:
+            merged.extend(_under(sub, *path[1:]))
+    return tuple(merged)
+
+
+def _person_names(person: Tree) -> tuple[frozenset[str], frozenset[str]]:
+    names = frozenset(name for _, name, _ in person)
+    members = frozenset(name for _, name, sub in person if name == "members" for _, name, _ in sub)
+    return names, members
+
+
+# -- answering -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    ref: bool
+    fields: tuple[str, ...]
+    members: _Wanted | None
+
+
+def _wanted(names: frozenset[str], member_names: frozenset[str], allowed: tuple[str, ...]) -> _Wanted:
+    """As schema.views._wanted: the fields to read, within the decision (members excluded)."""
+    members = None
+    if "members" in names and "members" in allowed:
+        members = _wanted(member_names, frozenset(), tuple(name for name in allowed if name != "members"))
+    fields = field_order({name for name in names if name in allowed and name != "members"})
+    return _Wanted(ref="ref" in names, fields=fields, members=members)
+
+
+class _Shaper:
+    def __init__(self, context: ViewContext, withheld: bool) -> None:
+        self.context = context
+        self.refs = context.refs
+        self.decision = context.decision
+        self.withheld = withheld
+        self.disclosures: list[Disclosure] = []
+
+    async def root(self, conn: Any, root: _Root, arguments: dict[str, Any]) -> Any:
+        decision = self.decision
+        wanted = _wanted(root.names, root.member_names, decision.fields)
+        if root.name == "people":
+            return await self.page(conn, root, wanted, arguments)
+        if root.name == "person":
+            person_id = self.refs.decode(RefKind.PERSON, arguments["ref"])
+            if person_id is None:
+                return None
+            record = await get_person(conn, decision=decision, fields=wanted.fields, person_id=person_id)
+            found = [] if record is None else [record]
+        elif root.name == "findPeople":
+            criteria: dict[str, str | datetime.date] = {}
+            for name in decision.match:
+                value = arguments[name]
+                if isinstance(value, str):
+                    value = " ".join(value.split())
+                    if not 1 <= len(value) <= MAX_MATCH_TEXT:
+                        raise _Uncovered
+                criteria[name] = value
+            # Two rows are enough to know a match is not single.
+            found = await match_people(
+                conn, decision=decision, fields=wanted.fields, criteria=criteria, limit=2
+            )
+        else:
+            raise _Uncovered
+        if len(found) != 1:
+            return None
+        members = await self._members(conn, wanted, found)
+        self.disclose(root.key, found[0], wanted, members)
+        return self.shape(root.tree, found[0], wanted, members)
+
+    async def page(self, conn: Any, root: _Root, wanted: _Wanted, arguments: dict[str, Any]) -> Any:
+        decision = self.decision
+        size = arguments.get("first")
+        if size is None:
+            assert root.definition is not None
+            size = root.definition.args["first"].default_value  # `first: null` is the default page
+        if not isinstance(size, int) or not 1 <= size <= (decision.max_page_size or 0):
+            raise _Uncovered
+        after = arguments.get("after")
+        after_id = None
+        if after is not None:
+            after_id = self.refs.decode(RefKind.CURSOR, after)
+            if after_id is None:
+                raise _Uncovered
+        edges_selected = any(name == "edges" for _, name, _ in root.tree)
+        page = await list_people(conn, decision=decision, fields=wanted.fields, first=size, after=after_id)
+        records = page.people if edges_selected else []
+        members = await self._members(conn, wanted, records)
+        for record in records:
+            self.disclose(root.key, record, wanted, members)
+        last = page.people[-1].person_id if page.people else None
+        out: dict[str, Any] = {}
+        for key, name, sub in root.tree:
+            if name == "__typename":
+                out[key] = "PersonConnection"
+            elif name == "edges":
+                out[key] = [self._edge(sub, record, wanted, members) for record in records]
+            elif name == "pageInfo":
+                info: dict[str, Any] = {}
+                for info_key, info_name, _ in sub:
+                    if info_name == "hasNextPage":
+                        info[info_key] = page.has_next
+                    elif info_name == "endCursor":
+                        info[info_key] = None if last is None else self.refs.encode(RefKind.CURSOR, last)
+                    elif info_name == "__typename":
+                        info[info_key] = "PageInfo"
+                    else:
+                        raise _Uncovered
+                out[key] = info
+            else:
+                raise _Uncovered
+        return out
+
+    def _edge(
+        self, tree: Tree, record: PersonRecord, wanted: _Wanted, members: dict[int, list[PersonRecord]]
+    ) -> dict[str, Any]:
+        edge: dict[str, Any] = {}
+        for key, name, sub in tree:
+            if name == "node":
+                edge[key] = self.shape(sub, record, wanted, members)
+            elif name == "cursor":
+                edge[key] = self.refs.encode(RefKind.CURSOR, record.person_id)
+            elif name == "__typename":
+                edge[key] = "PersonEdge"
+            else:
+                raise _Uncovered
+        return edge
+
+    async def _members(
+        self, conn: Any, wanted: _Wanted, records: list[PersonRecord]
+    ) -> dict[int, list[PersonRecord]]:
+        if wanted.members is None or not records:
+            return {}
+        return await household_members(conn, decision=self.decision, fields=wanted.members.fields, of=records)
+
+    def disclose(
+        self, root: str, record: PersonRecord, wanted: _Wanted, members: dict[int, list[PersonRecord]]
+    ) -> None:
+        """As the general path's presenter: the person once, and each household member it carries."""
+        if record.withheld and not self.withheld:
+            raise AssertionError("a view without `withheld` was given a person with withheld fields")
+        if wanted.members is not None:
+            for other in members.get(record.person_id, []):
+                self._disclosed(root, other, wanted.members, member=True)
+        self._disclosed(root, record, wanted, member=False)
+
+    def _disclosed(self, root: str, record: PersonRecord, wanted: _Wanted, *, member: bool) -> None:
+        sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in record.withheld)
+        withheld = tuple(f for f in wanted.fields if f in record.withheld)
+        self.disclosures.append(
+            Disclosure(root=root, person_id=record.person_id, fields=sent, withheld=withheld, member=member)
+        )
+
+    def shape(
+        self,
+        tree: Tree,
+        record: PersonRecord,
+        wanted: _Wanted,
+        members: dict[int, list[PersonRecord]],
+        *,
+        as_member: bool = False,
+    ) -> dict[str, Any]:
+        values = record.values
+        out: dict[str, Any] = {}
+        for key, name, sub in tree:
+            if name == "ref":
+                out[key] = self.refs.encode(RefKind.PERSON, record.person_id)
+            elif name == "__typename":
+                out[key] = "HouseholdMember" if as_member else "Person"
+            elif name == "withheld":
+                out[key] = list(record.withheld)
+            elif name == "members":
+                if wanted.members is None or as_member:
+                    out[key] = []
+                else:
+                    out[key] = [
+                        self.shape(sub, other, wanted.members, {}, as_member=True)
+                        for other in members.get(record.person_id, [])
+                    ]
+            elif name not in wanted.fields:
+                out[key] = None  # in the view, outside this decision
+            elif name == "familyRef":
+                out[key] = self.refs.encode(RefKind.FAMILY, record.household_id)
+            elif name == "address":
+                out[key] = _address(values.get("address"), sub)
+            elif name == "dateOfBirth":
+                born = values.get(name)
+                out[key] = None if born is None else born.isoformat()
+            else:
+                value = values.get(name)
+                if value is not None and not isinstance(value, str):
+                    raise _Uncovered  # the general path's scalar completion decides
+                out[key] = value
+        return out
+
+
+def _address(parts: Mapping[str, Any] | None, tree: Tree) -> dict[str, Any] | None:
+    if parts is None:
+        return None
+    if any(parts.get(part) is None for part in _NON_NULL_ADDRESS_PARTS):
+        raise _Uncovered  # the general path answers a missing part with an error
+    out: dict[str, Any] = {}
+    for key, name, _ in tree:
+        if name == "__typename":
+            out[key] = "Address"
+        elif name in _ADDRESS_PARTS:
+            out[key] = parts.get(name)
+        else:
+            raise _Uncovered
+    return out
