@@ -14,6 +14,7 @@ import binascii
 import re
 import struct
 from enum import Enum
+from functools import lru_cache
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -34,10 +35,15 @@ class RefKind(Enum):
     CURSOR = "cur"
 
 
-class RefCodec:
-    """Encodes and decodes refs for one partner."""
+# Refs kept per codec once made: a partner paging through a cohort is sent the same people again.
+REFS_CACHED: Final = 32_768  # about 9 MB per codec when full
 
-    __slots__ = ("_siv",)
+
+class RefCodec:
+    """Encodes and decodes refs for one partner. Encoding is deterministic, so refs once made are
+    kept (at most REFS_CACHED per codec, least recently used dropped first)."""
+
+    __slots__ = ("_encoded", "_siv")
 
     def __init__(self, secret: bytes, partner: str) -> None:
         if len(secret) < MIN_SECRET_BYTES:
@@ -46,8 +52,12 @@ class RefCodec:
             algorithm=hashes.SHA256(), length=64, salt=b"partner-gateway/ref/v1", info=partner.encode()
         ).derive(secret)
         self._siv = AESSIV(key)
+        self._encoded = lru_cache(maxsize=REFS_CACHED)(self._seal)
 
     def encode(self, kind: RefKind, internal_id: int) -> str:
+        return self._encoded(kind, internal_id)
+
+    def _seal(self, kind: RefKind, internal_id: int) -> str:
         sealed = self._siv.encrypt(_ID.pack(internal_id), [kind.value.encode()])
         return f"{kind.value}_{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode()}"
 
