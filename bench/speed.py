@@ -87,6 +87,7 @@ class Run:
     non_2xx: int
     server_cpu_ms: float  # per request
     postgres_cpu_ms: float  # per request
+    redis_cpu_ms: float  # per request
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -103,16 +104,17 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _postgres_ticks() -> dict[int, int]:
-    """CPU ticks of each PostgreSQL process now. A backend that exits during a run takes its ticks
-    with it, so PostgreSQL's CPU is, if anything, under-counted (connection churn shows up as less)."""
+def _postgres_ticks(name: str = "postgres") -> dict[int, int]:
+    """CPU ticks of each PostgreSQL process now (or of each process called `name`). A backend that
+    exits during a run takes its ticks with it, so PostgreSQL's CPU is, if anything, under-counted
+    (connection churn shows up as less)."""
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
-        if "(postgres)" in text:
+        if f"({name})" in text:
             fields = text.rsplit(")", 1)[1].split()
             found[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
     return found
@@ -135,7 +137,11 @@ def _lua(bodies: list[str], headers: dict[str, str], directory: Path) -> Path:
 
 def _measure(pid: int, url: str, script: Path, seconds: int, connections: int) -> Run:
     run_wrk(url, script, 2, connections, cpu=LOAD_CPU)  # warm-up
-    server, postgres = sum(_cpu_ticks(p) for p in _tree(pid)), _postgres_ticks()
+    server, postgres, redis = (
+        sum(_cpu_ticks(p) for p in _tree(pid)),
+        _postgres_ticks(),
+        _postgres_ticks("redis-server"),
+    )
     done = run_wrk(url, script, seconds, connections, cpu=LOAD_CPU)
     rps, p50, p99, requests, non_2xx = (
         done.requests_per_second,
@@ -147,8 +153,9 @@ def _measure(pid: int, url: str, script: Path, seconds: int, connections: int) -
     server = sum(_cpu_ticks(p) for p in _tree(pid)) - server
     after = _postgres_ticks()
     postgres_used = sum(ticks - postgres.get(p, 0) for p, ticks in after.items())
+    redis_used = sum(ticks - redis.get(p, 0) for p, ticks in _postgres_ticks("redis-server").items())
     per = 1000 / TICKS / max(requests, 1)
-    return Run(rps, p50, p99, requests, non_2xx, server * per, postgres_used * per)
+    return Run(rps, p50, p99, requests, non_2xx, server * per, postgres_used * per, redis_used * per)
 
 
 @contextmanager
@@ -276,7 +283,8 @@ def _print(name: str, runs: dict[str, list[Run]]) -> None:
             f"  {name:<22} {server:<8} {rps:8.1f} req/s  p50 {p50:7.2f} ms"
             f"  p99 {statistics.median(r.p99_ms for r in series):7.2f} ms"
             f"  server {statistics.median(r.server_cpu_ms for r in series):6.2f} ms"
-            f"  postgres {statistics.median(r.postgres_cpu_ms for r in series):5.2f} ms  non-2xx "
+            f"  postgres {statistics.median(r.postgres_cpu_ms for r in series):5.2f} ms"
+            f"  redis {statistics.median(r.redis_cpu_ms for r in series):5.2f} ms  non-2xx "
             f"{sum(r.non_2xx for r in series)}"
         )
     ratio = statistics.median(r.rps for r in runs["gateway"]) / statistics.median(
