@@ -19,10 +19,23 @@ import time
 from collections.abc import Collection, Iterator
 from typing import Any, Final, Protocol
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, delete, exc, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    exc,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 state_metadata = MetaData()
 
@@ -50,6 +63,12 @@ shared_sets = Table(
 )
 
 _PURGE_EVERY: Final = 60.0  # seconds between deletions of expired replay keys and old windows
+_COUNTERS_KEPT: Final = 3 * 86_400  # a counter is deleted this long after its window starts
+
+
+def _size_key(key: str) -> str:
+    """The counter that holds the size of the set `key`."""
+    return f"size-of:{key}"[:200]
 
 
 class SharedState(Protocol):
@@ -113,15 +132,14 @@ class DatabaseState:
     async def add_members(
         self, key: str, members: Collection[str], *, expires_at: int
     ) -> tuple[set[str], int]:
+        """The set's size is kept in a counter row beside it (`_size_key`), so that adding to a set of
+        thousands is not a count of thousands: the counter's row lock orders concurrent adders, and
+        each counts only the members it inserted (ON CONFLICT DO NOTHING gives a member to one)."""
         await self._purge()
         key = key[:200]
         upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         added: set[str] = set()
         async with self._engine.begin() as conn:
-            if self._engine.dialect.name == "postgresql":
-                # One transaction per set at a time: under READ COMMITTED two could each count only
-                # their own new members and both pass a quota (SQLite serialises writers anyway).
-                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
             for chunk in _chunks(sorted(members), 500):
                 statement: Any = upsert(shared_sets).values(
                     [{"key": key, "member": member, "expires_at": expires_at} for member in chunk]
@@ -130,19 +148,52 @@ class DatabaseState:
                     statement.on_conflict_do_nothing().returning(shared_sets.c.member)
                 )
                 added.update(inserted.scalars())
-            total = (
-                await conn.execute(
-                    select(func.count()).select_from(shared_sets).where(shared_sets.c.key == key)
-                )
-            ).scalar_one()
-        return added, int(total)
+            total = await self._resize(conn, key, len(added), expires_at=expires_at)
+        return added, total
 
     async def remove_members(self, key: str, members: Collection[str]) -> None:
+        key = key[:200]
         async with self._engine.begin() as conn:
+            removed = 0
             for chunk in _chunks(sorted(members), 500):
-                await conn.execute(
-                    delete(shared_sets).where(shared_sets.c.key == key[:200], shared_sets.c.member.in_(chunk))
+                gone = await conn.execute(
+                    delete(shared_sets)
+                    .where(shared_sets.c.key == key, shared_sets.c.member.in_(chunk))
+                    .returning(shared_sets.c.member)
                 )
+                removed += len(gone.all())
+            if removed:
+                await conn.execute(
+                    update(shared_counters)
+                    .where(shared_counters.c.key == _size_key(key))
+                    .values(count=shared_counters.c.count - removed)
+                )
+
+    async def _resize(self, conn: AsyncConnection, key: str, added: int, *, expires_at: int) -> int:
+        """The set's size after `added` new members: its counter moved by them, or, the first time
+        (a set from before the counter was kept), counted once and the counter made."""
+        size_key = _size_key(key)
+        moved = await conn.execute(
+            update(shared_counters)
+            .where(shared_counters.c.key == size_key)
+            .values(count=shared_counters.c.count + added)
+            .returning(shared_counters.c.count)
+        )
+        total = moved.scalar_one_or_none()
+        if total is not None:
+            return int(total)
+        counted = (
+            select(func.count()).select_from(shared_sets).where(shared_sets.c.key == key).scalar_subquery()
+        )
+        upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        # Purged with the set: counters go 3 days after their window starts (`_purge`).
+        made: Any = upsert(shared_counters).values(
+            key=size_key, window_start=expires_at - _COUNTERS_KEPT, count=counted
+        )
+        made = made.on_conflict_do_update(
+            index_elements=["key", "window_start"], set_={"count": shared_counters.c.count + added}
+        ).returning(shared_counters.c.count)
+        return int((await conn.execute(made)).scalar_one())
 
     async def ping(self) -> None:
         return None  # the database itself: the probe checks it on its own
@@ -158,7 +209,7 @@ class DatabaseState:
         async with self._engine.begin() as conn:
             await conn.execute(delete(replay_guard).where(replay_guard.c.expires_at < int(now)))
             await conn.execute(
-                delete(shared_counters).where(shared_counters.c.window_start < int(now) - 3 * 86400)
+                delete(shared_counters).where(shared_counters.c.window_start < int(now) - _COUNTERS_KEPT)
             )
             await conn.execute(delete(shared_sets).where(shared_sets.c.expires_at < int(now)))
 

@@ -3,6 +3,7 @@ database (SQLite and PostgreSQL) and in a real Redis; and what the gateway answe
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.keys import SigningKeys
-from gateway.state import DatabaseState, RedisState, SharedState, shared_state
+from gateway.state import DatabaseState, RedisState, SharedState, shared_sets, shared_state
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.databases import redis_url
 from tests.support.partners import Partner
@@ -57,6 +59,36 @@ async def test_counters_add_up_across_processes(states: tuple[SharedState, Share
     assert [await one.hit(key, window_seconds=60), await two.hit(key, window_seconds=60)] == [1, 2]
     assert await two.hit(key, window_seconds=60) == 3
     assert await one.peek(key, window_seconds=60) == 3 and await one.peek(key, window_seconds=60) == 3
+
+
+async def test_a_set_counts_each_member_once_whoever_adds_it_at_the_same_time(
+    states: tuple[SharedState, SharedState],
+) -> None:
+    one, two = states
+    key = f"people:{secrets.token_hex(8)}"
+    later = int(time.time()) + 300
+    first, second = [str(n) for n in range(0, 60)], [str(n) for n in range(40, 100)]
+    (added_one, size_one), (added_two, size_two) = await asyncio.gather(
+        one.add_members(key, first, expires_at=later), two.add_members(key, second, expires_at=later)
+    )
+    assert added_one | added_two == {str(n) for n in range(100)} and not added_one & added_two
+    # Whichever went second saw the other's members too.
+    assert sorted([size_one, size_two]) == [60, 100]
+    assert await one.add_members(key, ["5", "99"], expires_at=later) == (set(), 100)
+    await two.remove_members(key, ["5", "99", "not-a-member"])
+    assert await one.add_members(key, ["100"], expires_at=later) == ({"100"}, 99)
+
+
+async def test_a_set_kept_before_its_size_was_counted_is_counted_once(engine: AsyncEngine) -> None:
+    key = f"people:{secrets.token_hex(8)}"
+    later = int(time.time()) + 300
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(shared_sets), [{"key": key, "member": str(n), "expires_at": later} for n in range(7)]
+        )
+    state = DatabaseState(engine)
+    assert await state.add_members(key, ["6", "7"], expires_at=later) == ({"7"}, 8)
+    assert await state.add_members(key, ["8"], expires_at=later) == ({"8"}, 9)
 
 
 async def test_a_reservation_is_given_back_in_the_window_it_was_taken_in(
