@@ -2,16 +2,17 @@
 data or errors or a 4xx with a stable code, never a 5xx; it names no field that only another view
 has; and it never holds a value of a protected-address person's location or contact fields.
 
-Hypothesis writes the documents (tests/support/documents.py) from each view's SDL (the checked-in snapshot and the schema the
-code builds): random selections of the view's real fields, nested as deep as its types go, with
-aliases, inline and named fragments, directives and `__typename`; argument values as literals or
-variables, real ones (refs of the people below, their names and dates of birth, a real cursor) and
-hostile ones (text meant for SQL and shells, huge and negative numbers, wrong types, bad dates, long
-text); and now and then a field, root field, argument or type of another view, or of none. Half the
-documents are clean (only what the view has, every value of the right type), three in four for the
-views that run registered documents only (police, DWP, ONS: each document is registered first where
-it can be, as `Partner.post` does), so that those answer many of them rather than refusing all.
-Hostile text carries a mark that no answer may hold: no value sent is quoted back.
+Hypothesis writes the documents (tests/support/documents.py) from each view's SDL (the checked-in
+snapshot and the schema the code builds): random selections of the view's real fields, nested as
+deep as its types go, with aliases, inline and named fragments, directives and `__typename`;
+argument values as literals or variables, real ones (refs of the people below, their names and dates
+of birth, a real cursor) and hostile ones (text meant for SQL and shells, huge and negative numbers,
+wrong types, bad dates, long text); and now and then a field, root field, argument or type of
+another view, or of none. Half the documents are clean (only what the view has, every value of the
+right type), three in four for the views that run registered documents only (police, DWP, ONS: each
+document is registered first where it can be, as `Partner.post` does), so that those answer many of
+them rather than refusing all. Hostile text carries a mark that no answer may hold: no value sent is
+quoted back.
 
 The people the values come from include those with a protected address, so that the views that
 exclude them, and MASH that withholds their location, are asked about them over and over. No
