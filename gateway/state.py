@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -64,6 +65,13 @@ shared_sets = Table(
 
 _PURGE_EVERY: Final = 60.0  # seconds between deletions of expired replay keys and old windows
 _COUNTERS_KEPT: Final = 3 * 86_400  # a counter is deleted this long after its window starts
+
+
+_ADD_MEMBERS: Final = text(
+    "INSERT INTO shared_sets (key, member, expires_at) "
+    "SELECT :key, member, :expires_at FROM unnest(CAST(:members AS varchar[])) AS member "
+    "ON CONFLICT DO NOTHING RETURNING member"
+)
 
 
 def _size_key(key: str) -> str:
@@ -140,14 +148,22 @@ class DatabaseState:
         upsert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         added: set[str] = set()
         async with self._engine.begin() as conn:
-            for chunk in _chunks(sorted(members), 500):
-                statement: Any = upsert(shared_sets).values(
-                    [{"key": key, "member": member, "expires_at": expires_at} for member in chunk]
-                )
+            if self._engine.dialect.name == "postgresql":
+                # One statement for any number of members, prepared once: a VALUES list of a hundred
+                # rows was a new statement for SQLAlchemy to compile on every page.
                 inserted = await conn.execute(
-                    statement.on_conflict_do_nothing().returning(shared_sets.c.member)
+                    _ADD_MEMBERS, {"key": key, "members": sorted(members), "expires_at": expires_at}
                 )
                 added.update(inserted.scalars())
+            else:
+                for chunk in _chunks(sorted(members), 500):
+                    statement: Any = upsert(shared_sets).values(
+                        [{"key": key, "member": member, "expires_at": expires_at} for member in chunk]
+                    )
+                    inserted = await conn.execute(
+                        statement.on_conflict_do_nothing().returning(shared_sets.c.member)
+                    )
+                    added.update(inserted.scalars())
             total = await self._resize(conn, key, len(added), expires_at=expires_at)
         return added, total
 
