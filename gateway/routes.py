@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import text
@@ -316,12 +317,13 @@ EXCEPTION_HANDLERS: Final = {404: _not_found, 405: _method_not_allowed, 500: _un
 
 def graphql_event(outcome: Outcome, client_address: str | None, started: float) -> EventDraft:
     agreement, decision = outcome.agreement, outcome.decision
-    sent: dict[int, list[str]] = {}
-    withheld: list[str] = []
+    sent: dict[int, tuple[str, ...]] = {}
+    withheld: set[str] = set()
     for disclosure in outcome.disclosures:
-        fields = sent.setdefault(disclosure.person_id, [])
-        fields += [f for f in disclosure.fields if f not in fields]
-        withheld += [f for f in disclosure.withheld if f not in withheld]
+        prior = sent.get(disclosure.person_id)
+        sent[disclosure.person_id] = disclosure.fields if prior is None else _joined(prior, disclosure.fields)
+        if disclosure.withheld:
+            withheld.update(disclosure.withheld)
     refused = outcome.status >= 400 or decision is None or not decision.allowed
     if outcome.code == CLIENT_DISCONNECTED:
         kind = "disconnected"
@@ -335,9 +337,7 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
         kind = "denied"  # refused, or the document never ran (whatever status its media type gives that)
     else:
         kind = "error" if outcome.error_codes else "allowed"
-    disclosed: list[str] = []
-    for fields in sent.values():
-        disclosed += [f for f in fields if f not in disclosed]
+    disclosed = {field for fields in set(sent.values()) for field in fields}
     draft = EventDraft(
         id=outcome.event_id,
         endpoint="graphql",
@@ -352,8 +352,8 @@ def graphql_event(outcome: Outcome, client_address: str | None, started: float) 
         break_glass_reason=outcome.purpose.break_glass_reason,
         operation_name=outcome.operation_name,
         document_sha256=outcome.document_sha256,
-        fields_disclosed=_in_view_order(disclosed, agreement),
-        fields_withheld=_in_view_order(withheld, agreement),
+        fields_disclosed=_in_view_order(tuple(disclosed), agreement),
+        fields_withheld=_in_view_order(tuple(withheld), agreement),
         error_code=outcome.code,
         client_address=client_address,
         trace_id=trace_id_hex(),
@@ -418,6 +418,16 @@ def _with_agreement(draft: EventDraft, agreement: Agreement | None) -> EventDraf
     )
 
 
-def _in_view_order(fields: list[str], agreement: Agreement | None) -> tuple[str, ...]:
-    order = ["ref", *(agreement.fields if agreement else ())]
-    return tuple(sorted(fields, key=lambda f: order.index(f) if f in order else len(order)))
+def _in_view_order(fields: tuple[str, ...], agreement: Agreement | None) -> tuple[str, ...]:
+    return _ordered(fields, agreement.fields if agreement else ())
+
+
+@lru_cache(maxsize=4096)
+def _ordered(fields: tuple[str, ...], view: tuple[str, ...]) -> tuple[str, ...]:
+    """`fields` without repeats, `ref` first, then in the view's order (any outside it last, by name)."""
+    order = ["ref", *view]
+    return tuple(sorted(set(fields), key=lambda f: (order.index(f) if f in order else len(order), f)))
+
+
+def _joined(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
+    return first + tuple(f for f in then if f not in first)

@@ -307,6 +307,7 @@ class _Wanted:
     members: _Wanted | None
 
 
+@lru_cache(maxsize=1024)
 def _wanted(names: frozenset[str], member_names: frozenset[str], allowed: tuple[str, ...]) -> _Wanted:
     """As schema.views._wanted: the fields to read, within the decision (members excluded)."""
     members = None
@@ -354,7 +355,7 @@ class _Shaper:
             return None
         members = await self._members(conn, wanted, found)
         self.disclose(root.key, found[0], wanted, members)
-        return self.shape(root.tree, found[0], wanted, members)
+        return self.shape(_steps(root.tree, wanted, False), found[0], wanted, members)
 
     async def page(self, conn: Any, root: _Root, wanted: _Wanted, arguments: dict[str, Any]) -> Any:
         decision = self.decision
@@ -382,7 +383,13 @@ class _Shaper:
             if name == "__typename":
                 out[key] = "PersonConnection"
             elif name == "edges":
-                out[key] = [self._edge(sub, record, wanted, members) for record in records]
+                plan = tuple(
+                    (edge_key, edge_name, _steps(node, wanted, False) if edge_name == "node" else ())
+                    for edge_key, edge_name, node in sub
+                )
+                if any(edge_name not in ("node", "cursor", "__typename") for _, edge_name, _ in plan):
+                    raise _Uncovered
+                out[key] = [self._edge(plan, record, wanted, members) for record in records]
             elif name == "pageInfo":
                 info: dict[str, Any] = {}
                 for info_key, info_name, _ in sub:
@@ -400,18 +407,20 @@ class _Shaper:
         return out
 
     def _edge(
-        self, tree: Tree, record: PersonRecord, wanted: _Wanted, members: dict[int, list[PersonRecord]]
+        self,
+        plan: tuple[tuple[str, str, Steps], ...],
+        record: PersonRecord,
+        wanted: _Wanted,
+        members: dict[int, list[PersonRecord]],
     ) -> dict[str, Any]:
         edge: dict[str, Any] = {}
-        for key, name, sub in tree:
+        for key, name, steps in plan:
             if name == "node":
-                edge[key] = self.shape(sub, record, wanted, members)
+                edge[key] = self.shape(steps, record, wanted, members)
             elif name == "cursor":
                 edge[key] = self.refs.encode(RefKind.CURSOR, record.person_id)
-            elif name == "__typename":
-                edge[key] = "PersonEdge"
             else:
-                raise _Uncovered
+                edge[key] = "PersonEdge"
         return edge
 
     async def _members(
@@ -433,15 +442,12 @@ class _Shaper:
         self._disclosed(root, record, wanted, member=False)
 
     def _disclosed(self, root: str, record: PersonRecord, wanted: _Wanted, *, member: bool) -> None:
-        sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in record.withheld)
-        withheld = tuple(f for f in wanted.fields if f in record.withheld)
-        self.disclosures.append(
-            Disclosure(root=root, person_id=record.person_id, fields=sent, withheld=withheld, member=member)
-        )
+        sent, withheld = _sent(wanted, record.withheld)
+        self.disclosures.append(Disclosure(root, record.person_id, sent, withheld, member))
 
     def shape(
         self,
-        tree: Tree,
+        steps: Steps,
         record: PersonRecord,
         wanted: _Wanted,
         members: dict[int, list[PersonRecord]],
@@ -450,36 +456,79 @@ class _Shaper:
     ) -> dict[str, Any]:
         values = record.values
         out: dict[str, Any] = {}
-        for key, name, sub in tree:
-            if name == "ref":
-                out[key] = self.refs.encode(RefKind.PERSON, record.person_id)
-            elif name == "__typename":
-                out[key] = "HouseholdMember" if as_member else "Person"
-            elif name == "withheld":
-                out[key] = list(record.withheld)
-            elif name == "members":
-                if wanted.members is None or as_member:
-                    out[key] = []
-                else:
-                    out[key] = [
-                        self.shape(sub, other, wanted.members, {}, as_member=True)
-                        for other in members.get(record.person_id, [])
-                    ]
-            elif name not in wanted.fields:
-                out[key] = None  # in the view, outside this decision
-            elif name == "familyRef":
-                out[key] = self.refs.encode(RefKind.FAMILY, record.household_id)
-            elif name == "address":
-                out[key] = _address(values.get("address"), sub)
-            elif name == "dateOfBirth":
-                born = values.get(name)
-                out[key] = None if born is None else born.isoformat()
-            else:
+        for key, step, name, sub in steps:
+            if step == _TEXT:
                 value = values.get(name)
-                if value is not None and not isinstance(value, str):
+                if value is not None and type(value) is not str:
                     raise _Uncovered  # the general path's scalar completion decides
                 out[key] = value
+            elif step == _REF:
+                out[key] = self.refs.encode(RefKind.PERSON, record.person_id)
+            elif step == _DATE:
+                born = values.get(name)
+                out[key] = None if born is None else born.isoformat()
+            elif step == _NULL:
+                out[key] = None  # in the view, outside this decision
+            elif step == _ADDRESS:
+                out[key] = _address(values.get("address"), sub)
+            elif step == _FAMILY:
+                out[key] = self.refs.encode(RefKind.FAMILY, record.household_id)
+            elif step == _TYPENAME:
+                out[key] = "HouseholdMember" if as_member else "Person"
+            elif step == _WITHHELD:
+                out[key] = list(record.withheld)
+            elif step == _MEMBERS:
+                assert wanted.members is not None and isinstance(sub, tuple)
+                inner = _steps(sub, wanted.members, True)
+                out[key] = [
+                    self.shape(inner, other, wanted.members, {}, as_member=True)
+                    for other in members.get(record.person_id, [])
+                ]
+            else:
+                out[key] = []  # members outside the decision, or under a member
         return out
+
+
+# How one response key of a person is written (ints: compared in the loop over every person's fields).
+_TEXT, _REF, _DATE, _NULL, _ADDRESS, _FAMILY, _TYPENAME, _WITHHELD, _MEMBERS, _NO_MEMBERS = range(10)
+
+
+Steps = tuple[tuple[str, int, str, Tree], ...]
+
+
+@lru_cache(maxsize=4096)
+def _steps(tree: Tree, wanted: _Wanted, as_member: bool) -> Steps:
+    """How to write each response key of a person's selection, worked out once per selection and
+    decision rather than once per person."""
+    steps = []
+    for key, name, sub in tree:
+        if name == "ref":
+            step = _REF
+        elif name == "__typename":
+            step = _TYPENAME
+        elif name == "withheld":
+            step = _WITHHELD
+        elif name == "members":
+            step = _MEMBERS if wanted.members is not None and not as_member else _NO_MEMBERS
+        elif name not in wanted.fields:
+            step = _NULL
+        elif name == "familyRef":
+            step = _FAMILY
+        elif name == "address":
+            step = _ADDRESS
+        elif name == "dateOfBirth":
+            step = _DATE
+        else:
+            step = _TEXT
+        steps.append((key, step, name, sub))
+    return tuple(steps)
+
+
+@lru_cache(maxsize=1024)
+def _sent(wanted: _Wanted, withheld: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields sent for a person and those withheld, as the general path's presenter records them."""
+    sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in withheld)
+    return sent, tuple(f for f in wanted.fields if f in withheld)
 
 
 def _address(parts: Mapping[str, Any] | None, tree: Tree) -> dict[str, Any] | None:

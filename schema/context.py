@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,8 +23,9 @@ class ConnectionFactory(Protocol):
     def __call__(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Disclosure:
+class Disclosure(NamedTuple):
+    """A tuple, not a dataclass: a page makes a hundred of them per request."""
+
     root: str  # response key (alias or name) of the root field whose result holds the person
     person_id: int  # internal id: for the audit ledger only, never serialised to a partner
     fields: tuple[str, ...]  # view fields sent for this person (withheld ones excluded)
