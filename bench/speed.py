@@ -1,19 +1,22 @@
 """`make bench`: the gateway against a floor, from outside, as a partner's load arrives.
 
     .venv/bin/python -m bench.speed [--people 200000] [--rounds 2] [--seconds 10] [--connections 16]
+                                    [--redis URL | --no-redis]
 
 On a fresh PostgreSQL database (on the server of GATEWAY_TEST_POSTGRES_URL, dropped afterwards) seeded
 with synthetic people, two servers run side by side, each one uvicorn worker pinned to CPU 1:
 
 - the gateway, as `gateway serve` runs in production: ledger, witness, token check, client state,
-  revocation, rate limits, quotas, trusted documents all on;
+  revocation, rate limits, quotas, trusted documents all on; its shared state (replay guard, rate
+  counters, each client's daily set of people) in Redis, as several workers or replicas keep it
+  (`--no-redis`: in PostgreSQL, as a single process may);
 - the floor (bench/floor.py): the same SQL through asyncpg behind a bare Starlette route, the same
   JSON, nothing else.
 
 wrk (Debian's package), pinned to CPU 0, loads one at a time at `--connections`, over thousands of
 distinct bodies (random cursors; 1,000 lookup keys), the two servers' rounds interleaved. Printed for
 the police page (100 people), the police lookup and the DWP page (100 people): requests per second,
-p50 and p99, server CPU and PostgreSQL CPU per request (from /proc), and gateway / floor. Then the
+p50 and p99, server, PostgreSQL and Redis CPU per request (from /proc), and gateway / floor. Then the
 gateway's CPU per request at page sizes 10, 50 and 100, fitted as a fixed cost plus a cost per person.
 After every gateway run the ledger must hold exactly one event per request the gateway answered
 (its own request counter, from /metrics).
@@ -56,7 +59,7 @@ from resolvers import RefCodec, seed_population
 from resolvers.models import assessments, people
 from resolvers.refs import RefKind
 from schema import build_view
-from tests.support.databases import postgres_database
+from tests.support.databases import DEFAULT_REDIS_URL, postgres_database
 from tests.support.processes import GATEWAY, free_port
 
 POLICE_PAGE = (
@@ -363,7 +366,7 @@ async def main(people_count: int, rounds: int, seconds: int, connections: int, r
             print(
                 f"\n{people_count:,} people, wrk -t1 -c{connections} on CPU {LOAD_CPU}, each server one "
                 f"worker on CPU {SERVER_CPU}, {rounds} rounds of {seconds} s, interleaved; "
-                "CPU in ms per request",
+                f"shared state in {'Redis' if redis else 'PostgreSQL'}; CPU in ms per request",
                 flush=True,
             )
             for name, (agreement, bodies) in workloads.items():
@@ -405,7 +408,15 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--redis", default=None, help="redis://... : the shared state in Redis, as several workers need"
+        "--redis",
+        default=os.environ.get("GATEWAY_TEST_REDIS_URL", DEFAULT_REDIS_URL),
+        help="the shared state's Redis, as production runs it (default: the test suite's)",
+    )
+    parser.add_argument(
+        "--no-redis",
+        action="store_true",
+        help="keep the shared state (replay guard, rate counters, daily people sets) in PostgreSQL",
     )
     options = parser.parse_args()
-    asyncio.run(main(options.people, options.rounds, options.seconds, options.connections, options.redis))
+    redis = None if options.no_redis else options.redis
+    asyncio.run(main(options.people, options.rounds, options.seconds, options.connections, redis))
