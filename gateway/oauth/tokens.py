@@ -107,9 +107,13 @@ class TokenIssuer:
         return IssuedToken(token=token, jti=jti, expires_in=self._ttl, expires_at=now + self._ttl)
 
 
+VERIFIED_KEPT: Final = 4_096  # tokens kept once verified, per process
+
+
 class TokenVerifier:
     def __init__(self, keys: SigningKeys, *, issuer: str, audience: str, leeway: int) -> None:
         self._keys = keys  # read per token: a rotation reaches a running gateway
+        self._verified: dict[str, tuple[AccessClaims, Any]] = {}  # raw token -> its claims, its key id
         self._audience = audience
         self._leeway = leeway
         self._claims = JWTClaimsRegistry(
@@ -125,6 +129,26 @@ class TokenVerifier:
         )
 
     def verify(self, raw: str) -> AccessClaims:
+        """The token's claims, if the gateway signed it with a key it still publishes and it has not
+        expired. A token once verified is kept (VERIFIED_KEPT at most) until it expires or its key is
+        no longer published: a partner sends the same token with every request, and checking its
+        signature again each time was the largest part of a lookup's cost after the lookup itself.
+        Revocation is not the signature's business: the endpoint checks it on every request."""
+        kept = self._verified.get(raw)
+        if kept is not None:
+            claims, kid = kept
+            if time.time() <= claims.expires_at + self._leeway and any(
+                key.kid == kid for key in self._keys.verification.keys
+            ):
+                return claims
+            del self._verified[raw]
+        claims = self._verify(raw)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified.clear()
+        self._verified[raw] = (claims, _header(raw).get("kid"))
+        return claims
+
+    def _verify(self, raw: str) -> AccessClaims:
         if not raw or len(raw) > MAX_TOKEN_LENGTH or raw.count(".") != 2:
             raise InvalidTokenError("malformed token")
         header = _header(raw)
