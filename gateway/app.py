@@ -8,6 +8,7 @@ engine, clock, keys, secret or telemetry; production passes nothing but Settings
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -92,11 +93,14 @@ def create_app(
     views = build_views(agreements.values(), max_tokens=settings.max_query_tokens, tracer=telemetry.tracer)
     signing = signing or signing_keys(settings)
     secret = ref_secret or settings.read_ref_secret()
-    engine = engine or _engine(settings, pool_size=settings.db_pool_size)
+    # The pool is fixed (gateway.db): one more than the setting, for the revocation listener, which
+    # holds its connection for as long as the process runs.
+    engine = engine or _engine(settings, pool_size=settings.db_pool_size + 1)
     # The ledger writes through connections of its own, so a burst of reads waiting for the request
-    # pool cannot hold up the commits every response is waiting for.
+    # pool cannot hold up the commits every response is waiting for: the writer's, and the rest for
+    # start-up's sealing of orphaned chains, the readiness probe and the alerts.
     if ledger_engine is None:
-        ledger_engine = _engine(settings, pool_size=2) if owned.engine else engine
+        ledger_engine = _engine(settings, pool_size=4) if owned.engine else engine
     trace_sql(engine, telemetry.tracer)
     if ledger_engine is not engine:
         trace_sql(ledger_engine, telemetry.tracer)
@@ -268,6 +272,9 @@ def _lifespan(
             await seal_orphans(ledger_engine, signing=gateway.signing, witness=witness, sealer=sealer)
         await gateway.revocations.start()
         await gateway.guard.start()
+        # What start-up made (modules, schemas, agreements) lives as long as the process: kept out of
+        # the collector's view, so that a full collection under load does not walk it all again.
+        gc.freeze()
         yield
         await gateway.guard.close()  # writes the refusal summaries still open
         await gateway.revocations.close()

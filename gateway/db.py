@@ -133,8 +133,11 @@ def create_engine(
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
     else:
+        # A fixed pool: connections opened as needed and kept. An overflow connection is closed when it
+        # comes back, so a pool smaller than the load opened and closed one every few requests; past
+        # the pool, a request waits for a connection (30 s, then 503) instead.
         options["pool_size"] = pool_size
-        options["max_overflow"] = pool_size
+        options["max_overflow"] = 0
         server_settings = {
             name: value
             for name, value in (
