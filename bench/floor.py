@@ -152,7 +152,10 @@ def build() -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = os.environ["FLOOR_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
-        pool["db"] = await asyncpg.create_pool(url, min_size=10, max_size=10)
+        # Planned once per statement, as the gateway's request pool does (gateway.db, generic_plans).
+        pool["db"] = await asyncpg.create_pool(
+            url, min_size=10, max_size=10, server_settings={"plan_cache_mode": "force_generic_plan"}
+        )
         yield
         await pool["db"].close()
 

@@ -94,8 +94,9 @@ def create_app(
     signing = signing or signing_keys(settings)
     secret = ref_secret or settings.read_ref_secret()
     # The pool is fixed (gateway.db): one more than the setting, for the revocation listener, which
-    # holds its connection for as long as the process runs.
-    engine = engine or _engine(settings, pool_size=settings.db_pool_size + 1)
+    # holds its connection for as long as the process runs. Its statements are the same few, run with
+    # different values: planned once each (generic plans), not once per request.
+    engine = engine or _engine(settings, pool_size=settings.db_pool_size + 1, generic_plans=True)
     # The ledger writes through connections of its own, so a burst of reads waiting for the request
     # pool cannot hold up the commits every response is waiting for: the writer's, and the rest for
     # start-up's sealing of orphaned chains, the readiness probe and the alerts.
@@ -150,10 +151,11 @@ class _Owned:
     ledger_engine: bool
 
 
-def _engine(settings: Settings, *, pool_size: int) -> AsyncEngine:
+def _engine(settings: Settings, *, pool_size: int, generic_plans: bool = False) -> AsyncEngine:
     return create_engine(
         settings.database_url,
         pool_size=pool_size,
+        generic_plans=generic_plans,
         statement_timeout_ms=settings.db_statement_timeout_ms,
         lock_timeout_ms=settings.db_lock_timeout_ms,
     )

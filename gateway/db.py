@@ -115,13 +115,17 @@ def create_engine(
     immutable: bool = False,
     statement_timeout_ms: int = 0,
     lock_timeout_ms: int = 0,
+    generic_plans: bool = False,
 ) -> AsyncEngine:
     """`read_only`: every connection refuses to write (SQLite opens the file read-only; PostgreSQL
     starts every transaction READ ONLY), for checking a replica, a restored backup or a copy.
     `immutable` (SQLite, with read_only): the file is taken never to change, so SQLite needs no -shm
     beside it: a backup on read-only storage. Never for a database that something is writing.
     The timeouts (PostgreSQL; 0 = none) bound how long a request waits on a lock or a statement, so
-    that a locked table answers 503 rather than holding the request for as long as the lock lasts."""
+    that a locked table answers 503 rather than holding the request for as long as the lock lasts.
+    `generic_plans` (PostgreSQL): each prepared statement is planned once, not again for every set of
+    values; a person read's joins cost the planner more than running them (1.8 ms against 0.8 ms
+    per page of 100 on 200,000 people)."""
     options: dict[str, Any] = {"hide_parameters": True}
     parsed = make_url(url)
     if is_sqlite(url):
@@ -144,6 +148,7 @@ def create_engine(
                 ("default_transaction_read_only", "on" if read_only else ""),
                 ("statement_timeout", str(statement_timeout_ms) if statement_timeout_ms else ""),
                 ("lock_timeout", str(lock_timeout_ms) if lock_timeout_ms else ""),
+                ("plan_cache_mode", "force_generic_plan" if generic_plans else ""),
             )
             if value
         }

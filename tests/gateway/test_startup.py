@@ -1,4 +1,5 @@
-"""Start-up refuses what would fail later: an unmigrated database. Liveness does not need the database."""
+"""Start-up refuses what would fail later: an unmigrated database. Liveness does not need the database.
+On PostgreSQL the request pool is fixed and plans each statement once."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.db import SchemaOutOfDateError, create_engine, head_revision, upgrade
 from gateway.keys import SigningKeys
 from tests.conftest import REF_SECRET
+from tests.support.databases import postgres_database
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -62,3 +65,34 @@ async def test_liveness_answers_without_the_database(tmp_path: Path, signing: Si
         ready = await client.get("/healthz")
         assert ready.status_code == 503 and ready.json()["database"] == "unavailable"
     await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_the_request_pool_is_fixed_and_plans_each_statement_once(
+    tmp_path: Path, signing: SigningKeys
+) -> None:
+    async with postgres_database() as url:
+        settings = Settings(
+            database_url=url,
+            ref_secret=SecretStr(REF_SECRET.decode()),
+            audit_witness=str(tmp_path / "witness"),
+            db_pool_size=3,
+        )
+        migrator = create_engine(url)
+        await upgrade(migrator)
+        await migrator.dispose()
+        app = create_app(settings, signing=signing)
+        gateway = app.state.gateway
+        try:
+            pool = gateway.engine.pool
+            # The setting's connections for requests, one for the revocation listener, no overflow.
+            assert (pool.size(), pool._max_overflow) == (4, 0)
+            async with gateway.engine.connect() as conn:
+                assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == "force_generic_plan"
+            plain = create_engine(url)
+            async with plain.connect() as conn:
+                assert (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one() == "auto"
+            await plain.dispose()
+        finally:
+            await gateway.engine.dispose()
+            await gateway.state.close()
