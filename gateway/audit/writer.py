@@ -39,7 +39,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
-from sqlalchemy import exists, insert, select, text
+from sqlalchemy import Table, exists, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.chains import (
@@ -304,9 +304,10 @@ class LedgerWriter:
                     }
                     for person_id, fields in pending.draft.disclosures
                 ]
+            # Through SQLAlchemy first: that begins the transaction the COPY below must join.
             await conn.execute(insert(audit_events), rows)
             if disclosures:
-                await _insert_disclosures(conn, disclosures)
+                await _copy_or_insert(conn, audit_disclosures, disclosures)
             checkpoint = None
             if self._checkpoint_due(seq):
                 assert self._signing is not None
@@ -540,20 +541,20 @@ class LedgerWriter:
             self._witness.head(self.chain_id, changed)
 
 
-_DISCLOSURE_COLUMNS = ("event_id", "person_id", "fields", "recorded_at")
-
-
-async def _insert_disclosures(conn: AsyncConnection, disclosures: list[dict[str, Any]]) -> None:
-    """The batch's disclosure rows, in the open transaction. On PostgreSQL through asyncpg by COPY:
-    one statement for the batch's hundreds of rows, where an INSERT per row cost the database more
-    than anything else a page of people asks of it."""
+async def _copy_or_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """The batch's rows of one table, in its open transaction (already begun by a statement through
+    SQLAlchemy). On PostgreSQL through asyncpg by COPY: one statement for the batch, where an INSERT
+    executed per row cost the database more than anything else a page asks of it (100 people, 100
+    disclosure rows)."""
     if conn.dialect.driver != "asyncpg":
-        await conn.execute(insert(audit_disclosures), disclosures)
+        await conn.execute(insert(table), rows)
         return
+    columns = tuple(rows[0])
     raw = await conn.get_raw_connection()
-    assert raw.driver_connection is not None
-    await raw.driver_connection.copy_records_to_table(
-        audit_disclosures.name,
-        records=[tuple(row[name] for name in _DISCLOSURE_COLUMNS) for row in disclosures],
-        columns=_DISCLOSURE_COLUMNS,
+    driver = raw.driver_connection
+    if driver is None or not driver.is_in_transaction():
+        # Outside a transaction the COPY would commit on its own, before the batch's other rows.
+        raise RuntimeError("the ledger's COPY must run inside the batch's transaction")
+    await driver.copy_records_to_table(
+        table.name, records=[tuple(row[name] for name in columns) for row in rows], columns=columns
     )
