@@ -4,15 +4,16 @@ strawberry and graphql-core build an object per person, wrap every field in a re
 complete each value through the type system: for a page of 100 people that was most of a request's
 CPU. The documents partners send are few and fixed (trusted documents, or the same text every time),
 so each (view, document, operation) is planned once: parsed and validated as the general path would,
-its selections collected through fragments and literal @skip/@include into a tree of response keys,
-and the fields each root field reads worked out. A request then coerces its variables, reads rows
+its selections collected through fragments and @skip/@include into a tree of response keys, and
+the fields each root field reads worked out (where a condition is a variable, once per set of its
+values). A request then coerces its variables, reads rows
 with the resolvers' own SQL and writes the answer as plain dicts, recording the same disclosures.
 
 The general path (the view's strawberry schema) stays the one answer's definition. This path covers
 what it can answer exactly like it and gives way, before anything is disclosed, whenever it cannot:
-a document it does not plan (a mutation, introspection, a directive whose condition is a variable,
-a validation error), a request that would end in an error (variables that do not coerce, a page size
-out of range, a cursor or a search value the resolver refuses, a document over the people limit), or
+a document it does not plan (a mutation, introspection, a validation error), a request that would
+end in an error (variables that do not coerce, a condition without a value, a page size out of
+range, a cursor or a search value the resolver refuses, a document over the people limit), or
 a row the general path would answer with an error. `execute` then returns None and nothing about the
 request has been changed; the gateway runs the general path. tests/schema/test_compiled.py holds
 both paths to identical answers and disclosures on every shipped document and on generated ones.
@@ -22,13 +23,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
 from graphql import (
     BooleanValueNode,
-    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -39,6 +39,7 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    VariableNode,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.utilities import get_operation_ast
@@ -51,6 +52,7 @@ from schema.limits import people_cost
 from schema.pipeline import PeopleLimit, parsed, validated
 
 PLANS_PER_VIEW: Final = 256
+CONDITIONS_PER_PLAN: Final = 16  # sets of @skip/@include values kept per plan
 MAX_MATCH_TEXT: Final = 100  # as schema.views: a longer search value is the general path's error
 _ADDRESS_PARTS: Final = frozenset({"line1", "line2", "town", "postcode"})
 _NON_NULL_ADDRESS_PARTS: Final = ("line1", "town", "postcode")
@@ -58,6 +60,10 @@ _NON_NULL_ADDRESS_PARTS: Final = ("line1", "town", "postcode")
 
 class _Uncovered(Exception):
     """This document or request is the general path's to answer."""
+
+
+class _Conditional(Exception):
+    """The document's selections depend on variables (@skip/@include): planned per request."""
 
 
 # A selection set collected: response key -> (field name, the selection set under it, collected).
@@ -81,7 +87,10 @@ class Plan:
     operation: OperationDefinitionNode
     fragments: Mapping[str, FragmentDefinitionNode]
     operation_name: str | None
-    roots: tuple[_Root, ...]
+    roots: tuple[_Root, ...] | None  # None: @skip/@include name variables; see `conditions`
+    conditions: tuple[str, ...] = ()  # the variables @skip and @include name
+    # The roots for each set of those variables' values seen so far (a few at most).
+    by_condition: dict[tuple[Any, ...], tuple[_Root, ...]] = field(default_factory=dict)
 
 
 class Planner:
@@ -119,8 +128,11 @@ class Planner:
         if operation is None or operation.operation is not OperationType.QUERY:
             return None
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        roots: tuple[_Root, ...] | None
         try:
-            roots = tuple(self._roots(operation, fragments, document))
+            roots = tuple(self._roots(operation, fragments, None))
+        except _Conditional:
+            roots = None  # planned again for each set of the conditions' values
         except _Uncovered:
             return None
         name = (
@@ -128,22 +140,39 @@ class Planner:
             if operation_name is not None
             else (operation.name.value if operation.name else None)
         )
-        return Plan(operation=operation, fragments=fragments, operation_name=name, roots=roots)
+        conditions = _directive_variables(operation, fragments) if roots is None else ()
+        return Plan(
+            operation=operation, fragments=fragments, operation_name=name, roots=roots, conditions=conditions
+        )
+
+    def _roots_for(self, plan: Plan, coerced: Mapping[str, Any]) -> tuple[_Root, ...]:
+        if plan.roots is not None:
+            return plan.roots
+        key = tuple(coerced.get(name) for name in plan.conditions)
+        roots = plan.by_condition.get(key)
+        if roots is None:
+            roots = tuple(self._roots(plan.operation, plan.fragments, coerced))
+            if len(plan.by_condition) >= CONDITIONS_PER_PLAN:
+                plan.by_condition.clear()
+            plan.by_condition[key] = roots
+        return roots
 
     def _roots(
         self,
         operation: OperationDefinitionNode,
         fragments: Mapping[str, FragmentDefinitionNode],
-        _: DocumentNode,
+        variables: Mapping[str, Any] | None,
     ) -> list[_Root]:
+        """`variables`: the coerced values, for @skip and @include that name them; None when
+        planning without them (such a directive raises _Conditional)."""
         query_type = self._schema.query_type
         assert query_type is not None
         roots = []
-        for key, nodes in _collect([operation.selection_set], fragments).items():
+        for key, nodes in _collect([operation.selection_set], fragments, variables).items():
             name = nodes[0].name.value
             if name.startswith("__") and name != "__typename":
                 raise _Uncovered  # introspection
-            tree = _tree([n.selection_set for n in nodes if n.selection_set], fragments)
+            tree = _tree([n.selection_set for n in nodes if n.selection_set], fragments, variables)
             person = tree
             if name == "people":
                 person = _under(tree, "edges", "node")
@@ -211,7 +240,7 @@ class Planner:
         shaper = _Shaper(context, self._withheld)
         data: dict[str, Any] = {}
         async with context.connect() as conn:
-            for root in plan.roots:
+            for root in self._roots_for(plan, coerced.coerced):
                 if root.name == "__typename":
                     data[root.key] = "Query"
                     continue
@@ -230,7 +259,9 @@ class Planner:
 
 
 def _collect(
-    selection_sets: Sequence[SelectionSetNode], fragments: Mapping[str, FragmentDefinitionNode]
+    selection_sets: Sequence[SelectionSetNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any] | None,
 ) -> dict[str, list[FieldNode]]:
     """Fields by response key, in the order graphql-core's collect_fields gives them."""
     fields: dict[str, list[FieldNode]] = {}
@@ -238,7 +269,7 @@ def _collect(
 
     def walk(selection_set: SelectionSetNode) -> None:
         for selection in selection_set.selections:
-            if not _included(selection):
+            if not _included(selection, variables):
                 continue
             if isinstance(selection, FieldNode):
                 key = selection.alias.value if selection.alias else selection.name.value
@@ -257,26 +288,64 @@ def _collect(
     return fields
 
 
-def _included(selection: Any) -> bool:
-    """@skip and @include with literal conditions; a condition in a variable is not planned."""
+def _included(selection: Any, variables: Mapping[str, Any] | None) -> bool:
+    """@skip and @include, their condition a literal or a variable's coerced value. A variable
+    without a value (or a null one) is the general path's error to report."""
     for directive in selection.directives or ():
         name = directive.name.value
         if name not in ("skip", "include"):
             raise _Uncovered
-        argument = next((a for a in directive.arguments if a.name.value == "if"), None)
-        if argument is None or not isinstance(argument.value, BooleanValueNode):
+        argument = next((a for a in directive.arguments or () if a.name.value == "if"), None)
+        if argument is None:
             raise _Uncovered
-        if argument.value.value == (name == "skip"):
+        condition: Any
+        if isinstance(argument.value, BooleanValueNode):
+            condition = argument.value.value
+        elif isinstance(argument.value, VariableNode):
+            if variables is None:
+                raise _Conditional
+            condition = variables.get(argument.value.name.value)
+        else:
+            raise _Uncovered
+        if not isinstance(condition, bool):
+            raise _Uncovered
+        if condition == (name == "skip"):
             return False
     return True
 
 
+def _directive_variables(
+    operation: OperationDefinitionNode, fragments: Mapping[str, FragmentDefinitionNode]
+) -> tuple[str, ...]:
+    """The variables that @skip and @include name anywhere in the operation and its fragments."""
+    names: set[str] = set()
+
+    def walk(selection_set: SelectionSetNode | None) -> None:
+        for selection in selection_set.selections if selection_set else ():
+            for directive in selection.directives or ():
+                for argument in directive.arguments or ():
+                    if isinstance(argument.value, VariableNode):
+                        names.add(argument.value.name.value)
+            walk(getattr(selection, "selection_set", None))
+
+    walk(operation.selection_set)
+    for fragment in fragments.values():
+        walk(fragment.selection_set)
+    return tuple(sorted(names))
+
+
 def _tree(
-    selection_sets: Sequence[SelectionSetNode], fragments: Mapping[str, FragmentDefinitionNode]
+    selection_sets: Sequence[SelectionSetNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: Mapping[str, Any] | None,
 ) -> Tree:
     return tuple(
-        (key, nodes[0].name.value, _tree([n.selection_set for n in nodes if n.selection_set], fragments))
-        for key, nodes in _collect(selection_sets, fragments).items()
+        (
+            key,
+            nodes[0].name.value,
+            _tree([n.selection_set for n in nodes if n.selection_set], fragments, variables),
+        )
+        for key, nodes in _collect(selection_sets, fragments, variables).items()
     )
 
 

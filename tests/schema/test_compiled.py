@@ -169,6 +169,34 @@ async def test_a_request_the_general_path_refuses_is_given_way_to_with_nothing_r
         assert not await both_paths(engine, police, sent), sent
 
 
+async def test_conditions_in_variables_are_planned_for_each_set_of_values(
+    engine: AsyncEngine, agreements: dict[str, Agreement], oracle: Oracle
+) -> None:
+    police = agreements["police-prevention"]
+    document = """query Page($first: Int, $names: Boolean!, $born: Boolean = true, $info: Boolean!) {
+      people(first: $first) {
+        edges { node { ref ...Names @include(if: $names) dateOfBirth @skip(if: $born) } }
+        pageInfo @include(if: $info) { hasNextPage }
+      }
+    }
+    fragment Names on Person { givenName familyName @skip(if: $born) }"""
+    for names in (True, False):
+        for born in (True, False, None):
+            for info in (True, False):
+                variables: dict[str, Any] = {"first": 3, "names": names, "info": info}
+                if born is not None:
+                    variables["born"] = born
+                sent = Sent(document, variables, None, clean=True)
+                assert await both_paths(engine, police, sent), variables
+    view = _view(police)
+    assert view.planner is not None
+    plan = view.planner.plan(document, None)
+    assert plan is not None and plan.roots is None and plan.conditions == ("born", "info", "names")
+    assert len(plan.by_condition) == 8  # (true, false, default) x ... as values, the default once
+    # A condition without a value is the general path's error to report.
+    assert not await both_paths(engine, police, Sent(document, {"first": 3, "info": True}, None, clean=False))
+
+
 # -- generated documents ---------------------------------------------------------------------------
 
 
