@@ -21,6 +21,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, Final, NamedTuple, cast
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     Date,
@@ -219,11 +220,23 @@ class _Statement:
         try:
             rows = await driver.fetch(sql, *arguments)
         except Exception as error:
-            failure = SimpleNamespace(execution_context=execution, original_exception=error)
-            sync.engine.dispatch.handle_error(failure)
+            # As SQLAlchemy's ExceptionContext has it, for the listeners (the SQL span's status).
+            failure = SimpleNamespace(
+                connection=sync, engine=sync.engine, dialect=sync.dialect, cursor=None,
+                statement=sql, parameters=arguments, original_exception=error,
+                sqlalchemy_exception=None, chained_exception=None, execution_context=execution,
+                is_disconnect=_disconnected(error), invalidate_pool_on_disconnect=True,
+                is_pre_ping=False,
+            )  # fmt: skip
+            sync.dialect.dispatch.handle_error(failure)
             if not _statement_error(error):
                 # Anything but the statement's own fault may have broken the connection: never
                 # hand it back to the pool (SQLAlchemy did not see the error, so it would).
+                if _disconnected(error):
+                    # The server went away (a restart, a cut): every connection opened before now
+                    # is as dead as this one, and is replaced at its next checkout, as SQLAlchemy
+                    # does for the disconnects it sees itself.
+                    sync.engine.pool._invalidate(raw, error, _checkin=False)
                 await conn.invalidate()
             raise
         sync.dispatch.after_cursor_execute(sync, None, sql, arguments, execution, False)
@@ -238,6 +251,15 @@ def _statement_error(error: BaseException) -> bool:
 
 # Connection exceptions, operator intervention, insufficient resources: the session may be gone.
 _BROKEN_SQLSTATE_CLASSES: Final = frozenset({"08", "53", "57", "58", "XX"})
+
+
+def _disconnected(error: BaseException) -> bool:
+    """The connection to the server is gone, not just this session's statement."""
+    if isinstance(error, OSError | asyncpg.InterfaceError):
+        return True
+    state = getattr(error, "sqlstate", None)
+    # Connection exceptions; the server shutting down or starting up (57P01, 57P02, 57P03).
+    return isinstance(state, str) and (state[:2] == "08" or state in ("57P01", "57P02", "57P03"))
 
 
 def _statement(

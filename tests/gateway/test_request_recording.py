@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
@@ -32,6 +33,8 @@ from gateway.audit import EventDraft, LedgerWriter, verify_ledger
 from gateway.config import Settings
 from gateway.db import create_engine, is_unavailable
 from gateway.keys import SigningKeys
+from policies import Agreement, PurposeContext, evaluate
+from resolvers import list_people
 from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, UNLIMITED, make_partners
 from tests.support.databases import postgres_admin_url
 from tests.support.identity import RegisteredClient, assertion, new_key
@@ -284,6 +287,65 @@ async def _app(
         )  # fmt: skip
         yield app, partner
     await app.state.gateway.ledger.close()
+
+
+@pytest.mark.postgres
+async def test_once_the_database_is_back_one_request_finds_the_pool_dead_and_the_next_are_served(
+    split: Split,
+) -> None:
+    """No connection is pinged before use: a restart is found by the first statement on a dead
+    connection (503), which clears the whole pool, so the requests after it are served."""
+    police, proxy = split.police, split.proxy
+    token = await police.token()
+    # Several connections in the pool: answered at the same time, each on its own.
+    answers = await asyncio.gather(*(police.post(PAGE, token=token) for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    await proxy.cut()
+    await proxy.start()  # the database is back, on the same address; the pooled connections are dead
+    statuses = [(await police.post(PAGE, token=token)).status_code for _ in range(8)]
+    assert statuses.count(503) <= 1 and statuses[1:] == [200] * 7, statuses
+
+
+@pytest.mark.postgres
+async def test_a_read_on_the_driver_that_finds_the_server_gone_clears_the_whole_pool(
+    tmp_path: Path, agreements: dict[str, Agreement]
+) -> None:
+    """A person read runs on the asyncpg driver, where SQLAlchemy does not see its errors: when it
+    finds the connection dead, every connection opened before is replaced, as SQLAlchemy does for a
+    disconnect it sees itself; else each pooled connection would fail one request in turn."""
+    decision = evaluate(
+        agreements["ons-evaluation"], PurposeContext(acting_user="analyst"), today=FIXED_TODAY
+    )
+    async with fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh:
+        url = make_url(fresh.url)
+        proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
+        await proxy.start()
+        engine = create_engine(
+            url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        )
+        try:
+
+            async def read() -> int:
+                async with engine.connect() as conn:
+                    page = await list_people(
+                        conn, decision=decision, fields=("givenName",), first=2, after=None
+                    )
+                    await asyncio.sleep(
+                        0.05
+                    )  # held a moment, so that reads at once need connections of their own
+                return len(page.people)
+
+            assert await asyncio.gather(*(read() for _ in range(4))) == [2] * 4
+            assert engine.pool.checkedin() == 4
+            await proxy.cut()
+            await proxy.start()  # back on the same address; the four pooled connections are dead
+            with pytest.raises(asyncpg.InterfaceError) as found:
+                await read()
+            assert is_unavailable(found.value)
+            assert [await read() for _ in range(4)] == [2] * 4
+        finally:
+            await engine.dispose()
+            await proxy.cut()
 
 
 @pytest.mark.postgres
