@@ -250,24 +250,31 @@ async def split(
     """A fresh PostgreSQL database, and an app whose request engine reaches it through a relay that
     can be cut while the ledger writes to it directly. (`issuers`: the officers' identity providers'
     keys are installed in `partner_jwks_dir` before the app starts, as the operator would.)"""
-    async with fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh:
-        url = make_url(fresh.url)
-        proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
-        await proxy.start()
-        requests = create_engine(
-            url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        )
-        try:
-            # DPoP nonces as in production (on): the partner answers use_dpop_nonce by trying again.
-            settings = Settings(
-                database_url=fresh.url, issuer=ISSUER, signing_key_file=tmp_path / "unused-key.json",
-                ref_secret_file=tmp_path / "unused-secret", audit_witness=str(tmp_path / "witness"),
-                partner_jwks_dir=partner_jwks_dir, **UNLIMITED,
-            )  # fmt: skip
-            async with _app(fresh, requests, settings, signing) as (app, police):
-                yield Split(app, police, proxy, fresh)
-        finally:
-            await requests.dispose()
+    async with (
+        fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh,
+        _relayed(fresh) as (proxy, requests),
+    ):
+        # DPoP nonces as in production (on): the partner answers use_dpop_nonce by trying again.
+        settings = Settings(
+            database_url=fresh.url, issuer=ISSUER, signing_key_file=tmp_path / "unused-key.json",
+            ref_secret_file=tmp_path / "unused-secret", audit_witness=str(tmp_path / "witness"),
+            partner_jwks_dir=partner_jwks_dir, **UNLIMITED,
+        )  # fmt: skip
+        async with _app(fresh, requests, settings, signing) as (app, police):
+            yield Split(app, police, proxy, fresh)
+
+
+@asynccontextmanager
+async def _relayed(fresh: Fresh) -> AsyncIterator[tuple[_Proxy, AsyncEngine]]:
+    """An engine that reaches the fresh database through a relay that can be cut."""
+    url = make_url(fresh.url)
+    proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
+    await proxy.start()
+    engine = create_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False))
+    try:
+        yield proxy, engine
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
@@ -316,36 +323,27 @@ async def test_a_read_on_the_driver_that_finds_the_server_gone_clears_the_whole_
     decision = evaluate(
         agreements["ons-evaluation"], PurposeContext(acting_user="analyst"), today=FIXED_TODAY
     )
-    async with fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh:
-        url = make_url(fresh.url)
-        proxy = _Proxy((url.host or "127.0.0.1", url.port or 5432))
-        await proxy.start()
-        engine = create_engine(
-            url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        )
-        try:
 
-            async def read() -> int:
-                async with engine.connect() as conn:
-                    page = await list_people(
-                        conn, decision=decision, fields=("givenName",), first=2, after=None
-                    )
-                    await asyncio.sleep(
-                        0.05
-                    )  # held a moment, so that reads at once need connections of their own
-                return len(page.people)
+    async with (
+        fresh_database(postgres_admin_url(), tmp_path, today=FIXED_TODAY) as fresh,
+        _relayed(fresh) as (proxy, engine),
+    ):
 
-            assert await asyncio.gather(*(read() for _ in range(4))) == [2] * 4
-            assert engine.pool.checkedin() == 4
-            await proxy.cut()
-            await proxy.start()  # back on the same address; the four pooled connections are dead
-            with pytest.raises(asyncpg.InterfaceError) as found:
-                await read()
-            assert is_unavailable(found.value)
-            assert [await read() for _ in range(4)] == [2] * 4
-        finally:
-            await engine.dispose()
-            await proxy.cut()
+        async def read() -> int:
+            async with engine.connect() as conn:
+                page = await list_people(conn, decision=decision, fields=("givenName",), first=2, after=None)
+                await asyncio.sleep(0.05)  # held a moment: reads at once need connections of their own
+            return len(page.people)
+
+        assert await asyncio.gather(*(read() for _ in range(4))) == [2] * 4
+        assert engine.pool.checkedin() == 4
+        await proxy.cut()
+        await proxy.start()  # back on the same address; the four pooled connections are dead
+        with pytest.raises(asyncpg.InterfaceError) as found:
+            await read()
+        assert is_unavailable(found.value)
+        assert [await read() for _ in range(4)] == [2] * 4
+        await proxy.cut()
 
 
 @pytest.mark.postgres

@@ -15,16 +15,10 @@ from typing import Any
 import pytest
 
 from policies import PERSON_FIELDS, Agreement, load_agreements
+from tests.support.documents import PERSON_VIEWS
 from tests.support.partners import Partner
 
-ALL = [
-    "police-prevention",
-    "dwp-worklessness",
-    "ons-evaluation",
-    "family-hub-outreach",
-    "youth-justice",
-    "mash-safeguarding",
-]
+ALL = PERSON_VIEWS
 TRUSTED = {a.id for a in load_agreements().values() if a.access.trusted_documents_only}
 NOWHERE = "zzNoSuchThing"
 SCALARS = {"String", "Boolean", "ID", "Int", "Date"}

@@ -25,7 +25,7 @@ from typing import Any, Final
 import hypothesis
 import orjson
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.types.graphql import OperationType
@@ -35,7 +35,16 @@ from policies import Agreement, PurposeContext, evaluate
 from resolvers import RefCodec, RefKind
 from schema import Disclosure, View, ViewContext, build_view
 from tests.conftest import FIXED_TODAY, REF_SECRET
-from tests.support.documents import PERSON_VIEWS, Pool, Sent, documents, pool_people, view_shape
+from tests.support.documents import (
+    DOCUMENT_SETTINGS,
+    PERSON_VIEWS,
+    Pool,
+    Sent,
+    documents,
+    pool_of,
+    pool_people,
+    view_shape,
+)
 from tests.support.oracle import Oracle
 from tests.support.population import EdgeCases
 
@@ -238,38 +247,13 @@ def _pool(
         cursors = ["", "cur_x"] + [
             own.encode(RefKind.CURSOR, i) for i in reached[:: max(1, len(reached) // 4)]
         ]
-        names = [n for p in people for n in (p.given_name, p.family_name)]
-        pool = Pool(
-            people=tuple(
-                {
-                    "givenName": p.given_name,
-                    "familyName": p.family_name,
-                    "dateOfBirth": p.date_of_birth.isoformat(),
-                }
-                for p in people
-            ),
-            refs=tuple(refs),
-            names=tuple(names),
-            dates=tuple(p.date_of_birth.isoformat() for p in people),
-            cursors=tuple(cursors),
-        )
+        pool = pool_of(people, refs, cursors, [])
         _POOLS[key] = (pool, sorted(p.id for p in people if p.protected))
     return _POOLS[key]
 
 
 @pytest.mark.parametrize("agreement_id", PERSON_VIEWS)
-@hypothesis.settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
+@hypothesis.settings(max_examples=EXAMPLES, **DOCUMENT_SETTINGS)
 @given(data=st.data())
 async def test_generated_documents_answer_the_same_on_both_paths(
     agreement_id: str,

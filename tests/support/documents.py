@@ -22,6 +22,7 @@ from graphql import (
     get_named_type,
     is_introspection_type,
 )
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 from policies import load_agreements
@@ -39,7 +40,19 @@ PERSON_VIEWS: Final = [
     "mash-safeguarding",
 ]
 ALL_VIEWS: Final = [*PERSON_VIEWS, "security-audit"]
-ALL_VIEWS: Final = [*PERSON_VIEWS, "security-audit"]
+# How Hypothesis runs the document tests: derandomised (the same documents every run), no example
+# database, no deadline; the checks that suit data-driven strategies off.
+DOCUMENT_SETTINGS: Final = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+}
 _AGREEMENTS: Final = load_agreements()
 HOSTILE_MARK: Final = "Qx9Hostile"  # in every hostile text: an answer that holds it quoted the input
 HOSTILE_TEXT: Final = [
@@ -113,6 +126,25 @@ class Pool:
     names: tuple[str, ...]
     dates: tuple[str, ...]
     cursors: tuple[str, ...]
+
+
+def pool_of(people: list[Person], refs: list[str], cursors: list[str], names: list[str]) -> Pool:
+    """The values documents draw from: these people's names and dates of birth, with the refs,
+    cursors and extra names given."""
+    return Pool(
+        people=tuple(
+            {
+                "givenName": p.given_name,
+                "familyName": p.family_name,
+                "dateOfBirth": p.date_of_birth.isoformat(),
+            }
+            for p in people
+        ),
+        refs=tuple(refs),
+        names=tuple(n for p in people for n in (p.given_name, p.family_name)) + tuple(names),
+        dates=tuple(p.date_of_birth.isoformat() for p in people),
+        cursors=tuple(cursors),
+    )
 
 
 def pool_people(oracle: Oracle, cases: EdgeCases, agreement_id: str) -> list[Person]:

@@ -29,6 +29,7 @@ from graphql import GraphQLSchema as CoreSchema
 from policies import Agreement, load_agreements
 from resolvers import RefCodec, RefKind
 from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.support.documents import PERSON_VIEWS
 from tests.support.oracle import Oracle, Person
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import FIRST_ID
@@ -36,14 +37,6 @@ from tests.support.views import view_names, view_schemas
 
 PartnerFactory = Callable[[str], Partner]
 
-PERSON_VIEWS: Final = [
-    "police-prevention",
-    "dwp-worklessness",
-    "ons-evaluation",
-    "family-hub-outreach",
-    "youth-justice",
-    "mash-safeguarding",
-]
 _AGREEMENTS: Final = load_agreements()
 LISTING: Final = [a for a in PERSON_VIEWS if _AGREEMENTS[a].listing]
 FINDING: Final = [a for a in PERSON_VIEWS if _AGREEMENTS[a].match]

@@ -41,7 +41,7 @@ import pytest
 from graphql import (
     is_introspection_type,
 )
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,12 +51,14 @@ from resolvers import RefCodec, RefKind
 from tests.conftest import REF_SECRET
 from tests.support.documents import (
     ALL_VIEWS,
+    DOCUMENT_SETTINGS,
     HOSTILE_MARK,
     PERSON_VIEWS,
     Pool,
     Sent,
     Shape,
     documents,
+    pool_of,
     pool_people,
     view_shape,
 )
@@ -198,22 +200,7 @@ async def rig(
     if _AGREEMENTS[agreement_id].listing:
         page = await client.data("query First { people(first: 1) { pageInfo { endCursor } } }", token=token)
         cursors.append(page["people"]["pageInfo"]["endCursor"])
-    names = [n for p in people for n in (p.given_name, p.family_name)]
-    names += [p.family_name.upper() + "  " for p in people[:3]]
-    pool = Pool(
-        people=tuple(
-            {
-                "givenName": p.given_name,
-                "familyName": p.family_name,
-                "dateOfBirth": p.date_of_birth.isoformat(),
-            }
-            for p in people
-        ),
-        refs=tuple(refs),
-        names=tuple(names),
-        dates=tuple(p.date_of_birth.isoformat() for p in people),
-        cursors=tuple(cursors),
-    )
+    pool = pool_of(people, refs, cursors, [p.family_name.upper() + "  " for p in people[:3]])
     forbidden = _protected_values(oracle)
     assert {"NW8 9ZZ", "bea.fo@example.org", "wyn.vw@example.org", "Selwood Academy"} <= forbidden
     return Rig(
@@ -284,18 +271,7 @@ def _check(rig: Rig, sent: Sent, response: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize("agreement_id", PERSON_VIEWS)
-@hypothesis.settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
+@hypothesis.settings(max_examples=EXAMPLES, **DOCUMENT_SETTINGS)
 @given(data=st.data())
 async def test_any_document_in_a_view_is_answered_within_the_contract_and_leaks_nothing(
     agreement_id: str, rig: Rig, data: st.DataObject
