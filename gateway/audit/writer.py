@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
@@ -295,19 +295,15 @@ class LedgerWriter:
                 row["recorded_at"] = recorded
                 prev_hash = row["hash"]
                 rows.append(row)
+                event_id = row["id"]
                 disclosures += [
-                    {
-                        "event_id": row["id"],
-                        "person_id": person_id,
-                        "fields": ",".join(fields),
-                        "recorded_at": recorded,
-                    }
+                    (event_id, person_id, ",".join(fields), recorded)
                     for person_id, fields in pending.draft.disclosures
                 ]
             # Through SQLAlchemy first: that begins the transaction the COPY below must join.
             await conn.execute(insert(audit_events), rows)
             if disclosures:
-                await _copy_or_insert(conn, audit_disclosures, disclosures)
+                await _copy_or_insert(conn, audit_disclosures, DISCLOSURE_COLUMNS, disclosures)
             checkpoint = None
             if self._checkpoint_due(seq):
                 assert self._signing is not None
@@ -541,20 +537,23 @@ class LedgerWriter:
             self._witness.head(self.chain_id, changed)
 
 
-async def _copy_or_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+# The order of each disclosure row's values, as the writer makes them.
+DISCLOSURE_COLUMNS: Final = ("event_id", "person_id", "fields", "recorded_at")
+
+
+async def _copy_or_insert(
+    conn: AsyncConnection, table: Table, columns: tuple[str, ...], records: list[tuple[Any, ...]]
+) -> None:
     """The batch's rows of one table, in its open transaction (already begun by a statement through
     SQLAlchemy). On PostgreSQL through asyncpg by COPY: one statement for the batch, where an INSERT
     executed per row cost the database more than anything else a page asks of it (100 people, 100
     disclosure rows)."""
     if conn.dialect.driver != "asyncpg":
-        await conn.execute(insert(table), rows)
+        await conn.execute(insert(table), [dict(zip(columns, record, strict=True)) for record in records])
         return
-    columns = tuple(rows[0])
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if driver is None or not driver.is_in_transaction():
         # Outside a transaction the COPY would commit on its own, before the batch's other rows.
         raise RuntimeError("the ledger's COPY must run inside the batch's transaction")
-    await driver.copy_records_to_table(
-        table.name, records=[tuple(row[name] for name in columns) for row in rows], columns=columns
-    )
+    await driver.copy_records_to_table(table.name, records=records, columns=columns)

@@ -28,7 +28,7 @@ from gateway.audit.tables import (
     audit_retention,
 )
 from gateway.audit.verification import verify_ledger
-from gateway.audit.writer import _copy_or_insert
+from gateway.audit.writer import DISCLOSURE_COLUMNS, _copy_or_insert
 from gateway.db import create_engine, upgrade
 from gateway.keys import SigningKeys, generate_key
 from tests.support.databases import postgres_database
@@ -411,14 +411,9 @@ async def test_the_disclosures_copy_refuses_to_run_outside_its_batchs_transactio
 ) -> None:
     """COPY on the driver outside a transaction would commit on its own, before its event: refused."""
     await upgrade(ledger_engine)
-    row = {
-        "event_id": "e" * 32,
-        "person_id": 1,
-        "fields": "ref",
-        "recorded_at": "2026-11-30T00:00:00.000000Z",
-    }
+    row = ("e" * 32, 1, "ref", "2026-11-30T00:00:00.000000Z")
     async with ledger_engine.connect() as conn:
         with pytest.raises(RuntimeError, match="inside the batch's transaction"):
-            await _copy_or_insert(conn, audit_disclosures, [row])
+            await _copy_or_insert(conn, audit_disclosures, DISCLOSURE_COLUMNS, [row])
     async with ledger_engine.connect() as conn:
         assert (await conn.execute(select(audit_disclosures.c.person_id))).all() == []
