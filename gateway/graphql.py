@@ -565,7 +565,11 @@ class GraphQLEndpoint:
         )
         if self._compiled and view.planner is not None:
             data = await view.planner.execute(
-                context, query, payload.get("variables"), payload.get("operationName")
+                context,
+                query,
+                payload.get("variables"),
+                payload.get("operationName"),
+                unavailable=is_unavailable,
             )
             if data is not None:
                 outcome.operation_name = context.operation_name or outcome.operation_name

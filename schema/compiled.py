@@ -13,8 +13,9 @@ The general path (the view's strawberry schema) stays the one answer's definitio
 what it can answer exactly like it and gives way, before anything is disclosed, whenever it cannot:
 a document it does not plan (a mutation, introspection, a validation error), a request that would
 end in an error (variables that do not coerce, a condition without a value, a page size out of
-range, a cursor or a search value the resolver refuses, a document over the people limit), or
-a row the general path would answer with an error. `execute` then returns None and nothing about the
+range, a cursor or a search value the resolver refuses, a document over the people limit), a row
+the general path would answer with an error, or any exception while answering (a value the
+database refuses, the database gone). `execute` then returns None and nothing about the
 request has been changed; the gateway runs the general path. tests/schema/test_compiled.py holds
 both paths to identical answers and disclosures on every shipped document and on generated ones.
 """
@@ -22,7 +23,7 @@ both paths to identical answers and disclosures on every shipped document and on
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -43,7 +44,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.utilities import get_operation_ast
-from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 
 from policies import field_order
 from resolvers import PersonRecord, RefKind, get_person, household_members, list_people, match_people
@@ -197,9 +198,12 @@ class Planner:
         query: str,
         variables: Mapping[str, Any] | None,
         operation_name: str | None,
+        *,
+        unavailable: Callable[[BaseException], bool] = lambda _: False,
     ) -> dict[str, Any] | None:
         """The answer's `data`, its disclosures recorded in the context; or None, and the context
-        unchanged, for the general path to answer."""
+        unchanged, for the general path to answer. `unavailable`: errors that mean the database
+        cannot be read now, raised as they are (the general path would only meet them again)."""
         plan = self.plan(query, operation_name)
         if plan is None:
             return None
@@ -216,9 +220,15 @@ class Planner:
             except _Uncovered:
                 span.set_attribute("graphql.compiled.gave_way", True)
                 return None
-            except BaseException as error:
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-                raise
+            except Exception as error:
+                if unavailable(error):
+                    raise
+                # Anything else (a value the database refuses, the database gone, a fault here): the
+                # general path answers as it would, an error on that root field beside the rest, or
+                # 503 for a database that cannot be read. Nothing was recorded in the context yet.
+                span.set_attribute("graphql.compiled.gave_way", True)
+                span.set_attribute("graphql.compiled.error_type", type(error).__name__)
+                return None
             span.set_attribute("gateway.people_count", len({d.person_id for d in context.disclosures}))
             return data
 
@@ -289,29 +299,39 @@ def _collect(
 
 
 def _included(selection: Any, variables: Mapping[str, Any] | None) -> bool:
-    """@skip and @include, their condition a literal or a variable's coerced value. A variable
-    without a value (or a null one) is the general path's error to report."""
+    """@skip and @include as graphql-core reads them: @skip first (true excludes, and @include is
+    not read), then @include; a condition a literal or a variable's coerced value. A condition that
+    is not a boolean (a variable without a value, or null) is the general path's error to report."""
+    skip = include = None
     for directive in selection.directives or ():
         name = directive.name.value
-        if name not in ("skip", "include"):
-            raise _Uncovered
-        argument = next((a for a in directive.arguments or () if a.name.value == "if"), None)
-        if argument is None:
-            raise _Uncovered
-        condition: Any
-        if isinstance(argument.value, BooleanValueNode):
-            condition = argument.value.value
-        elif isinstance(argument.value, VariableNode):
-            if variables is None:
-                raise _Conditional
-            condition = variables.get(argument.value.name.value)
+        if name == "skip":
+            skip = skip or directive
+        elif name == "include":
+            include = include or directive
         else:
             raise _Uncovered
-        if not isinstance(condition, bool):
-            raise _Uncovered
-        if condition == (name == "skip"):
-            return False
-    return True
+    if skip is not None and _condition(skip, variables):
+        return False
+    return include is None or _condition(include, variables)
+
+
+def _condition(directive: Any, variables: Mapping[str, Any] | None) -> bool:
+    argument = next((a for a in directive.arguments or () if a.name.value == "if"), None)
+    if argument is None:
+        raise _Uncovered
+    value: Any
+    if isinstance(argument.value, BooleanValueNode):
+        value = argument.value.value
+    elif isinstance(argument.value, VariableNode):
+        if variables is None:
+            raise _Conditional
+        value = variables.get(argument.value.name.value)
+    else:
+        raise _Uncovered
+    if not isinstance(value, bool):
+        raise _Uncovered
+    return value
 
 
 def _directive_variables(
