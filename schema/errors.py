@@ -32,6 +32,10 @@ _VARIABLE_INPUT = re.compile(
     r"^Variable '\$\w+' (?:(?:has|got) (?:an )?invalid value|of .* (?:was not provided|must not be null))"
 )
 _QUOTED_VALUE = re.compile(r"^Value '.*?' ", re.DOTALL)
+# A @skip or @include whose condition is a variable sent as null (declared nullable, with a default):
+# found as the document runs, at the root or under a field; the request's input is at fault.
+_CONDITION_INPUT = re.compile(r"^Argument 'if' has invalid value")
+CONDITION_MESSAGE: Final = "The condition of @skip or @include must be true or false."
 # Codes of our own validation rules, whose messages quote no input and are shown whole.
 _OWN_CODES: Final = frozenset({"QUERY_TOO_COMPLEX"})
 
@@ -68,6 +72,8 @@ def classify(error: GraphQLError) -> PublicError:
         return PublicError("BAD_USER_INPUT", str(original), expected=True)
     if isinstance(original, AccessError):
         return PublicError("FORBIDDEN", "Not allowed by the agreement.", expected=False)
+    if original is None and _CONDITION_INPUT.match(error.message):
+        return PublicError("BAD_USER_INPUT", CONDITION_MESSAGE, expected=True)
     declared = (error.extensions or {}).get("code")
     if isinstance(declared, str) and original is None:
         message = error.message if declared in _OWN_CODES else redact(error.message)

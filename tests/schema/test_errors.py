@@ -32,6 +32,7 @@ from schema import (
     classify,
     redact,
 )
+from schema.errors import CONDITION_MESSAGE
 from tests.conftest import FIXED_TODAY, REF_SECRET
 
 POLICE = load_agreements()["police-prevention"]
@@ -234,6 +235,16 @@ async def test_out_of_range_arguments_are_bad_user_input(query: str, message: st
     (error,) = await errors_of(query)
     assert error.path is not None
     assert classify(error) == PublicError(INPUT, message, expected=True)
+
+
+async def test_a_null_condition_of_skip_or_include_is_bad_user_input_wherever_it_is() -> None:
+    """A nullable condition variable sent as null fails as the document runs: the input's fault, not
+    an unexpected error (which would be logged as an incident). Under a field it has that field's path."""
+    query = "query($s: Boolean = false) { __typename again: __typename @skip(if: $s) }"
+    (error,) = await errors_of(query, {"s": None})
+    assert classify(error) == PublicError(INPUT, CONDITION_MESSAGE, expected=True)
+    nested = GraphQLError(error.message, path=["person"])
+    assert classify(nested) == PublicError(INPUT, CONDITION_MESSAGE, expected=True)
 
 
 def test_as_dict_keeps_locations_path_and_code_only() -> None:
