@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from gateway.cli.client_files import ClientFile, read_client_file
 from tests.support.databases import postgres_database, redis_url, sqlite_database
 from tests.support.identity import assertion
 from tests.support.partners import ASSERTION_TYPE, proof
-from tests.support.processes import free_port, gateway, serving, trust
+from tests.support.processes import free_port, gateway, gateway_env, serving, trust
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +33,8 @@ PAGE = {"query": "{ people(first: 2) { edges { node { ref } } } }"}
 async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     database = sqlite_database(tmp_path) if request.param == "sqlite" else postgres_database()
     async with database as url:
-        made = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GATEWAY_DATABASE_URL": url,
-            "GATEWAY_ISSUER": "http://127.0.0.1:8000",  # the public URL; each process listens elsewhere
-            "GATEWAY_SIGNING_KEY_FILE": str(tmp_path / "signing.jwk.json"),
-            "GATEWAY_REF_SECRET_FILE": str(tmp_path / "ref-secret"),
-            "GATEWAY_AUDIT_WITNESS": str(tmp_path / "witness"),
-            "GATEWAY_REQUESTS_PER_SECOND": "1000",  # bursts here; the limits are tested elsewhere
-        }
+        # Bursts here; the limits are tested elsewhere.
+        made = gateway_env(tmp_path, url, GATEWAY_REQUESTS_PER_SECOND="1000")
         if request.param.endswith("+redis"):
             made["GATEWAY_REDIS_URL"] = await redis_url()
         for command in (["keys", "generate"], ["db", "upgrade"], ["seed", "--people", "100"]):
