@@ -11,6 +11,7 @@ from policies.agreements import (
     load_agreements,
     parse_agreement,
 )
+from policies.console import ConsoleReaders
 from policies.decisions import (
     Decision,
     DenyCode,
@@ -34,6 +35,7 @@ __all__ = [
     "Access",
     "Agreement",
     "AgreementFileError",
+    "ConsoleReaders",
     "Decision",
     "DenyCode",
     "FieldSpec",

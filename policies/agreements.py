@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from policies._yaml import Value, YamlShapeError, compose
 from policies.access import ACCESS_KEYS, Access, parse_access
+from policies.console import ConsoleReaders, parse_console
 from policies.fields import FIELDS_BY_NAME, LEDGER_FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
 from policies.populations import LEDGER_POPULATION, POPULATIONS, is_known_population
 
@@ -47,16 +48,21 @@ _TOP_KEYS = frozenset(
         "requires",
         "limits",
         "introspection",
+        "console",
     }
     | ACCESS_KEYS
 )
 _OPTIONAL_TOP_KEYS = (
-    frozenset({"match", "break_glass", "requires", "limits", "honours_objection", "protected_address"})
+    frozenset(
+        {"match", "break_glass", "requires", "limits", "honours_objection", "protected_address", "console"}
+    )
     | ACCESS_KEYS
 )
 _REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
 # Keys about people, required for a person population and meaningless for the access ledger.
 _PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass")
+# Keys about the access ledger only.
+_LEDGER_ONLY_KEYS = ("console",)
 # Bounds a per-agreement limit may take: (minimum, maximum).
 _NUMERIC_LIMITS: Final = {
     "people_per_request": (1, 5_000),
@@ -125,6 +131,7 @@ class Agreement:
     introspection: bool
     access: Access
     source: str
+    console: ConsoleReaders | None = None  # who may sign in to the security console (ledger only)
 
     @property
     def label(self) -> str:
@@ -197,6 +204,9 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     }
     if population == LEDGER_POPULATION:
         return _parse_ledger(top, common)
+    for key in _LEDGER_ONLY_KEYS:
+        if key in top:
+            raise top[key].fail("applies to the access ledger only")
     missing = [key for key in ("honours_objection", "protected_address") if key not in top]
     if missing:
         raise top["population"].fail(f"a person population needs {' and '.join(missing)}")
@@ -287,6 +297,7 @@ def _parse_ledger(top: dict[str, Value], common: dict[str, Any]) -> Agreement:
         break_glass=False,
         requires=_requirements(top),
         limits=limits,
+        console=parse_console(top["console"]) if "console" in top else None,
     )
 
 
