@@ -19,6 +19,7 @@ from datetime import date
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
 
 from gateway.audit import (
     LedgerWriter,
@@ -28,6 +29,7 @@ from gateway.audit import (
     witness_for,
 )
 from gateway.config import Settings, council_today
+from gateway.console import Console, require_demo_allowed
 from gateway.db import create_engine, require_current_schema
 from gateway.graphql import GraphQLEndpoint
 from gateway.guard import Guard, SecurityLedger
@@ -81,12 +83,16 @@ def create_app(
     telemetry: Telemetry | None = None,
     unaudited_for_benchmarks: bool = False,
     general_path_only: bool = False,
+    console_demo_sign_in: bool = False,
 ) -> Starlette:
     """Build the app. A test may pass `engine` for requests and `ledger_engine` for the ledger (by
     default the same engine). `unaudited_for_benchmarks` switches the ledger off: only bench/ uses it,
     to measure what the ledger costs; no setting or variable can reach it. `general_path_only`: every
     document through the views' strawberry schemas, none through the compiled path (for the tests
-    that hold both paths to one answer)."""
+    that hold both paths to one answer). `console_demo_sign_in`: the console's local sign-in, for
+    `gateway demo` only (refused unless the gateway serves a loopback address over plain http)."""
+    if console_demo_sign_in:
+        require_demo_allowed(settings)
     agreements = load_agreements(settings.agreements_dir)
     owned = _Owned(telemetry=telemetry is None, engine=engine is None, ledger_engine=ledger_engine is None)
     telemetry = telemetry or telemetry_from_environment()
@@ -132,8 +138,20 @@ def create_app(
     endpoints = _endpoints(
         gateway, today=today, secret=secret, ledger_engine=ledger_engine, compiled=not general_path_only
     )
+    console = Console(
+        settings=settings,
+        engine=engine,
+        ledger=ledger,
+        agreements=agreements,
+        signing=signing,
+        secret=derive_key(secret, "console-session-cookie"),
+        today=today,
+        demo_sign_in=console_demo_sign_in,
+        trusted_proxies=settings.trusted_networks,
+    )
+    routes: list[BaseRoute] = [*build_routes(endpoints), Mount("/console", app=console.app())]
     app = Starlette(
-        routes=build_routes(endpoints),
+        routes=routes,
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(gateway, ledger_engine, owned, witness),

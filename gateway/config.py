@@ -140,6 +140,26 @@ class Settings(BaseSettings):
         "empty: the TCP peer is the client",
     )
 
+    # The security console (/console/): readers sign in with the council's identity provider.
+    console_oidc_issuer: str | None = Field(
+        default=None,
+        description="The council identity provider (OpenID Connect issuer URL) readers sign in with; "
+        "unset: nobody can sign in (the demo has a local sign-in of its own)",
+    )
+    console_oidc_client_id: str | None = Field(default=None, description="The console's client id there")
+    console_oidc_client_secret: SecretStr | None = Field(default=None, description="... and its secret")
+    console_trace_url: str = Field(
+        default="",
+        description="Link from an event to its trace: a URL with {trace_id}, such as "
+        "https://jaeger.example/trace/{trace_id}; empty: no link",
+    )
+    console_session_minutes: int = Field(
+        default=480, ge=5, le=24 * 60, description="A console sign-in lasts at most this long"
+    )
+    console_idle_minutes: int = Field(
+        default=30, ge=1, le=24 * 60, description="... and ends after this long without a request"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, value: object) -> object:
@@ -193,6 +213,35 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
             return value.rstrip("/")
         raise ValueError("must be an https URL (plain http only on a loopback address)")
+
+    @field_validator("console_oidc_issuer")
+    @classmethod
+    def _oidc_issuer(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return cls._https_unless_loopback(value)
+
+    @field_validator("console_trace_url")
+    @classmethod
+    def _trace_url(cls, value: str) -> str:
+        if not value:
+            return ""
+        parts = urlsplit(value.replace("{trace_id}", "0"))
+        if value.count("{trace_id}") != 1 or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with {trace_id} in it once")
+        if any(mark in value.replace("{trace_id}", "") for mark in "{}"):
+            raise ValueError("may name only {trace_id}")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        given = [self.console_oidc_issuer, self.console_oidc_client_id, self.console_oidc_client_secret]
+        if any(given) and not all(given):
+            raise ValueError(
+                "the console's sign-in needs GATEWAY_CONSOLE_OIDC_ISSUER, GATEWAY_CONSOLE_OIDC_CLIENT_ID "
+                "and GATEWAY_CONSOLE_OIDC_CLIENT_SECRET together"
+            )
+        return self
 
     @field_validator("audit_witness")
     @classmethod

@@ -42,6 +42,10 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "replay_guard": ("SELECT", "INSERT", "DELETE"),
     "shared_counters": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "shared_sets": ("SELECT", "INSERT", "DELETE"),
+    # The security console: its sessions, and which alerts have left the queue (what a reader did is
+    # in the ledger).
+    "console_sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "alert_acknowledgements": ("SELECT", "INSERT"),
     # Which migration the database is at (the gateway refuses to start on an older one).
     "alembic_version": ("SELECT",),
 }

@@ -99,6 +99,7 @@ class EventFilter:
     end: datetime | None = None
     acting_user: str | None = None  # the officer the event names
     case_reference: str | None = None
+    error_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

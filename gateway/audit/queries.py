@@ -69,6 +69,8 @@ class LedgerQueries:
             stmt = stmt.where(audit_events.c.acting_user == criteria.acting_user)
         if criteria.case_reference is not None:
             stmt = stmt.where(audit_events.c.case_reference == criteria.case_reference)
+        if criteria.error_code is not None:
+            stmt = stmt.where(audit_events.c.error_code == criteria.error_code)
         if criteria.start is not None:
             stmt = stmt.where(audit_events.c.occurred_at >= time_text(criteria.start))
         if criteria.end is not None:
@@ -76,9 +78,26 @@ class LedgerQueries:
         key = (audit_events.c.occurred_at, audit_events.c.id)
         rows = await self._page(stmt, key, first=first, after=after)
         return LedgerPage(
-            items=[(_cursor(r.occurred_at, r.id), _event_record(r._mapping)) for r in rows[:first]],
+            items=[(_cursor(r.occurred_at, r.id), event_record(r._mapping)) for r in rows[:first]],
             has_next=len(rows) > first,
         )
+
+    async def event(self, event_id: str) -> AuditEventRecord | None:
+        if not _EVENT_ID.match(event_id):
+            return None
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))).first()
+        return None if row is None else event_record(row._mapping)
+
+    async def people_of(self, event_id: str) -> list[tuple[int, tuple[str, ...]]]:
+        """The people an event disclosed, by internal id, with the fields each was sent."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit_disclosures.c.person_id, audit_disclosures.c.fields)
+                .where(audit_disclosures.c.event_id == event_id)
+                .order_by(audit_disclosures.c.person_id)
+            )
+            return [(int(person), _split(fields, ",")) for person, fields in rows]
 
     async def disclosures_of(
         self, person_id: int, *, first: int, after: str | None
@@ -133,7 +152,7 @@ class LedgerQueries:
         )
 
 
-def _event_record(row: Mapping[str, Any]) -> AuditEventRecord:
+def event_record(row: Mapping[Any, Any]) -> AuditEventRecord:
     return AuditEventRecord(
         id=row["id"],
         occurred_at=parse_time_text(row["occurred_at"]),

@@ -67,10 +67,12 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
         "Query as the Metropolitan Police, from another terminal in this directory (the reference client\n"
         "signs the client assertion and the DPoP proofs, and exchanges the officer's token):\n\n"
         f"{textwrap.indent(demo_example(base), '  ')}\n"
-        "Doing the same by hand, with any OAuth library: docs/partners.md.\n"
+        "Doing the same by hand, with any OAuth library: docs/partners.md.\n\n"
+        f"The security console: {base}/console/ (sign in with the demo's local sign-in as the security\n"
+        "analyst; give any case reference, such as DEMO-1; every page you open is recorded in the ledger).\n"
     )
     if not no_serve:
-        serve_app(settings, host, port)
+        serve_app(settings, host, port, demo=True)
 
 
 def _demo_clients(settings: Settings) -> dict[str, Path]:

@@ -56,11 +56,12 @@ def serve(host: str, port: int, workers: int) -> None:
     serve_app(settings, host, port, workers=workers)
 
 
-def serve_app(settings: Settings, host: str, port: int, *, workers: int = 1) -> None:
+def serve_app(settings: Settings, host: str, port: int, *, workers: int = 1, demo: bool = False) -> None:
     import uvicorn
 
     configure_logging(settings.log_level)
-    app = create_app(settings)  # a bad agreement or key: one line, before any worker starts
+    # A bad agreement or key: one line, before any worker starts. `demo`: the console's local sign-in.
+    app = create_app(settings, console_demo_sign_in=demo)
     run(lambda: _reachable_and_migrated(settings))  # say so in one line, before uvicorn starts
     _can_listen(host, port)
     # No access log: it quotes the URL, query string included. Each request's own JSON line (gateway.requests)

@@ -52,8 +52,8 @@ def test_a_clean_tree_passes_and_the_order_checked_is_printed(tmp_path: Path) ->
     assert "layers: policies <- resolvers <- schema <- gateway" in out
     assert "gateway: base (" in out
     assert (
-        "<- subsystems (audit, guard, oauth) <- endpoints (graphql, health, routes) <- app (app, gateway) "
-        "<- cli (cli)" in out
+        "<- subsystems (audit, guard, oauth) <- endpoints (console, graphql, health, routes) "
+        "<- app (app, gateway) <- cli (cli)" in out
     )
     assert "no cycles" in out
 
@@ -82,8 +82,8 @@ def test_a_clean_tree_passes_and_the_order_checked_is_printed(tmp_path: Path) ->
             id="the app imports the CLI",
         ),
         pytest.param(
-            {"gateway/console/__init__.py": ""},
-            "gateway part 'console' is in no tier",
+            {"gateway/reports/__init__.py": ""},
+            "gateway part 'reports' is in no tier",
             id="a new part must be placed",
         ),
         pytest.param(

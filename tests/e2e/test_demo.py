@@ -88,3 +88,31 @@ def test_the_readme_example_returns_police_data_from_the_demo(running_demo: Demo
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "the witness agrees" in verified.stdout
+
+
+def _post_form(
+    client: httpx.Client, path: str, page: httpx.Response, cookie: str, **fields: str
+) -> httpx.Response:
+    """Post a console form with the CSRF token its page carried. The console's cookie is Secure: a
+    browser sends it back to 127.0.0.1, httpx's jar would not, so it goes in the header."""
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None, page.text
+    return client.post(path, data={"csrf": csrf.group(1), **fields}, headers={"Cookie": cookie})
+
+
+@pytest.mark.e2e
+def test_the_demo_prints_its_console_and_the_demo_sign_in_opens_it(running_demo: Demo) -> None:
+    printed = (running_demo.directory / "demo.log").read_text(encoding="utf-8")
+    assert f"The security console: {running_demo.base}/console/" in printed
+    with httpx.Client(base_url=running_demo.base, timeout=30) as client:
+        page = client.get("/console/sign-in")
+        assert page.status_code == 200 and 'id="demo-sign-in"' in page.text
+        first = page.headers["set-cookie"].split(";", 1)[0]
+        signed = _post_form(client, "/console/sign-in/demo", page, first, identity="analyst")
+        assert signed.status_code == 303 and signed.headers["location"] == "/console/purpose"
+        session = signed.headers["set-cookie"].split(";", 1)[0]
+        purpose = client.get("/console/purpose", headers={"Cookie": session})
+        given = _post_form(client, "/console/purpose", purpose, session, case_reference="DEMO-1")
+        assert given.status_code == 303
+        timeline = client.get("/console/events", headers={"Cookie": session})
+        assert timeline.status_code == 200 and 'id="events"' in timeline.text

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.tables import PARTITIONED_TABLES, ledger_metadata
+from gateway.console.tables import console_metadata
 from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
 from gateway.guard.tables import guard_metadata
 from gateway.oauth.clients import clients
@@ -26,6 +27,7 @@ EXPECTED_TABLES = {
     "addresses", "households", "people", "assessments", "objections", "clients",
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention",
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
+    "console_sessions", "alert_acknowledgements",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -35,7 +37,7 @@ def _target() -> MetaData:
     for table in metadata.tables.values():
         table.to_metadata(target)
     clients.to_metadata(target)
-    for more in (ledger_metadata, revocation_metadata, state_metadata, guard_metadata):
+    for more in (ledger_metadata, revocation_metadata, state_metadata, guard_metadata, console_metadata):
         for table in more.tables.values():
             table.to_metadata(target)
     return target
@@ -99,7 +101,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0007"
+    assert head == "0008"
     assert await current_revision(engine) == head
 
 
