@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint typecheck check-schema bench clean
+.PHONY: demo test install browser lint typecheck check-schema bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,9 +33,22 @@ typecheck: install
 check-schema: install
 	$(BIN)/gateway schema export --check
 
+# The console's browser tests drive Debian's chromium through its chromedriver: installed here when
+# missing and this is a Debian machine we may install on (root); otherwise they skip, or fail under CI=true.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); \
+	  else \
+	    echo "note: no chromium/chromedriver (apt-get install chromium chromium-driver): browser tests will skip"; \
+	  fi; \
+	fi
+
 # The whole suite, on SQLite and on PostgreSQL (GATEWAY_TEST_POSTGRES_URL, default the local server),
 # one pytest worker per core (pytest-xdist): each worker makes its own databases.
-test: install lint typecheck check-schema
+test: install browser lint typecheck check-schema
 	$(BIN)/pytest -n auto
 
 # The gateway against a floor of the same SQL and JSON, from outside (PostgreSQL from
