@@ -38,6 +38,11 @@ class ConsoleReaders:
             isinstance(value, str) and value in self.any_of for value in values
         )
 
+    def kept(self, claims: Mapping[str, Any]) -> dict[str, Any]:
+        """The claims `admits` reads, to keep with a session and judge again on every request."""
+        names = (self.claim, self.reader_claim, f"{self.reader_claim}_verified")
+        return {name: claims[name] for name in names if name in claims}
+
     def reader(self, claims: Mapping[str, Any]) -> str | None:
         """The reader's name as the ledger records it; None if the claim is missing or unusable."""
         name = claims.get(self.reader_claim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -38,6 +39,9 @@ README_AGREEMENT: Final = "police-prevention"  # the README's example queries as
 @click.option("--no-serve", is_flag=True, help="Prepare everything and exit.")
 def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     settings = load_settings()
+    if not _loopback(host):
+        # The demo signs anyone in to the security console without a password: never off this machine.
+        fail(f"the demo serves on a loopback address only (127.0.0.1 or ::1), not {host}")
     if "GATEWAY_ISSUER" not in os.environ:
         # Tokens name the address the demo actually serves on, so the metadata points at it.
         settings = settings_with(issuer=f"http://{host}:{port}")
@@ -73,6 +77,15 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     )
     if not no_serve:
         serve_app(settings, host, port, demo=True)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _demo_clients(settings: Settings) -> dict[str, Path]:

@@ -15,20 +15,24 @@ reads the ledger, which holds internal ids and field names, never values.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import re
 import secrets
 import time
+import unicodedata
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -48,16 +52,24 @@ from gateway.audit import (
 )
 from gateway.config import Settings
 from gateway.console import charts
-from gateway.console.reads import AcknowledgeError, acknowledge, alert_queue, check_acknowledgeable, figures
+from gateway.console.reads import (
+    AcknowledgeError,
+    UnknownAlertError,
+    acknowledge,
+    alert_queue,
+    check_acknowledgeable,
+    figures,
+)
 from gateway.console.sessions import ConsoleSession, Sessions
 from gateway.console.signin import DEMO_IDENTITIES, DEMO_ISSUER, OidcSignIn, SignInFailedError
+from gateway.db import is_sqlite
 from gateway.guard import SecurityLedger
 from gateway.guard.breakglass import OUTCOMES, BreakGlassError, review_break_glass
 from gateway.guard.tables import break_glass as break_glass_table
 from gateway.http import IPNetwork, client_address
 from gateway.keys import SigningKeys
 from gateway.telemetry import trace_id_hex
-from policies import Agreement, PurposeContext, evaluate
+from policies import Agreement, PurposeContext, evaluate, out_of_force
 from schema.ledger_records import EventFilter, InvalidCursorError
 
 log = logging.getLogger("gateway.console")
@@ -73,7 +85,10 @@ _NOTE_LIMIT: Final = 2_000
 OUTCOME_CHOICES: Final = ("allowed", "denied", "error", "disconnected", "alert")
 _SESSION_KEY: Final = "sid"
 _SIGN_IN_CSRF: Final = "sign_in_csrf"
+SESSION_COOKIE: Final = "__Host-console"
+HSTS: Final = (b"strict-transport-security", b"max-age=31536000")
 _FORM_LIMIT: Final = 64 * 1024
+_NOT_A_READER: Final = "The security-audit agreement does not let you read the ledger."
 _CSRF_MESSAGE: Final = "The form was not the console's own: reload the page and try again."
 
 # Every console response: no scripts at all, styles and images from the gateway only, no framing,
@@ -93,8 +108,9 @@ SECURITY_HEADERS: Final = (
 
 
 class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self._app = app
+        self._headers = list(SECURITY_HEADERS) + ([HSTS] if hsts else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,9 +119,9 @@ class _SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in SECURITY_HEADERS}
+                names = {name for name, _ in self._headers}
                 kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in names]
-                message["headers"] = kept + list(SECURITY_HEADERS)
+                message["headers"] = kept + self._headers
             await send(message)
 
         await self._app(scope, receive, with_headers)
@@ -134,6 +150,7 @@ class Read:
 
 
 _Handler = Callable[[Request, ConsoleSession], Awaitable["Read | Response"]]
+T = TypeVar("T")
 
 
 def _when(moment: datetime | None) -> str:
@@ -174,7 +191,9 @@ class Console:
             idle_minutes=settings.console_idle_minutes,
         )
         self._oidc = OidcSignIn(settings) if settings.console_oidc_issuer else None
-        self._secure = True  # cookies: Secure (browsers accept them from http://127.0.0.1 too)
+        self._hsts = settings.issuer.startswith("https://")
+        self._sqlite = is_sqlite(settings.database_url)
+        self._one_action = asyncio.Lock()  # SQLite: one console action at a time (see _act)
         self._session_secret = secret
         self._templates = Environment(
             loader=PackageLoader("gateway.console", "templates"), autoescape=True, undefined=StrictUndefined
@@ -214,21 +233,23 @@ class Console:
         return Starlette(
             routes=routes,
             middleware=[
-                Middleware(_SecurityHeaders),
+                Middleware(_SecurityHeaders, hsts=self._hsts),
                 # Holds only the session token and, during a sign-in, authlib's state, nonce and PKCE
                 # verifier: signed, HttpOnly, Secure, SameSite=Lax (the identity provider's redirect
-                # back is a cross-site navigation, which a Strict cookie would not survive).
+                # back is a cross-site navigation, which a Strict cookie would not survive). __Host-:
+                # no Domain, Path=/, so a sibling subdomain cannot plant one (browsers accept Secure
+                # cookies from http://127.0.0.1 too, so the demo needs no exception).
                 Middleware(
                     SessionMiddleware,
                     secret_key=self._session_secret.hex(),
-                    session_cookie="__Secure-console",
-                    path="/console",
+                    session_cookie=SESSION_COOKIE,
+                    path="/",
                     same_site="lax",
-                    https_only=self._secure,
+                    https_only=True,
                     max_age=self._settings.console_session_minutes * 60,
                 ),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_allowed},
+            exception_handlers={404: self._not_found, 405: self._not_allowed, Exception: self._unexpected},
         )
 
     # -- the checks every page and action goes through ------------------------------------------
@@ -239,6 +260,10 @@ class Console:
 
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
+            if request.method == "GET" and request.headers.get("sec-fetch-site") == "cross-site":
+                # A link from another site would record a read in the reader's name that they did not
+                # choose: they are asked first, and nothing is read or recorded until they do.
+                return self._render("follow.html", request, None, {"target": request.url.path})
             try:
                 reader = await self._admitted(request)
                 if isinstance(reader, Response):
@@ -257,7 +282,7 @@ class Console:
 
         return handle
 
-    async def _admitted(self, request: Request) -> ConsoleSession | Response:
+    async def _admitted(self, request: Request, *, needs_purpose: bool = True) -> ConsoleSession | Response:
         """The signed-in reader, with the CSRF token of a form checked, a case reference given and the
         agreement allowing; or where to send the browser instead."""
         reader = await self._sessions.find(request.session.get(_SESSION_KEY))
@@ -266,6 +291,12 @@ class Console:
                 return RedirectResponse("/console/sign-in", status_code=303)
             raise Refusal(403, "CONSOLE_SIGN_IN_REQUIRED", "Sign in to the console first.")
         request.state.reader = reader
+        rules = self._agreement.console if self._agreement else None
+        if rules is None or not rules.admits(reader.claims) or rules.reader(reader.claims) != reader.reader:
+            # The agreement no longer admits them (it changed since they signed in): out now.
+            await self._sessions.end(reader)
+            request.session.pop(_SESSION_KEY, None)
+            raise Refusal(403, "CONSOLE_NOT_A_READER", _NOT_A_READER)
         if request.method == "POST":
             form = await self._form(request)
             if not reader.csrf_matches(_field(form, "csrf")):
@@ -274,6 +305,8 @@ class Console:
                     "CONSOLE_CSRF_FAILED",
                     _CSRF_MESSAGE,
                 )
+        if not needs_purpose:
+            return reader
         if not reader.case_reference:
             return RedirectResponse("/console/purpose", status_code=303)
         decision = self._decide(reader)
@@ -333,6 +366,7 @@ class Console:
         code: str | None = None,
         acting_user: str | None = None,
         issuer: str | None = None,
+        event_id: str | None = None,
     ) -> str:
         """Write the event of this request; its id. Raises Refusal(503) if the ledger cannot take it."""
         agreement = self._agreement
@@ -340,6 +374,7 @@ class Console:
         for person_id, sent in disclosures:
             merged[person_id] = tuple(dict.fromkeys(merged.get(person_id, ()) + sent))
         draft = EventDraft(
+            id=event_id or uuid.uuid4().hex,
             endpoint="console",
             outcome=outcome,
             http_status=status,
@@ -494,13 +529,9 @@ class Console:
             name: _field(form, name)
             for name in ("client", "agreement", "outcome", "error_code", "officer", "case", "start", "end")
         }
-        for name, value in given.items():
-            if len(value) > _TEXT_LIMIT or any(ord(c) < 32 for c in value):
-                raise Refusal(
-                    400,
-                    "CONSOLE_BAD_INPUT",
-                    f"The filter '{name}' is not a plain value of at most {_TEXT_LIMIT} characters.",
-                )
+        given = {
+            name: _plain(value, f"The filter '{name}'", limit=_TEXT_LIMIT) for name, value in given.items()
+        }
         if given["agreement"] and given["agreement"] not in self._agreements:
             raise Refusal(400, "CONSOLE_BAD_INPUT", "Choose an agreement from the list.")
         if given["outcome"] and given["outcome"] not in OUTCOME_CHOICES:
@@ -528,6 +559,7 @@ class Console:
         return Read(
             "event.html",
             {"event": record, "people": people, "trace_link": trace_link},
+            fields=("auditEvents", "disclosures") if people else ("auditEvents",),
             # The event names the people it disclosed: reading it is a read of their disclosure history.
             disclosures=[(person_id, ("disclosures",)) for person_id, _ in people],
         )
@@ -572,23 +604,28 @@ class Console:
     async def acknowledge(self, request: Request, reader: ConsoleSession) -> Response:
         started = time.perf_counter()
         event_id = request.path_params["event_id"]
-        note = _field(await self._form(request), "note").strip()
+        note = _plain(_field(await self._form(request), "note"), "A note", limit=_NOTE_LIMIT, lines=True)
         if not _HEX32.match(event_id):
             raise Refusal(404, "CONSOLE_NOT_FOUND", "No alert has this id.")
-        if len(note) > _NOTE_LIMIT:
-            raise Refusal(400, "CONSOLE_BAD_INPUT", f"A note is at most {_NOTE_LIMIT} characters.")
-        async with self._engine.begin() as conn:
+
+        async def check(conn: AsyncConnection) -> None:
+            await _acknowledgeable(conn, event_id)
+
+        async def apply(conn: AsyncConnection, ledger_event: str) -> None:
             try:
-                await check_acknowledgeable(conn, event_id)
-                # The ledger first, inside the transaction: an acknowledgement it cannot record is not made.
-                ledger_event = await self._record(
-                    request, reader, f"acknowledge alert {event_id}", started, fields=("auditEvents",)
-                )
                 await acknowledge(
                     conn, event_id, reader=reader.reader, note=note, ledger_event_id=ledger_event
                 )
-            except AcknowledgeError as refused:
+            except AcknowledgeError as refused:  # another reader got there first
                 raise Refusal(409, "CONSOLE_CONFLICT", str(refused).capitalize() + ".") from None
+
+        async def record(_: None, ledger_event: str) -> None:
+            await self._record(
+                request, reader, f"acknowledge alert {event_id}", started, fields=("auditEvents",),
+                status=303, event_id=ledger_event,
+            )  # fmt: skip
+
+        ledger_event = await self._act(check, apply, record)
         log.info("console action", extra={"page": "acknowledge", "status": 303, "event_id": ledger_event})
         return RedirectResponse("/console/alerts", status_code=303)
 
@@ -608,16 +645,18 @@ class Console:
         started = time.perf_counter()
         entry_id = request.path_params["entry_id"]
         form = await self._form(request)
-        outcome, note = _field(form, "outcome"), _field(form, "note").strip()
+        outcome = _field(form, "outcome")
+        note = _plain(_field(form, "note"), "A note", limit=_NOTE_LIMIT, lines=True)
         if not _HEX32.match(entry_id):
             raise Refusal(404, "CONSOLE_NOT_FOUND", "No break-glass has this id.")
-        if outcome not in OUTCOMES or not note or len(note) > _NOTE_LIMIT:
+        if outcome not in OUTCOMES or not note:
             raise Refusal(
                 400,
                 "CONSOLE_BAD_INPUT",
                 f"A review is justified or escalated, with a note of 1 to {_NOTE_LIMIT} characters.",
             )
-        async with self._engine.begin() as conn:
+
+        async def check(conn: AsyncConnection) -> int:
             found = (
                 await conn.execute(select(break_glass_table).where(break_glass_table.c.id == entry_id))
             ).first()
@@ -625,22 +664,52 @@ class Console:
                 raise Refusal(404, "CONSOLE_NOT_FOUND", "No break-glass has this id.")
             if found.reviewed_at is not None:
                 raise Refusal(409, "CONSOLE_CONFLICT", "This break-glass was reviewed already.")
-            # Recorded before the review is written: a review the ledger cannot hold is not made (and on
-            # SQLite the ledger's writer could not write while this transaction held the lock).
-            ledger_event = await self._record(
-                request,
-                reader,
-                f"review break-glass {entry_id}",
-                started,
-                fields=("breakGlass",),
-                disclosures=[(int(found.person_id), ("breakGlass",))],
-            )
+            return int(found.person_id)
+
+        async def apply(conn: AsyncConnection, ledger_event: str) -> None:
             try:
                 await review_break_glass(conn, entry_id, outcome=outcome, reviewer=reader.reader, note=note)
             except BreakGlassError as refused:  # another reviewer got there first
                 raise Refusal(409, "CONSOLE_CONFLICT", str(refused).capitalize() + ".") from None
+
+        async def record(person_id: int, ledger_event: str) -> None:
+            await self._record(
+                request, reader, f"review break-glass {entry_id}", started, fields=("breakGlass",),
+                disclosures=[(person_id, ("breakGlass",))], status=303, event_id=ledger_event,
+            )  # fmt: skip
+
+        ledger_event = await self._act(check, apply, record)
         log.info("console action", extra={"page": "review", "status": 303, "event_id": ledger_event})
         return RedirectResponse("/console/break-glass", status_code=303)
+
+    async def _act(
+        self,
+        check: Callable[[AsyncConnection], Awaitable[T]],
+        apply: Callable[[AsyncConnection, str], Awaitable[None]],
+        record: Callable[[T, str], Awaitable[None]],
+    ) -> str:
+        """Make a change and record it, so that the ledger says only what was done and two readers at
+        once make one change and one refusal; the id of its event.
+
+        PostgreSQL: the change first (conditional: a second reader's waits on the first's row or key,
+        then finds it done), then the event, then the commit; an event the ledger cannot take rolls
+        the change back. SQLite (one process, one writer at a time): one action at a time, the event
+        before the change, because the ledger's writer could not write while this transaction held
+        the database's lock."""
+        ledger_event = uuid.uuid4().hex
+        if self._sqlite:
+            async with self._one_action:
+                async with self._engine.connect() as conn:
+                    found = await check(conn)
+                await record(found, ledger_event)
+                async with self._engine.begin() as conn:
+                    await apply(conn, ledger_event)
+            return ledger_event
+        async with self._engine.begin() as conn:
+            found = await check(conn)
+            await apply(conn, ledger_event)
+            await record(found, ledger_event)
+        return ledger_event
 
     async def chains(self, request: Request, reader: ConsoleSession) -> Read:
         if request.method == "GET":
@@ -700,30 +769,26 @@ class Console:
     # -- purpose, sign-in and sign-out ----------------------------------------------------------
 
     async def purpose(self, request: Request) -> Response:
+        """Why the reader is looking: asked before any page, changeable, and each change recorded."""
         started = time.perf_counter()
         try:
-            reader = await self._sessions.find(request.session.get(_SESSION_KEY))
-            if reader is None:
-                return RedirectResponse("/console/sign-in", status_code=303)
-            request.state.reader = reader
+            reader = await self._admitted(request, needs_purpose=False)
+            if isinstance(reader, Response):
+                return reader
             if request.method == "GET":
                 return self._render("purpose.html", request, reader, {"problem": None})
-            form = await self._form(request)
-            if not reader.csrf_matches(_field(form, "csrf")):
-                raise Refusal(
-                    403,
-                    "CONSOLE_CSRF_FAILED",
-                    _CSRF_MESSAGE,
+            try:
+                case = _plain(
+                    _field(await self._form(request), "case_reference"), "A case reference", limit=_TEXT_LIMIT
                 )
-            case = _field(form, "case_reference").strip()
-            if not case or len(case) > _TEXT_LIMIT or any(ord(c) < 32 for c in case):
-                return self._render(
-                    "purpose.html",
-                    request,
-                    reader,
-                    {"problem": f"Give a case or investigation reference of 1 to {_TEXT_LIMIT} characters."},
-                    status=400,
-                )
+            except Refusal:
+                case = ""
+            if not case:
+                problem = f"Give a case or investigation reference of 1 to {_TEXT_LIMIT} plain characters."
+                return self._render("purpose.html", request, reader, {"problem": problem}, status=400)
+            # Recorded under the new reference before it is kept: every later read is filed under it.
+            changed = dataclasses.replace(reader, case_reference=case)
+            await self._record(request, changed, "purpose", started, status=303)
             await self._sessions.set_case_reference(reader, case)
         except Refusal as refusal:
             return await self._refused(request, refusal, "purpose", started)
@@ -759,6 +824,8 @@ class Console:
     async def sign_in_oidc(self, request: Request) -> Response:
         if self._oidc is None:
             return self._error_page(request, Refusal(404, "CONSOLE_NOT_FOUND", "No such page."), None)
+        # Signing in again ends the session this browser had: it never lingers behind a new sign-in.
+        await self._sessions.end_token(request.session.pop(_SESSION_KEY, None))
         try:
             return await self._oidc.redirect(request)
         except SignInFailedError as failed:
@@ -810,39 +877,35 @@ class Console:
     async def _signed_in(
         self, request: Request, claims: dict[str, Any], issuer: str, started: float
     ) -> Response:
+        # Whoever this browser was signed in as before, that session ends here, admitted or not.
+        await self._sessions.end_token(request.session.pop(_SESSION_KEY, None))
         rules = self._agreement.console if self._agreement else None
         name = rules.reader(claims) if rules else None
+        refusal = None
         if rules is None or not rules.admits(claims):
-            refusal = Refusal(
-                403, "CONSOLE_NOT_A_READER", "The security-audit agreement does not let you read the ledger."
-            )
-            if (
-                name is not None
-            ):  # someone the identity provider vouched for tried: the security team should know
+            refusal = Refusal(403, "CONSOLE_NOT_A_READER", _NOT_A_READER)
+        elif self._agreement is not None and (closed := out_of_force(self._agreement, today=self._today())):
+            refusal = Refusal(403, str(closed.code), closed.reason.capitalize() + ".")
+        if refusal is not None:
+            if name is not None:  # someone the identity provider vouched for tried: the team should know
                 try:
                     await self._record(
-                        request,
-                        None,
-                        "sign-in",
-                        started,
-                        outcome="denied",
-                        status=403,
-                        code=refusal.code,
-                        acting_user=name,
-                        issuer=issuer,
-                    )
+                        request, None, "sign-in", started, outcome="denied", status=403, code=refusal.code,
+                        acting_user=name, issuer=issuer,
+                    )  # fmt: skip
                 except Refusal as unavailable:
                     refusal = unavailable
             log.warning("console sign-in refused", extra={"code": refusal.code})
             return self._error_page(request, refusal, None)
-        assert name is not None
-        request.session.clear()  # nothing from before the sign-in carries over (session fixation)
-        token = await self._sessions.start(reader=name, issuer=issuer)
-        try:
-            await self._record(request, None, "sign-in", started, acting_user=name, issuer=issuer)
+        assert rules is not None and name is not None
+        try:  # recorded before the session exists: a sign-in the ledger cannot hold is not made
+            await self._record(request, None, "sign-in", started, acting_user=name, issuer=issuer, status=303)
         except Refusal as unavailable:
             return self._error_page(request, unavailable, None)
-        request.session[_SESSION_KEY] = token
+        request.session.clear()  # nothing from before the sign-in carries over (session fixation)
+        request.session[_SESSION_KEY] = await self._sessions.start(
+            reader=name, issuer=issuer, claims=rules.kept(claims)
+        )
         log.info("console sign-in", extra={"status": 303})
         return RedirectResponse("/console/purpose", status_code=303)
 
@@ -851,25 +914,53 @@ class Console:
         reader = await self._sessions.find(request.session.get(_SESSION_KEY))
         if reader is not None:
             request.state.reader = reader
-            form = await self._form(request)
-            if not reader.csrf_matches(_field(form, "csrf")):
-                return await self._refused(
-                    request,
-                    Refusal(
-                        403,
-                        "CONSOLE_CSRF_FAILED",
-                        _CSRF_MESSAGE,
-                    ),
-                    "sign-out",
-                    started,
-                )
+            try:
+                if not reader.csrf_matches(_field(await self._form(request), "csrf")):
+                    raise Refusal(403, "CONSOLE_CSRF_FAILED", _CSRF_MESSAGE)
+            except Refusal as refusal:
+                return await self._refused(request, refusal, "sign-out", started)
             await self._sessions.end(reader)
             try:
-                await self._record(request, reader, "sign-out", started)
+                await self._record(request, reader, "sign-out", started, status=303)
             except Refusal:
                 log.warning("console sign-out not recorded", extra={"code": "AUDIT_UNAVAILABLE"})
         request.session.clear()
         return RedirectResponse("/console/sign-in", status_code=303)
+
+    async def _unexpected(self, request: Request, exc: Exception) -> Response:
+        """A failure nothing foresaw: a plain refusal page, with the console's headers all the same."""
+        log.error("console failed", exc_info=exc)
+        page = self._error_page(
+            request, Refusal(500, "INTERNAL_SERVER_ERROR", "Something went wrong; nothing was changed."), None
+        )
+        for name, value in self._security_headers():
+            page.headers[name.decode()] = value.decode()
+        return page
+
+    def _security_headers(self) -> list[tuple[bytes, bytes]]:
+        return list(SECURITY_HEADERS) + ([HSTS] if self._hsts else [])
+
+
+async def _acknowledgeable(conn: AsyncConnection, event_id: str) -> None:
+    try:
+        await check_acknowledgeable(conn, event_id)
+    except UnknownAlertError:
+        raise Refusal(404, "CONSOLE_NOT_FOUND", "No alert has this id.") from None
+    except AcknowledgeError as refused:
+        raise Refusal(409, "CONSOLE_CONFLICT", str(refused).capitalize() + ".") from None
+
+
+def _plain(text: str, what: str, *, limit: int, lines: bool = False) -> str:
+    """`text` stripped, if it is plain text of at most `limit` characters: no control or format
+    characters (a right-to-left override can make one reference look like another; a NUL is refused
+    by PostgreSQL), but for line breaks and tabs where `lines`."""
+    text = text.strip()
+    allowed = "\n\r\t" if lines else ""
+    if len(text) > limit or any(
+        unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") and c not in allowed for c in text
+    ):
+        raise Refusal(400, "CONSOLE_BAD_INPUT", f"{what} must be plain text of at most {limit} characters.")
+    return text
 
 
 def _field(form: Mapping[str, str], name: str) -> str:
@@ -884,4 +975,7 @@ def _moment(text: str, name: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise Refusal(400, "CONSOLE_BAD_INPUT", f"'{name}' must be a date and time (UTC).") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # an offset that takes it past the calendar's ends
+        raise Refusal(400, "CONSOLE_BAD_INPUT", f"'{name}' must be a date and time (UTC).") from None

@@ -29,6 +29,10 @@ class AcknowledgeError(Exception):
     """An acknowledgement that cannot be recorded; `str()` says why (no personal data)."""
 
 
+class UnknownAlertError(AcknowledgeError):
+    """No alert has this id."""
+
+
 @dataclass(frozen=True, slots=True)
 class AlertItem:
     event: AuditEventRecord
@@ -71,7 +75,7 @@ async def alert_queue(engine: AsyncEngine) -> list[AlertItem]:
 async def check_acknowledgeable(conn: AsyncConnection, event_id: str) -> None:
     found = (await conn.execute(select(audit_events.c.outcome).where(audit_events.c.id == event_id))).first()
     if found is None or found.outcome != "alert":
-        raise AcknowledgeError("no alert has this id")
+        raise UnknownAlertError("no alert has this id")
     done = (
         await conn.execute(
             select(alert_acknowledgements.c.reader).where(alert_acknowledgements.c.event_id == event_id)

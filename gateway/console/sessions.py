@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +29,7 @@ class ConsoleSession:
     issuer: str
     csrf_token: str
     case_reference: str | None
+    claims: dict[str, Any]
 
     def csrf_matches(self, offered: str | None) -> bool:
         return offered is not None and hmac.compare_digest(offered.encode(), self.csrf_token.encode())
@@ -42,7 +45,7 @@ class Sessions:
         self._lifetime = lifetime_minutes * 60
         self._idle = idle_minutes * 60
 
-    async def start(self, *, reader: str, issuer: str) -> str:
+    async def start(self, *, reader: str, issuer: str, claims: dict[str, Any]) -> str:
         """A new session; its token, for the browser's cookie only. Expired rows are cleared here."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
@@ -53,6 +56,7 @@ class Sessions:
                     token_sha256=_digest(token),
                     reader=reader,
                     issuer=issuer,
+                    claims=json.dumps(claims, sort_keys=True),
                     csrf_token=secrets.token_urlsafe(32),
                     case_reference=None,
                     created_at=now,
@@ -87,6 +91,7 @@ class Sessions:
             issuer=row.issuer,
             csrf_token=row.csrf_token,
             case_reference=row.case_reference,
+            claims=json.loads(row.claims),
         )
 
     async def set_case_reference(self, session: ConsoleSession, case_reference: str) -> None:
@@ -98,7 +103,13 @@ class Sessions:
             )
 
     async def end(self, session: ConsoleSession) -> None:
+        await self.end_token_digest(session.token_sha256)
+
+    async def end_token(self, token: str | None) -> None:
+        """End the session of this token, if it has one (a new sign-in in the same browser)."""
+        if token and len(token) <= 100:
+            await self.end_token_digest(_digest(token))
+
+    async def end_token_digest(self, digest: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                delete(console_sessions).where(console_sessions.c.token_sha256 == session.token_sha256)
-            )
+            await conn.execute(delete(console_sessions).where(console_sessions.c.token_sha256 == digest))

@@ -17,6 +17,9 @@ console_sessions = Table(
     Column("token_sha256", String(64), primary_key=True),
     Column("reader", String(200), nullable=False),  # as the agreement's reader_claim names them
     Column("issuer", String(255), nullable=False),  # the identity provider that verified them
+    # The claims the agreement's console rules read (JSON): admission is checked again on every request,
+    # so a reader the agreement stops admitting is out at their next page, not at the session's end.
+    Column("claims", Text, nullable=False),
     Column("csrf_token", String(64), nullable=False),
     Column("case_reference", String(200), nullable=True),  # why they are looking; asked before any read
     Column("created_at", BigInteger, nullable=False),  # unix time

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("token_sha256", sa.String(64), primary_key=True),
         sa.Column("reader", sa.String(200), nullable=False),
         sa.Column("issuer", sa.String(255), nullable=False),
+        sa.Column("claims", sa.Text, nullable=False),
         sa.Column("csrf_token", sa.String(64), nullable=False),
         sa.Column("case_reference", sa.String(200), nullable=True),
         sa.Column("created_at", sa.BigInteger, nullable=False),

@@ -169,6 +169,18 @@ CASES = [
         "no witness at",
         id="a witness path that is not",
     ),
+    pytest.param(
+        {},
+        ["demo", "--host", "0.0.0.0", "--no-serve"],  # noqa: S104 - the address refused
+        "the demo serves on a loopback address only",
+        id="a demo on every address",
+    ),
+    pytest.param(
+        {"GATEWAY_CONSOLE_OIDC_ISSUER": "https://login.council.example"},
+        ["serve", "--port", "1"],
+        "GATEWAY_CONSOLE_OIDC_CLIENT_ID and GATEWAY_CONSOLE_OIDC_CLIENT_SECRET together",
+        id="a console sign-in half configured",
+    ),
 ]
 
 

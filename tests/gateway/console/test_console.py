@@ -151,7 +151,7 @@ async def test_the_session_is_kept_on_the_server_and_signing_out_ends_it(
     browser: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     reader = await Reader(browser).signed_in()
-    cookie = browser.cookies.get("__Secure-console")
+    cookie = browser.cookies.get("__Host-console")
     assert cookie
     async with engine.connect() as conn:
         stored = [row.token_sha256 for row in await conn.execute(select(console_sessions))]
@@ -160,7 +160,7 @@ async def test_the_session_is_kept_on_the_server_and_signing_out_ends_it(
     assert signed_out.status_code == 303 and signed_out.headers["location"] == "/console/sign-in"
     # The old cookie, replayed, opens nothing: the session is gone from the server.
     replay = httpx.AsyncClient(
-        transport=browser._transport, base_url="https://testserver", cookies={"__Secure-console": cookie}
+        transport=browser._transport, base_url="https://testserver", cookies={"__Host-console": cookie}
     )
     async with replay:
         assert (await replay.get("/console/events")).headers["location"] == "/console/sign-in"
@@ -171,9 +171,9 @@ async def test_the_cookie_is_secure_httponly_samesite_and_the_pages_lock_everyth
 ) -> None:
     signed = await Reader(browser).sign_in_demo()
     cookie = signed.headers["set-cookie"].lower()
-    for flag in ("secure", "httponly", "samesite=lax", "path=/console"):
+    for flag in ("secure", "httponly", "samesite=lax", "path=/;"):
         assert flag in cookie
-    assert cookie.startswith("__secure-console=")
+    assert cookie.startswith("__host-console=") and "domain=" not in cookie
     page = await browser.get("/console/purpose")
     policy = page.headers["content-security-policy"]
     assert (
@@ -355,7 +355,7 @@ async def test_an_alert_is_acknowledged_once_and_leaves_the_queue(
     again = await reader.post(f"/console/alerts/{alert_id}/acknowledge", {"note": ""})
     assert again.status_code == 409 and error_code(again) == "CONSOLE_CONFLICT"
     not_an_alert = await reader.post(f"/console/alerts/{recorded_as(queue)}/acknowledge", {"note": ""})
-    assert not_an_alert.status_code == 409
+    assert not_an_alert.status_code == 404 and error_code(not_an_alert) == "CONSOLE_NOT_FOUND"
 
 
 async def test_chain_verification_reports_every_chain(reader: Reader) -> None:
@@ -390,25 +390,25 @@ async def test_the_overview_draws_its_four_charts_as_svg(
 
 
 async def test_the_console_closes_when_the_security_audit_agreement_is_out_of_force(
-    console_settings: Settings, signing: SigningKeys, engine: AsyncEngine
+    reader: Reader, console_settings: Settings, signing: SigningKeys, engine: AsyncEngine
 ) -> None:
+    """Signed in while it was in force, the reader is refused once it is not; nobody signs in then."""
     app = create_app(
-        console_settings,
-        engine=engine,
-        signing=signing,
-        ref_secret=REF_SECRET,
-        today=lambda: date(2028, 1, 1),
-        console_demo_sign_in=True,
-    )
+        console_settings, engine=engine, signing=signing, ref_secret=REF_SECRET,
+        today=lambda: date(2028, 1, 1), console_demo_sign_in=True,
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=app)
+    cookies = {"__Host-console": reader.http.cookies["__Host-console"]}
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="https://testserver"
-    ) as client:
-        reader = Reader(client)
-        await reader.sign_in_demo()
-        await reader.give_purpose()
-        refused = await client.get("/console/events")
+        transport=transport, base_url="https://testserver", cookies=cookies
+    ) as later:
+        refused = await later.get("/console/events")
         assert refused.status_code == 403 and error_code(refused) == "AGREEMENT_EXPIRED"
         assert "<table" not in refused.text
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as newcomer:
+        signed = await Reader(newcomer).sign_in_demo()
+        assert signed.status_code == 403 and error_code(signed) == "AGREEMENT_EXPIRED"
+        assert (await newcomer.get("/console/events")).headers["location"] == "/console/sign-in"
     await app.state.gateway.ledger.close()
 
 

@@ -47,6 +47,8 @@ CALLBACK: Final = f"{ISSUER}/console/sign-in/callback"  # where the provider sen
 SECURITY_TEAM: Final = "information-security"
 SIGN_IN_EVENT: Final = "console sign-in"
 
+COOKIE = "__Host-console"
+
 
 @pytest.fixture(scope="session")
 def running_idp() -> Iterator[StandInProvider]:
@@ -235,7 +237,7 @@ async def test_a_member_of_the_security_team_signs_in_and_reads(
     assert read_event is not None
 
     [event] = await sign_in_events(engine, person.email)
-    assert event.outcome == "allowed" and event.http_status == 200 and event.error_code is None
+    assert event.outcome == "allowed" and event.http_status == 303 and event.error_code is None
     assert event.officer_issuer == idp.issuer
     assert event.client_id == "console" and event.agreement_id == "security-audit"
     async with engine.connect() as conn:
@@ -412,3 +414,33 @@ def test_settings_refuse_an_incomplete_sign_in_configuration(
     with pytest.raises(ValidationError, match=missing) as refused:
         Settings(**{**settings.model_dump(), **given})
     assert "together" in str(refused.value)
+
+
+async def test_a_new_sign_in_ends_the_previous_session(
+    oidc_console: Starlette,
+    idp: Any,
+    engine: AsyncEngine,
+) -> None:
+    """A signed in; in the same browser the sign-in button is pressed again (it is a GET, open while
+    signed in). B (not in the security team) is refused, and the browser is no longer A; C signs in,
+    and a copy of A's cookie reads nothing: A's session ended on the server."""
+    a, b, c = someone(SECURITY_TEAM), someone("housing"), someone(SECURITY_TEAM)
+    async with new_browser(oidc_console) as browser:
+        idp.person = a
+        assert (await browser.get(await callback_for(browser))).status_code == 303
+        await Reader(browser).give_purpose("INV-A")
+        a_cookie = browser.cookies.get(COOKIE)
+        idp.person = b
+        refused = await browser.get(await callback_for(browser))
+        assert refused.status_code == 403 and error_code(refused) == "CONSOLE_NOT_A_READER"
+        still = await browser.get("/console/agreements")
+        still_a = still.status_code == 200 and a.email in still.text
+        idp.person = c
+        assert (await browser.get(await callback_for(browser))).status_code == 303
+    async with new_browser(oidc_console) as copy:
+        copy.cookies.set(COOKIE, a_cookie, domain="testserver.local", path="/")
+        a_alive = (await copy.get("/console/agreements")).status_code == 200
+    assert (still_a, a_alive) == (False, False), (
+        "after B's refused sign-in the browser still reads as A" if still_a else "",
+        "A's session outlived C's sign-in in the same browser" if a_alive else "",
+    )
