@@ -8,6 +8,7 @@ parameter may be a name or a date of birth.
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -230,3 +231,10 @@ async def require_current_schema(engine: AsyncEngine) -> None:
             f"the database schema is at revision {current or 'none'}, this gateway needs {head}: "
             "run `gateway db upgrade` first"
         )
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A timestamp as read back from either database, in UTC: SQLite keeps no zone with it."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

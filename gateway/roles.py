@@ -27,7 +27,11 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "households": ("SELECT",),
     "people": ("SELECT",),
     "assessments": ("SELECT",),
-    "objections": ("SELECT",),
+    # Data subjects' requests: recorded through the gateway, with the objections and restrictions
+    # they put in effect and lift.
+    "objections": ("SELECT", "INSERT", "DELETE"),
+    "restrictions": ("SELECT", "INSERT", "DELETE"),
+    "rights_requests": ("SELECT", "INSERT", "UPDATE"),
     # The ledger: append only.
     "audit_chains": ("SELECT", "INSERT"),
     "audit_events": ("SELECT", "INSERT"),

@@ -67,6 +67,9 @@ class RowScope:
     # Under WITHHOLD: people whose protected fields a break-glass window has opened (internal ids; the
     # gateway sets it from its open windows, never the evaluator).
     opened: frozenset[int] = frozenset()
+    # The agreement whose restrictions of processing remove people from view (restrictions of every
+    # agreement always do).
+    restrictions_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,7 @@ def _allow(agreement: Agreement, context: PurposeContext, today: date) -> Decisi
             today=today,
             objections_of=agreement.id if agreement.honours_objection else None,
             protected_address=protected,
+            restrictions_of=agreement.id,
         ),
         listing=agreement.listing,
         match=agreement.match,

@@ -107,7 +107,20 @@ objections = Table(
     "objections",
     metadata,
     Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
-    # The agreement objected to: an objection only takes effect where that agreement honours it.
+    # The agreement objected to, or '*' for every one: an objection only takes effect where the
+    # agreement honours it.
     Column("agreement_id", String(64), primary_key=True),
     Column("recorded_on", Date, nullable=False),
 )
+
+# Restriction of processing (UK GDPR Art 18): the person is out of the agreement's view ('*': out of
+# every view) from the next request until it is lifted, whatever the agreement says of objections.
+restrictions = Table(
+    "restrictions",
+    metadata,
+    Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
+    Column("agreement_id", String(64), primary_key=True),  # or '*': every agreement
+    Column("recorded_on", Date, nullable=False),
+)
+
+EVERY_AGREEMENT = "*"  # an objection or restriction that reaches every agreement

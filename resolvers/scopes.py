@@ -13,7 +13,7 @@ from typing import Final
 from sqlalchemy import ColumnElement, and_, exists, false, or_, true
 
 from policies import POPULATIONS, ProtectedAddress, RowScope
-from resolvers.models import OUTCOMES, assessments, objections, people
+from resolvers.models import EVERY_AGREEMENT, OUTCOMES, assessments, objections, people, restrictions
 
 
 def years_before(day: date, years: int) -> date:
@@ -73,11 +73,19 @@ def visible_to_anyone(today: date) -> ColumnElement[bool]:
 def in_scope(scope: RowScope) -> ColumnElement[bool]:
     """The full WHERE clause for people a decision reaches (assessments must be outer-joined)."""
     clauses = [visible_to_anyone(scope.today), POPULATION_CLAUSES[scope.population](scope.today)]
+    restricted_for = (
+        (EVERY_AGREEMENT,) if scope.restrictions_of is None else (EVERY_AGREEMENT, scope.restrictions_of)
+    )
+    clauses.append(
+        ~exists().where(
+            restrictions.c.person_id == people.c.id, restrictions.c.agreement_id.in_(restricted_for)
+        )
+    )
     if scope.objections_of is not None:
         clauses.append(
             ~exists().where(
                 objections.c.person_id == people.c.id,
-                objections.c.agreement_id == scope.objections_of,
+                objections.c.agreement_id.in_((EVERY_AGREEMENT, scope.objections_of)),
             )
         )
     if scope.protected_address is ProtectedAddress.EXCLUDE:

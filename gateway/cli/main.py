@@ -20,6 +20,7 @@ from gateway.cli.documents import documents
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
 from gateway.cli.policies import policies
+from gateway.cli.rights import rights
 from gateway.cli.schema import schema
 from gateway.cli.serve import serve
 from gateway.cli.support import explain
@@ -102,6 +103,7 @@ for command in (
     audit,
     sar,
     breakglass,
+    rights,
     partner,
 ):
     main.add_command(command)

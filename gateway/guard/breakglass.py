@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db import utc
 from gateway.guard.tables import break_glass
 from schema.ledger_records import BreakGlassEntry
 
@@ -147,12 +148,7 @@ async def overdue_reviews(conn: AsyncConnection, *, older_than: timedelta) -> li
 
 
 def break_glass_record(row: Any) -> BreakGlassRecord:
-    def aware(moment: datetime | None) -> datetime | None:
-        if moment is None:
-            return None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite keeps no zone
-
-    opened = aware(row["opened_at"])
+    opened = utc(row["opened_at"])
     assert opened is not None
     return BreakGlassRecord(
         id=row["id"],
@@ -166,7 +162,7 @@ def break_glass_record(row: Any) -> BreakGlassRecord:
         case_reference=row["case_reference"],
         reason=row["reason"],
         person_id=int(row["person_id"]),
-        reviewed_at=aware(row["reviewed_at"]),
+        reviewed_at=utc(row["reviewed_at"]),
         reviewer=row["reviewer"],
         review_outcome=row["review_outcome"],
         review_note=row["review_note"],

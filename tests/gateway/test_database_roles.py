@@ -102,7 +102,11 @@ FORBIDDEN = [
     "CREATE TABLE audit_shadow (id int)",
     "SELECT audit_add_month(DATE '2030-01-01')",
     "UPDATE people SET given_name = 'x'",
-    "DELETE FROM objections",
+    # Objections and restrictions are put in effect and lifted (gateway rights), never rewritten.
+    "UPDATE objections SET recorded_on = DATE '2020-01-01'",
+    "UPDATE restrictions SET agreement_id = 'x'",
+    "DELETE FROM rights_requests",
+    "DELETE FROM assessments",
     "INSERT INTO people (id) VALUES (1)",
     "DELETE FROM alembic_version",
 ]

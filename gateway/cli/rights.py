@@ -1,0 +1,192 @@
+"""`gateway rights record|list|close|lift`: data subjects' requests, recorded as they are made.
+
+A restriction or an objection takes effect on the next request to the gateway and lasts until it is
+lifted. Every change is written to the ledger first (under the security-audit agreement, naming who
+ran the command and the request's id), then made: no change without its event.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from gateway.cli.audit import record_command, who_option, why_option
+from gateway.cli.support import fail, load_settings, open_database, run
+from gateway.config import council_today
+from gateway.rights import (
+    CLOSED_OUTCOMES,
+    KINDS,
+    REQUESTERS,
+    RightsError,
+    RightsRequest,
+    check_close,
+    check_new,
+    close,
+    get,
+    list_requests,
+    record,
+)
+from policies import load_agreements
+
+T = TypeVar("T")
+
+
+@click.group(help="Data subjects' requests: access, rectification, erasure, restriction, objection.")
+def rights() -> None:
+    pass
+
+
+@rights.command("record", help="Record a request about one person (by the council's internal id).")
+@click.argument("person_id", type=click.IntRange(1, 2**31 - 1))
+@click.option("--kind", type=click.Choice(KINDS), required=True)
+@click.option(
+    "--agreement", "agreement_id", default=None,
+    help="Restriction or objection: the agreement it is about, or '*' for every one.",
+)  # fmt: skip
+@click.option("--basis", "legal_basis", required=True, help="The legal basis, e.g. 'UK GDPR Art 18(1)(a)'.")
+@click.option(
+    "--received", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+    help="The day the request was received (default: today).",
+)  # fmt: skip
+@click.option("--by", "requested_by", type=click.Choice(REQUESTERS), default="subject", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@who_option
+@why_option
+def rights_record(
+    person_id: int,
+    kind: str,
+    agreement_id: str | None,
+    legal_basis: str,
+    received: datetime | None,
+    requested_by: str,
+    as_json: bool,
+    acting_user: str | None,
+    case_reference: str | None,
+) -> None:
+    settings = load_settings()
+    agreements = load_agreements(settings.agreements_dir)
+    today = council_today()
+    operator = acting_user or getpass.getuser()
+
+    async def made() -> tuple[RightsRequest, tuple[str, ...]]:
+        async with open_database(settings) as engine:
+            async with engine.connect() as conn:
+                new = await check_new(
+                    conn, person_id=person_id, kind=kind, agreement_id=agreement_id,
+                    received_on=received.date() if received else today, requested_by=requested_by,
+                    legal_basis=legal_basis, recorded_by=operator, agreements=agreements, today=today,
+                )  # fmt: skip
+            # The event first: a change the ledger cannot hold is not made.
+            await record_command(
+                settings, engine, f"rights record {kind} {new.id}", acting_user, case_reference
+            )
+            async with engine.begin() as conn:
+                return await record(conn, new, today=today), new.not_honoured_by
+
+    request, not_honoured = run(_refusing(made))
+    _show(request, as_json)
+    if not_honoured and not as_json:
+        click.echo(
+            f"note: not honoured by {', '.join(not_honoured)} (a legal gateway): the objection is recorded "
+            "and does not change that view"
+        )
+
+
+@rights.command("list", help="Requests, newest first.")
+@click.option("--person", "person_id", type=click.IntRange(1, 2**31 - 1), default=None)
+@click.option(
+    "--current", is_flag=True, help="Only open requests, and restrictions and objections in effect."
+)
+@click.option("--json", "as_json", is_flag=True)
+@who_option
+@why_option
+def rights_list(
+    person_id: int | None, current: bool, as_json: bool, acting_user: str | None, case_reference: str | None
+) -> None:
+    settings = load_settings()
+
+    async def read() -> list[RightsRequest]:
+        async with open_database(settings) as engine:
+            async with engine.connect() as conn:
+                found = await list_requests(conn, person_id=person_id, current_only=current)
+            await record_command(settings, engine, "rights list", acting_user, case_reference)
+            return found
+
+    found = run(read)
+    if as_json:
+        click.echo(json.dumps([request.as_json() for request in found], indent=2))
+        return
+    for request in found:
+        _show(request, False)
+
+
+@rights.command("close", help="Close an access, rectification or erasure request with its outcome.")
+@click.argument("request_id")
+@click.option("--outcome", type=click.Choice(CLOSED_OUTCOMES), required=True)
+@click.option("--note", required=True)
+@who_option
+@why_option
+def rights_close(
+    request_id: str, outcome: str, note: str, acting_user: str | None, case_reference: str | None
+) -> None:
+    _finish(request_id, outcome, note, acting_user, case_reference)
+
+
+@rights.command(
+    "lift", help="Lift a restriction or an objection: the person is back in view on the next request."
+)
+@click.argument("request_id")
+@click.option("--note", required=True)
+@who_option
+@why_option
+def rights_lift(request_id: str, note: str, acting_user: str | None, case_reference: str | None) -> None:
+    _finish(request_id, None, note, acting_user, case_reference)
+
+
+def _finish(
+    request_id: str, outcome: str | None, note: str, acting_user: str | None, case_reference: str | None
+) -> None:
+    settings = load_settings()
+    operator = acting_user or getpass.getuser()
+    if len(request_id) != 32 or any(c not in "0123456789abcdef" for c in request_id):
+        fail("no request has this id (UNKNOWN_REQUEST)")
+
+    async def finished() -> RightsRequest:
+        async with open_database(settings) as engine:
+            async with engine.connect() as conn:
+                check_close(await get(conn, request_id), outcome=outcome)
+            verb = f"close {outcome}" if outcome else "lift"
+            await record_command(settings, engine, f"rights {verb} {request_id}", acting_user, case_reference)
+            async with engine.begin() as conn:
+                return await close(conn, request_id, outcome=outcome, note=note, closed_by=operator)
+
+    _show(run(_refusing(finished)), False)
+
+
+def _refusing(step: Callable[[], Coroutine[Any, Any, T]]) -> Callable[[], Coroutine[Any, Any, T]]:
+    """A RightsError as one line with its code, the way every command fails."""
+
+    async def guarded() -> T:
+        try:
+            return await step()
+        except RightsError as refused:
+            fail(f"{refused} ({refused.code})")
+
+    return guarded
+
+
+def _show(request: RightsRequest, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(request.as_json(), indent=2))
+        return
+    scope = f" {request.agreement_id}" if request.agreement_id else ""
+    click.echo(
+        f"{request.id}  person {request.person_id}  {request.kind}{scope}  {request.status}  "
+        f"received {request.received_on.isoformat()} from the {request.requested_by}  "
+        f"recorded by {request.recorded_by}"
+    )

@@ -1,0 +1,39 @@
+"""Data subjects' rights: the register of requests, and restrictions and objections that change what
+partners see from the next request until they are lifted.
+
+May import: the base parts (`gateway.config`, `gateway.db`) and the layers below the gateway. Each
+change is written to the ledger by its caller (the command line), before the change itself.
+"""
+
+from gateway.rights.requests import (
+    CLOSED_OUTCOMES,
+    KINDS,
+    REQUESTERS,
+    NewRequest,
+    RightsError,
+    RightsRequest,
+    check_close,
+    check_new,
+    close,
+    get,
+    list_requests,
+    record,
+)
+from gateway.rights.tables import rights_metadata, rights_requests
+
+__all__ = [
+    "CLOSED_OUTCOMES",
+    "KINDS",
+    "REQUESTERS",
+    "NewRequest",
+    "RightsError",
+    "RightsRequest",
+    "check_close",
+    "check_new",
+    "close",
+    "get",
+    "list_requests",
+    "record",
+    "rights_metadata",
+    "rights_requests",
+]
