@@ -25,6 +25,7 @@ from gateway.audit.queries import LedgerQueries
 from gateway.audit.subject_access import (
     SubjectAccessReport,
     UnknownPersonError,
+    render_html,
     render_text,
     subject_access_report,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "now_text",
     "parse_time_text",
     "read_witness",
+    "render_html",
     "render_text",
     "seal_abandoned",
     "seal_orphans",

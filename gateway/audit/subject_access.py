@@ -12,16 +12,27 @@ A person whose record has been erased still has the disclosures the ledger holds
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.queries import LedgerQueries
+from gateway.rights.tables import rights_requests
 from policies import Agreement
-from resolvers.models import OUTCOMES, addresses, assessments, households, objections, people
+from resolvers.models import (
+    EVERY_AGREEMENT,
+    OUTCOMES,
+    addresses,
+    assessments,
+    households,
+    objections,
+    people,
+    restrictions,
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +40,15 @@ class SubjectAccessReport:
     person_id: int
     held: dict[str, Any] | None  # None: the record has been erased; its disclosures remain
     disclosures: list[dict[str, Any]]
+    requests: list[dict[str, Any]] = field(default_factory=list)  # the person's own requests (Arts 15-21)
 
     def as_json(self) -> dict[str, Any]:
-        return {"person_id": self.person_id, "held": self.held, "disclosures": self.disclosures}
+        return {
+            "person_id": self.person_id,
+            "held": self.held,
+            "disclosures": self.disclosures,
+            "requests": self.requests,
+        }
 
 
 class UnknownPersonError(Exception):
@@ -57,9 +74,40 @@ async def subject_access_report(
         for record in records
         if record.agreement_id not in internal
     ]
-    if held is None and not records:
+    requests = await _requests(engine, person_id, agreements)
+    if held is None and not records and not requests:
         raise UnknownPersonError(f"no person with id {person_id}")
-    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures)
+    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures, requests=requests)
+
+
+async def _requests(
+    engine: AsyncEngine, person_id: int, agreements: Mapping[str, Agreement]
+) -> list[dict[str, Any]]:
+    """The person's own requests, oldest first: what they asked, when, and what came of it (who in the
+    council handled them is left out, as officers are from the disclosures)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(rights_requests)
+                .where(rights_requests.c.person_id == person_id)
+                .order_by(rights_requests.c.received_on, rights_requests.c.id)
+            )
+        ).all()
+    out = []
+    for row in rows:
+        scope = row.agreement_id
+        out.append(
+            {
+                "kind": row.kind,
+                "about": None if scope is None else "every partner" if scope == EVERY_AGREEMENT
+                else agreements[scope].partner if scope in agreements else scope,
+                "received_on": _day(row.received_on),
+                "status": row.status,
+                "outcome_note": row.outcome_note,
+                "closed_on": _day(row.closed_at.date()) if row.closed_at else None,
+            }
+        )  # fmt: skip
+    return out
 
 
 async def _held(
@@ -84,6 +132,9 @@ async def _held(
             await conn.execute(select(assessments).where(assessments.c.household_id == row["household_id"]))
         ).first()
         objected = (await conn.execute(select(objections).where(objections.c.person_id == person_id))).all()
+        restricted = (
+            await conn.execute(select(restrictions).where(restrictions.c.person_id == person_id))
+        ).all()
 
     held: dict[str, Any] = {
         "given_name": row["given_name"],
@@ -106,6 +157,18 @@ async def _held(
                 "recorded_on": _day(o.recorded_on),
             }
             for o in objected
+        ],
+        "restrictions": [
+            {
+                "agreement": r.agreement_id,
+                "partner": "every partner"
+                if r.agreement_id == EVERY_AGREEMENT
+                else agreements[r.agreement_id].partner
+                if r.agreement_id in agreements
+                else None,
+                "recorded_on": _day(r.recorded_on),
+            }
+            for r in restricted
         ],
     }
     if assessment is not None:
@@ -164,6 +227,16 @@ def _render_held(held: dict[str, Any]) -> list[str]:
         recipient = objection["partner"] or objection["agreement"]
         lines.append(f"  Objected on {objection['recorded_on']} to sharing with {recipient}")
     return lines
+
+
+def render_html(report: SubjectAccessReport, *, council: str, today: date) -> str:
+    """The report as a self-contained HTML document a caseworker can send (or print to PDF)."""
+    return _PAGES.get_template("subject_access.html").render(report=report, council=council, today=today)
+
+
+_PAGES: Final = Environment(
+    loader=PackageLoader("gateway.audit", "templates"), autoescape=True, undefined=StrictUndefined
+)
 
 
 def _day(value: Any) -> str:

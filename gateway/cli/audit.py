@@ -29,6 +29,7 @@ from gateway.audit import (
     SealedChain,
     SubjectAccessReport,
     WitnessReport,
+    render_html,
     render_text,
     seal_abandoned,
     subject_access_report,
@@ -41,12 +42,13 @@ from gateway.audit.retention import RetentionPlan, apply_retention, plan_retenti
 from gateway.audit.verification import printable
 from gateway.audit.witness import witness_files
 from gateway.cli.support import fail, load_settings, open_database, run
-from gateway.config import Settings
+from gateway.config import Settings, council_today
 from gateway.keys import signing_keys
 from policies import load_agreements
 from schema.ledger_records import AuditEventRecord, EventFilter
 
 LEDGER_AGREEMENT = "security-audit"
+COUNCIL = "Westminster City Council"
 
 who_option = click.option(
     "--acting-user", default=None, help="Who is asking (default: the login name); recorded."
@@ -258,7 +260,10 @@ def audit_retention(
 
 @click.command(help="Subject access report: what is held about a person and every disclosure of it.")
 @click.argument("person_id", type=click.IntRange(1))
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json", "html"]), default="text", show_default=True,
+    help="html: a document a caseworker can send (print it to PDF from any browser).",
+)  # fmt: skip
 @who_option
 @why_option
 def sar(person_id: int, output: str, acting_user: str | None, case_reference: str | None) -> None:
@@ -278,6 +283,8 @@ def sar(person_id: int, output: str, acting_user: str | None, case_reference: st
     made = run(report)
     if output == "json":
         click.echo(json.dumps(made.as_json(), indent=2))
+    elif output == "html":
+        click.echo(render_html(made, council=COUNCIL, today=council_today()), nl=False)
     else:
         click.echo(render_text(made), nl=False)
 

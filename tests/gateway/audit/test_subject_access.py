@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import UnknownPersonError, parse_time_text, render_text, subject_access_report
+from gateway.audit import (
+    UnknownPersonError,
+    parse_time_text,
+    render_html,
+    render_text,
+    subject_access_report,
+)
 from gateway.audit.tables import audit_disclosures, audit_events
 from policies import Agreement
 from resolvers.models import OUTCOMES
@@ -65,6 +72,7 @@ def _expected_held(
             }
             for agreement_id in sorted(person.objections)
         ],
+        "restrictions": [],
     }
 
 
@@ -209,3 +217,77 @@ async def test_an_unknown_person_is_an_error(
     unknown = max(oracle.people) + 1_000
     with pytest.raises(UnknownPersonError, match=f"^no person with id {unknown}$"):
         await subject_access_report(engine, unknown, agreements=agreements)
+
+
+class _Page(HTMLParser):
+    """The text of each element with an id, and every text on the page, as a reader would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, str] = {}
+        self.texts: list[str] = []
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs).get("id")
+        if found:
+            self._open.append(found)
+            self.by_id[found] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        pass
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append(data)
+        for open_id in self._open:
+            self.by_id[open_id] += data
+
+
+async def test_the_pack_a_caseworker_sends_reads_true_in_html(
+    local_partner: PartnerFactory, engine: AsyncEngine, cases: EdgeCases, agreements: dict[str, Agreement]
+) -> None:
+    person_id = cases.id("cohort_plain")
+    await _disclose_to_police(local_partner, person_id)
+    report = await subject_access_report(engine, person_id, agreements=agreements)
+    document = render_html(report, council="Westminster City Council", today=FIXED_TODAY)
+    page = _Page()
+    page.feed(document)
+    text = " ".join(" ".join(page.texts).split())
+    assert "Ada Brackenridge-Vale" in page.by_id["name"]
+    assert report.held is not None and report.held["date_of_birth"] in page.by_id["date-of-birth"]
+    assert report.held["address"]["postcode"] in page.by_id["address"]
+    police = agreements[POLICE]
+    assert police.partner in page.by_id["disclosures"] and police.purpose in " ".join(
+        page.by_id["disclosures"].split()
+    )
+    assert "givenName, familyName" in page.by_id["disclosures"]
+    assert f"Who received your information ({len(report.disclosures)})" in text
+    # Officers and case references are other people's data: never in the pack.
+    assert PURPOSE["X-Acting-User"] not in document and PURPOSE["X-Case-Reference"] not in document
+    assert "<script" not in document
+
+
+async def test_the_pack_escapes_what_the_record_holds(
+    engine: AsyncEngine, agreements: dict[str, Agreement]
+) -> None:
+    """Text from the records is data, never markup, in the document a caseworker sends."""
+    from gateway.audit import SubjectAccessReport
+
+    report = SubjectAccessReport(
+        person_id=1,
+        held=None,
+        disclosures=[
+            {
+                "time": "2026-11-01T10:00:00+00:00",
+                "partner": "<b>Partner</b>",
+                "agreement": "x",
+                "agreement_version": 1,
+                "purpose": "<script>alert(1)</script>",
+                "lawful_basis": [],
+                "fields": ["givenName"],
+            }
+        ],
+    )
+    document = render_html(report, council="Westminster City Council", today=FIXED_TODAY)
+    assert "<script>alert" not in document and "&lt;script&gt;alert(1)&lt;/script&gt;" in document
+    assert 'id="erased"' in document

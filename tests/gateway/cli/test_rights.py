@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from datetime import date
 
 import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import subject_access_report
 from gateway.audit.tables import audit_events
 from gateway.rights import rights_requests
 from policies import Agreement
@@ -197,6 +199,21 @@ async def test_every_change_is_in_the_ledger_and_the_register_keeps_the_whole_st
             "pack sent by post",
         ),
     ]
+    # The person's own subject access report lists the request and what came of it (not who handled it).
+    report = await subject_access_report(engine, person, agreements=agreements)
+    closed_on = report.requests[0]["closed_on"]
+    assert date.fromisoformat(closed_on) >= date(2026, 11, 20)
+    assert report.requests == [
+        {
+            "kind": "access",
+            "about": None,
+            "received_on": "2026-11-20",
+            "status": "completed",
+            "outcome_note": "pack sent by post",
+            "closed_on": closed_on,
+        }
+    ]
+    assert OPERATOR not in json.dumps(report.as_json())
     again = cli("close", access, "--outcome", "refused", "--note", "x")
     assert (
         again.returncode == 1
