@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import subject_access_report
 from gateway.audit.tables import audit_events
+from gateway.keys import SigningKeys, write_key_file
 from gateway.rights import rights_requests
 from policies import Agreement
 from resolvers.models import objections, restrictions
 from tests.conftest import FIXED_TODAY
 from tests.support.oracle import Oracle
 from tests.support.partners import Partner
-from tests.support.processes import GATEWAY, gateway, gateway_env
+from tests.support.processes import GATEWAY, gateway_env
 
 PERSON = "query Person($r: ID!) { person(ref: $r) { ref } }"
 OPERATOR = "dpo.officer@council.test.invalid"
@@ -28,11 +29,12 @@ OPERATOR = "dpo.officer@council.test.invalid"
 
 @pytest.fixture(scope="module")
 def cli(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, signing: SigningKeys
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     tmp_path = tmp_path_factory.mktemp("rights-cli")
     env = gateway_env(tmp_path, database_url)
-    assert gateway(env, tmp_path, "keys", "generate").returncode == 0
+    # The session's own key: the command's chain lands in the session's ledger, which other tests verify.
+    write_key_file(tmp_path / "signing.jwk.json", [signing.active])
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         command = [GATEWAY, "rights", *args, "--acting-user", OPERATOR]
