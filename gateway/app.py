@@ -47,6 +47,7 @@ from gateway.oauth import (
     TokenVerifier,
     authorization_server_metadata,
 )
+from gateway.reviews import remember_versions
 from gateway.routes import EXCEPTION_HANDLERS, Endpoints, build_routes
 from gateway.state import SharedState, shared_state
 from gateway.telemetry import Telemetry, TracingMiddleware, telemetry_from_environment, trace_sql
@@ -290,6 +291,8 @@ def _lifespan(
             # `audit verify --strict` passes again and shows where each writer stopped.
             sealer = f"gateway start-up on {socket.gethostname()} (pid {os.getpid()})"
             await seal_orphans(ledger_engine, signing=gateway.signing, witness=witness, sealer=sealer)
+        # The text of each agreement as it runs now, kept for the evidence of its next review.
+        await remember_versions(gateway.engine, gateway.agreements)
         await gateway.revocations.start()
         await gateway.guard.start()
         # What start-up made (modules, schemas, agreements) lives as long as the process: kept out of

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -132,6 +132,7 @@ class Agreement:
     access: Access
     source: str
     console: ConsoleReaders | None = None  # who may sign in to the security console (ledger only)
+    text: str = field(default="", repr=False, compare=False)  # the file as reviewed, for its version history
 
     @property
     def label(self) -> str:
@@ -160,7 +161,7 @@ def load_agreements(directory: Path = AGREEMENTS_DIR) -> dict[str, Agreement]:
 
 def parse_agreement(text: str, *, source: str, expected_id: str | None = None) -> Agreement:
     try:
-        return _parse(compose(text), source, expected_id)
+        return replace(_parse(compose(text), source, expected_id), text=text)
     except YamlShapeError as error:
         raise AgreementFileError(source, error.line, error.key, error.reason) from None
 

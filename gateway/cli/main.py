@@ -17,6 +17,7 @@ from gateway.cli.clients import clients
 from gateway.cli.database import db, seed
 from gateway.cli.demo import demo
 from gateway.cli.documents import documents
+from gateway.cli.evidence import evidence_command
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
 from gateway.cli.policies import policies
@@ -104,6 +105,7 @@ for command in (
     sar,
     breakglass,
     rights,
+    evidence_command,
     partner,
 ):
     main.add_command(command)

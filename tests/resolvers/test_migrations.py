@@ -19,6 +19,7 @@ from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
 from gateway.guard.tables import guard_metadata
 from gateway.oauth.clients import clients
 from gateway.oauth.revocations import revocation_metadata
+from gateway.reviews.tables import reviews_metadata
 from gateway.rights.tables import rights_metadata
 from gateway.state import state_metadata
 from resolvers import metadata
@@ -28,7 +29,7 @@ EXPECTED_TABLES = {
     "addresses", "households", "people", "assessments", "objections", "clients",
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention",
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
-    "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests",
+    "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests", "agreement_versions",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -39,7 +40,7 @@ def _target() -> MetaData:
         table.to_metadata(target)
     clients.to_metadata(target)
     more_metadata = (ledger_metadata, revocation_metadata, state_metadata, guard_metadata, console_metadata)
-    for more in (*more_metadata, rights_metadata):
+    for more in (*more_metadata, rights_metadata, reviews_metadata):
         for table in more.tables.values():
             table.to_metadata(target)
     return target
@@ -103,7 +104,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0009"
+    assert head == "0010"
     assert await current_revision(engine) == head
 
 

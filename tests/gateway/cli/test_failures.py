@@ -181,6 +181,18 @@ CASES = [
         "GATEWAY_CONSOLE_OIDC_CLIENT_ID and GATEWAY_CONSOLE_OIDC_CLIENT_SECRET together",
         id="a console sign-in half configured",
     ),
+    pytest.param(
+        {},
+        ["evidence", "no-such-agreement", "--from", "2026-11-01", "--to", "2026-11-30"],
+        "no agreement has the id 'no-such-agreement'",
+        id="evidence for an agreement that is not one",
+    ),
+    pytest.param(
+        {},
+        ["evidence", "police-prevention", "--from", "2026-11-30", "--to", "2026-11-01"],
+        "--to is before --from",
+        id="evidence for a period that ends before it begins",
+    ),
 ]
 
 
