@@ -25,7 +25,7 @@ import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
@@ -68,6 +68,9 @@ from gateway.guard.breakglass import OUTCOMES, BreakGlassError, review_break_gla
 from gateway.guard.tables import break_glass as break_glass_table
 from gateway.http import IPNetwork, client_address
 from gateway.keys import SigningKeys
+from gateway.reviews import evidence
+from gateway.reviews import render_html as render_evidence
+from gateway.rights import list_requests
 from gateway.telemetry import trace_id_hex
 from policies import Agreement, PurposeContext, evaluate, out_of_force
 from schema.ledger_records import EventFilter, InvalidCursorError
@@ -75,6 +78,7 @@ from schema.ledger_records import EventFilter, InvalidCursorError
 log = logging.getLogger("gateway.console")
 
 LEDGER_AGREEMENT: Final = "security-audit"
+COUNCIL: Final = "Westminster City Council"
 CLIENT_ID: Final = "console"
 PAGE_SIZE: Final = 50
 _HEX32: Final = re.compile(r"^[0-9a-f]{32}$")
@@ -221,6 +225,7 @@ class Console:
             ),
             Route("/chains", page("chains", self.chains), methods=["GET", "POST"]),
             Route("/agreements", page("agreements", self.register), methods=["GET"]),
+            Route("/agreements/{agreement_id}/evidence", page("evidence", self.evidence), methods=["GET"]),
             Route("/me", page("my reads", self.my_reads), methods=["GET", "POST"]),
             Route("/purpose", self.purpose, methods=["GET", "POST"]),
             Route("/sign-in", self.sign_in, methods=["GET"]),
@@ -566,7 +571,11 @@ class Console:
 
     async def person(self, request: Request, reader: ConsoleSession) -> Read:
         if request.method == "GET":
-            return Read("person.html", {"person_id": None, "disclosures": [], "next_cursor": None}, fields=())
+            return Read(
+                "person.html",
+                {"person_id": None, "requests": [], "disclosures": [], "next_cursor": None},
+                fields=(),
+            )
         form = await self._form(request)
         given = _field(form, "person_id")
         if not _PERSON_ID.match(given) or int(given) > _MAX_PERSON_ID:
@@ -580,10 +589,13 @@ class Console:
             raise Refusal(
                 400, "CONSOLE_BAD_INPUT", "That page of the history is not one the console gave."
             ) from None
+        async with self._engine.connect() as conn:
+            requests = await list_requests(conn, person_id=person_id)
         return Read(
             "person.html",
             {
                 "person_id": person_id,
+                "requests": requests,
                 "disclosures": [record for _, record in page.items],
                 "next_cursor": page.items[-1][0] if page.has_next and page.items else None,
             },
@@ -741,6 +753,22 @@ class Console:
             state = "overdue" if days < 0 else "due soon" if days <= 60 else "in date"
             rows.append({"agreement": agreement, "days": days, "state": state})
         return Read("agreements.html", {"rows": rows, "today": today}, fields=())
+
+    async def evidence(self, request: Request, reader: ConsoleSession) -> Response:
+        """The evidence pack for an agreement's review, over the last twelve months, as a document to
+        keep with the review (a download: it is a standalone page, not a console page)."""
+        started = time.perf_counter()
+        agreement = self._agreements.get(request.path_params["agreement_id"])
+        if agreement is None:
+            raise Refusal(404, "CONSOLE_NOT_FOUND", "No agreement has this id.")
+        end = datetime.now(UTC).date()
+        pack = await evidence(self._engine, agreement, start=end - timedelta(days=365), end=end)
+        await self._record(request, reader, f"evidence {agreement.id}", started, fields=("auditEvents",))
+        name = f"evidence-{agreement.id}-{pack['period']['from']}-to-{pack['period']['to']}.html"
+        return HTMLResponse(
+            render_evidence(pack, council=COUNCIL),
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     async def my_reads(self, request: Request, reader: ConsoleSession) -> Read:
         form = await self._form(request) if request.method == "POST" else {}

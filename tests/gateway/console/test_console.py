@@ -7,12 +7,12 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
@@ -24,6 +24,7 @@ from gateway.guard.alerts import QUOTA_EXCEEDED, Alert
 from gateway.guard.breakglass import BreakGlassWindows
 from gateway.guard.tables import break_glass
 from gateway.keys import SigningKeys
+from gateway.rights import rights_requests
 from resolvers.models import addresses, households, people
 from tests.conftest import FIXED_TODAY, REF_SECRET, RegisteredClient, make_partners
 from tests.support.console import ANALYST_EMAIL, Reader, error_code, recorded_as
@@ -485,3 +486,40 @@ async def test_no_url_page_or_log_line_carries_a_persons_data(
     )
     for value in [*personal, ANALYST_EMAIL, "INV-2026-0042"]:
         assert value not in logged
+
+
+async def test_an_agreements_evidence_pack_downloads_from_the_register_and_is_recorded(
+    reader: Reader, engine: AsyncEngine, partner: Callable[[str], Partner]
+) -> None:
+    await _police_page(partner)
+    register = await reader.get("/console/agreements")
+    assert f'href="/console/agreements/{POLICE}/evidence"' in register.text
+    before = len(await _console_events(engine, ANALYST_EMAIL))
+    pack = await reader.get(f"/console/agreements/{POLICE}/evidence")
+    assert pack.status_code == 200
+    assert pack.headers["content-disposition"].startswith(f'attachment; filename="evidence-{POLICE}-')
+    assert "Metropolitan Police Service: police-prevention" in pack.text and 'id="months"' in pack.text
+    events = await _console_events(engine, ANALYST_EMAIL)
+    assert len(events) == before + 1 and events[-1].operation_name == f"console evidence {POLICE}"
+    missing = await reader.get("/console/agreements/no-such-agreement/evidence")
+    assert missing.status_code == 404 and error_code(missing) == "CONSOLE_NOT_FOUND"
+
+
+async def test_a_persons_history_lists_their_own_requests(reader: Reader, engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        person = (await conn.execute(select(people.c.id).order_by(people.c.id.desc()).limit(1))).scalar_one()
+    async with engine.begin() as conn:
+        await conn.execute(
+            rights_requests.insert().values(
+                id=uuid.uuid4().hex, person_id=person, kind="access", agreement_id=None,
+                received_on=date(2026, 11, 20), requested_by="subject", legal_basis="UK GDPR Art 15",
+                recorded_at=datetime.now(UTC), recorded_by="dpo@council.test.invalid", status="open",
+            )
+        )  # fmt: skip
+    try:
+        page = await reader.post("/console/people", {"person_id": str(person)})
+        table = page.text.split('id="rights-requests"', 1)[1].split("</table>", 1)[0]
+        assert "2026-11-20" in table and "access" in table and "dpo@council.test.invalid" in table
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(delete(rights_requests).where(rights_requests.c.person_id == person))
