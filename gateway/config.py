@@ -210,7 +210,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme == "https" and parts.hostname:
             return value.rstrip("/")
-        if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
             return value.rstrip("/")
         raise ValueError("must be an https URL (plain http only on a loopback address)")
 
@@ -284,7 +284,8 @@ class Settings(BaseSettings):
         return secret
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """localhost, or an IP address on the loopback network."""
     if host == "localhost":
         return True
     try:

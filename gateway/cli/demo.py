@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from gateway.cli.database import DEMO_PEOPLE, seed_database, upgrade_database
 from gateway.cli.keys import ensure_secrets
 from gateway.cli.serve import serve_app
 from gateway.cli.support import fail, load_settings, open_database, run, settings_with
-from gateway.config import Settings, council_today
+from gateway.config import Settings, council_today, is_loopback
 from gateway.db import is_sqlite
 from gateway.guard import add_document
 from policies import load_agreements
@@ -39,7 +38,7 @@ README_AGREEMENT: Final = "police-prevention"  # the README's example queries as
 @click.option("--no-serve", is_flag=True, help="Prepare everything and exit.")
 def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     settings = load_settings()
-    if not _loopback(host):
+    if not is_loopback(host):
         # The demo signs anyone in to the security console without a password: never off this machine.
         fail(f"the demo serves on a loopback address only (127.0.0.1 or ::1), not {host}")
     if "GATEWAY_ISSUER" not in os.environ:
@@ -77,15 +76,6 @@ def demo(people_count: int, host: str, port: int, no_serve: bool) -> None:
     )
     if not no_serve:
         serve_app(settings, host, port, demo=True)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _demo_clients(settings: Settings) -> dict[str, Path]:

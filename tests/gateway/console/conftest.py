@@ -3,18 +3,24 @@ in-process ASGI transport at https://testserver, so that its Secure cookie is se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.guard.breakglass import BreakGlassWindows
 from gateway.keys import SigningKeys
-from tests.conftest import FIXED_TODAY, REF_SECRET
+from resolvers.models import people
+from tests.conftest import FIXED_TODAY, REF_SECRET, RegisteredClient, make_partners
 from tests.support.console import Reader
+from tests.support.identity import TestIssuer
+from tests.support.partners import Partner
 
 TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
 
@@ -53,3 +59,28 @@ async def browser(console_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 async def reader(browser: httpx.AsyncClient) -> Reader:
     """The demo's security analyst, signed in, with a case reference given."""
     return await Reader(browser).signed_in()
+
+
+@pytest.fixture
+async def partner(
+    console_app: Starlette,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,
+) -> AsyncIterator[Callable[[str], Partner]]:
+    """Partners talking to the same app the console is part of."""
+    transport = httpx.ASGITransport(app=console_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield make_partners(client, registered, issuers, engine)
+
+
+async def open_break_glass(engine: AsyncEngine) -> str:
+    """A window as MASH's break-glass opens one (the request path is tested in tests/gateway/guard)."""
+    async with engine.connect() as conn:
+        person = (await conn.execute(select(people.c.id).limit(1))).scalar_one()
+    windows = BreakGlassWindows(engine, minutes=15)
+    return await windows.open(
+        event_id=uuid.uuid4().hex, client_id="mash-client", agreement_id="mash-safeguarding",
+        officer="officer-77", officer_issuer="https://idp.mash.test.invalid", case_reference="MASH-1",
+        reason="risk to a child", person_id=int(person),
+    )  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -21,14 +21,13 @@ from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings, SettingsError
 from gateway.console.tables import console_sessions
 from gateway.guard.alerts import QUOTA_EXCEEDED, Alert
-from gateway.guard.breakglass import BreakGlassWindows
 from gateway.guard.tables import break_glass
 from gateway.keys import SigningKeys
 from gateway.rights import rights_requests
 from resolvers.models import addresses, households, people
-from tests.conftest import FIXED_TODAY, REF_SECRET, RegisteredClient, make_partners
+from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.gateway.console.conftest import open_break_glass
 from tests.support.console import ANALYST_EMAIL, Reader, error_code, recorded_as
-from tests.support.identity import TestIssuer
 from tests.support.partners import Partner
 
 POLICE = "police-prevention"
@@ -36,19 +35,6 @@ POLICE_PAGE = "query ConsolePolicePage { people(first: 5) { edges { node { ref g
 PAGES = ("/console/", "/console/events", "/console/alerts", "/console/break-glass", "/console/people",
          "/console/chains", "/console/agreements", "/console/me")  # fmt: skip
 FORMS = ("/console/events", "/console/people", "/console/chains", "/console/me", "/console/purpose")
-
-
-@pytest.fixture
-async def partner(
-    console_app: Starlette,
-    registered: dict[str, RegisteredClient],
-    issuers: dict[str, TestIssuer],
-    engine: AsyncEngine,
-) -> AsyncIterator[Callable[[str], Partner]]:
-    """Partners talking to the same app the console is part of."""
-    transport = httpx.ASGITransport(app=console_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield make_partners(client, registered, issuers, engine)
 
 
 async def _event(engine: AsyncEngine, event_id: str) -> Any:
@@ -192,7 +178,7 @@ async def test_the_cookie_is_secure_httponly_samesite_and_the_pages_lock_everyth
 async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(
     reader: Reader, engine: AsyncEngine, console_app: Starlette
 ) -> None:
-    entry_id = await _open_break_glass(console_app, engine)
+    entry_id = await open_break_glass(engine)
     for data in (
         {"outcome": "justified", "note": "fine"},
         {"outcome": "justified", "note": "fine", "csrf": "forged"},
@@ -298,22 +284,10 @@ async def test_your_reads_lists_the_readers_own_console_reads(reader: Reader) ->
 # -- the queues ------------------------------------------------------------------------------------------
 
 
-async def _open_break_glass(app: Starlette, engine: AsyncEngine) -> str:
-    """A window as MASH's break-glass opens one (the request path is tested in tests/gateway/guard)."""
-    async with engine.connect() as conn:
-        person = (await conn.execute(select(people.c.id).limit(1))).scalar_one()
-    windows = BreakGlassWindows(engine, minutes=15)
-    return await windows.open(
-        event_id=uuid.uuid4().hex, client_id="mash-client", agreement_id="mash-safeguarding",
-        officer="officer-77", officer_issuer="https://idp.mash.test.invalid", case_reference="MASH-1",
-        reason="risk to a child", person_id=int(person),
-    )  # fmt: skip
-
-
 async def test_a_break_glass_is_reviewed_once_under_the_readers_name_and_recorded(
     reader: Reader, engine: AsyncEngine, console_app: Starlette
 ) -> None:
-    entry_id = await _open_break_glass(console_app, engine)
+    entry_id = await open_break_glass(engine)
     queue = await reader.get("/console/break-glass")
     assert f'id="break-glass-{entry_id}"' in queue.text
     queue_read = recorded_as(queue)

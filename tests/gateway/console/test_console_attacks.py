@@ -9,7 +9,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +24,17 @@ from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings
 from gateway.console.tables import alert_acknowledgements, console_sessions
 from gateway.guard.alerts import QUOTA_EXCEEDED, Alert
-from gateway.guard.breakglass import BreakGlassWindows
 from gateway.guard.tables import break_glass
 from gateway.keys import SigningKeys
-from resolvers.models import people
-from tests.conftest import FIXED_TODAY, REF_SECRET, RegisteredClient, make_partners
+from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.gateway.console.conftest import open_break_glass
 from tests.support.console import ANALYST_EMAIL, Reader, error_code, recorded_as
-from tests.support.identity import TestIssuer
 from tests.support.partners import Partner
 
 COOKIE = "__Host-console"
 PAGES = ("/console/", "/console/events", "/console/alerts", "/console/break-glass", "/console/people",
          "/console/chains", "/console/agreements", "/console/me")  # fmt: skip
 STRICT = ("content-security-policy", "cache-control", "x-frame-options", "referrer-policy")
-
-
-@pytest.fixture
-async def partner(
-    console_app: Starlette,
-    registered: dict[str, RegisteredClient],
-    issuers: dict[str, TestIssuer],
-    engine: AsyncEngine,
-) -> AsyncIterator[Callable[[str], Partner]]:
-    transport = httpx.ASGITransport(app=console_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield make_partners(client, registered, issuers, engine)
 
 
 def new_browser(app: Starlette, *, raise_errors: bool = True) -> httpx.AsyncClient:
@@ -64,17 +50,6 @@ async def _console_events(engine: AsyncEngine, **where: Any) -> list[Any]:
         stmt = stmt.where(getattr(audit_events.c, name) == value)
     async with engine.connect() as conn:
         return list((await conn.execute(stmt)).all())
-
-
-async def _open_break_glass(engine: AsyncEngine) -> str:
-    async with engine.connect() as conn:
-        person = (await conn.execute(select(people.c.id).limit(1))).scalar_one()
-    windows = BreakGlassWindows(engine, minutes=15)
-    return await windows.open(
-        event_id=uuid.uuid4().hex, client_id="mash-client", agreement_id="mash-safeguarding",
-        officer="officer-77", officer_issuer="https://idp.mash.test.invalid", case_reference="MASH-1",
-        reason="risk to a child", person_id=int(person),
-    )  # fmt: skip
 
 
 async def _alert(app: Starlette) -> str:
@@ -120,7 +95,7 @@ async def test_a_review_note_with_a_nul_is_refused_before_anything_is_recorded(
 ) -> None:
     async with new_browser(console_app, raise_errors=False) as client:
         reader = await Reader(client).signed_in("INV-NUL2")
-        entry_id = await _open_break_glass(engine)
+        entry_id = await open_break_glass(engine)
         answer = await reader.post(
             f"/console/break-glass/{entry_id}/review", {"outcome": "justified", "note": "ok\x00"}
         )
@@ -180,7 +155,7 @@ async def test_two_readers_reviewing_at_once_make_one_review_and_one_refusal(
     ):
         first = await Reader(one).signed_in("INV-RACE-3")
         second = await Reader(two).signed_in("INV-RACE-4")
-        entry_id = await _open_break_glass(engine)
+        entry_id = await open_break_glass(engine)
         answers = await asyncio.gather(
             first.post(f"/console/break-glass/{entry_id}/review", {"outcome": "justified", "note": "a"}),
             second.post(f"/console/break-glass/{entry_id}/review", {"outcome": "escalated", "note": "b"}),
@@ -443,7 +418,7 @@ async def test_stored_html_is_escaped_everywhere(
         writer = await Reader(one).signed_in("R" + evil)
         alert_id = await _alert(console_app)
         await writer.post(f"/console/alerts/{alert_id}/acknowledge", {"note": evil})
-        entry_id = await _open_break_glass(engine)
+        entry_id = await open_break_glass(engine)
         await writer.post(f"/console/break-glass/{entry_id}/review", {"outcome": "justified", "note": evil})
         other = await Reader(two).signed_in()
         pages = [await other.get(p) for p in PAGES]
@@ -494,7 +469,7 @@ async def test_nothing_is_done_or_shown_while_the_ledger_cannot_be_written(
     async with new_browser(app) as client, new_browser(app) as later:
         reader = await Reader(client).signed_in("INV-DOWN")
         alert_id = await _alert(app)
-        entry_id = await _open_break_glass(engine)
+        entry_id = await open_break_glass(engine)
         await app.state.gateway.ledger.close()
         acked = await reader.post(f"/console/alerts/{alert_id}/acknowledge", {"note": "x"})
         reviewed = await reader.post(
