@@ -48,6 +48,7 @@ from gateway.oauth import (
     authorization_server_metadata,
 )
 from gateway.reviews import remember_versions
+from gateway.rights import NoticeStore
 from gateway.routes import EXCEPTION_HANDLERS, Endpoints, build_routes
 from gateway.state import SharedState, shared_state
 from gateway.telemetry import Telemetry, TracingMiddleware, telemetry_from_environment, trace_sql
@@ -247,6 +248,7 @@ def _endpoints(
         today=today,
         max_body_bytes=settings.max_body_bytes,
         ledger=SecurityLedger(engine, gateway.agreements),
+        notices=NoticeStore(engine),
         guard=gateway.guard,
         unaudited_for_benchmarks=gateway.ledger is None,
         compiled=compiled,

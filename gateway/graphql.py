@@ -80,6 +80,7 @@ from policies import Agreement, Decision, DenyCode, Obligation, PurposeContext, 
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
 from schema.ledger_records import LedgerReader
+from schema.notice_records import NoticeReader
 
 log = logging.getLogger("gateway.graphql")
 
@@ -157,6 +158,7 @@ class GraphQLEndpoint:
         today: Callable[[], date],
         max_body_bytes: int,
         ledger: LedgerReader,
+        notices: NoticeReader,
         guard: Guard,
         unaudited_for_benchmarks: bool = False,
         compiled: bool = True,
@@ -174,6 +176,7 @@ class GraphQLEndpoint:
         self._today = today
         self._max_body_bytes = max_body_bytes
         self._ledger = ledger
+        self._notices = notices
         self._guard = guard
         # Only bench/ sets it (create_app's unaudited_for_benchmarks): no ledger, so the policy's record
         # obligations are waived, to measure what the ledger costs. Nothing else can reach it.
@@ -562,6 +565,8 @@ class GraphQLEndpoint:
             connect=self._engine.connect,
             ledger=self._ledger if view.agreement.is_ledger else None,
             acting_user=outcome.purpose.acting_user,
+            client_id=outcome.client_id,
+            notices=None if view.agreement.is_ledger else self._notices,
         )
         if self._compiled and view.planner is not None:
             data = await view.planner.execute(
@@ -581,13 +586,14 @@ class GraphQLEndpoint:
                 variable_values=payload.get("variables"),
                 context_value=context,
                 operation_name=payload.get("operationName"),
-                # Queries only; the security team's view also records break-glass reviews.
-                allowed_operation_types=(OperationType.QUERY, OperationType.MUTATION)
-                if view.agreement.is_ledger
-                else (OperationType.QUERY,),
+                # Queries, and the few mutations each view has: the security team records break-glass
+                # reviews, a partner acknowledges notifications. No subscriptions.
+                allowed_operation_types=(OperationType.QUERY, OperationType.MUTATION),
             )
         except InvalidOperationTypeError:
-            raise _bad_request(400, "OPERATION_NOT_ALLOWED", "Only queries are allowed.") from None
+            raise _bad_request(
+                400, "OPERATION_NOT_ALLOWED", "Only queries and mutations are allowed."
+            ) from None
         except (CannotGetOperationTypeError, MissingQueryError):
             raise _bad_request(
                 400, "BAD_REQUEST", "Name one operation of the document in 'operationName'."

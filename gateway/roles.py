@@ -32,6 +32,7 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "objections": ("SELECT", "INSERT", "DELETE"),
     "restrictions": ("SELECT", "INSERT", "DELETE"),
     "rights_requests": ("SELECT", "INSERT", "UPDATE"),
+    "notifications": ("SELECT", "INSERT", "UPDATE"),  # acknowledged by the recipient
     # The text of each agreement version the gateway ran with, kept at start-up for reviews.
     "agreement_versions": ("SELECT", "INSERT"),
     # The ledger: append only.

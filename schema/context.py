@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policies import Decision
 from resolvers import RefCodec
 from schema.ledger_records import LedgerReader
+from schema.notice_records import NoticeReader
 
 
 class ConnectionFactory(Protocol):
@@ -42,6 +43,8 @@ class ViewContext:
     operation_name: str | None = None  # the operation that ran, once the document is parsed
     ledger: LedgerReader | None = None  # only for views over the access ledger
     acting_user: str | None = None  # who is asking: a review in the ledger view is recorded under it
+    client_id: str | None = None  # the verified client: whose notifications a person view reads
+    notices: NoticeReader | None = None  # only for views over person records (Art 19 notifications)
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

@@ -38,6 +38,7 @@ from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_mutation, ledger_query
 from schema.limits import MAX_ROOT_FIELDS, ShapeLimits, complexity_rule
+from schema.notices import notices_mutation, notifications_field
 from schema.pipeline import OperationPipeline, PeopleLimit
 from schema.types import (
     FIELD_TYPES,
@@ -109,7 +110,7 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
     used_tracer = tracer or NoOpTracer()
     schema = _ViewSchema(
         query=query,
-        mutation=ledger_mutation(agreement) if agreement.is_ledger else None,
+        mutation=ledger_mutation(agreement) if agreement.is_ledger else notices_mutation(),
         config=StrawberryConfig(disable_field_suggestions=True),
         extensions=[
             lambda: OperationPipeline(
@@ -182,6 +183,7 @@ def _person_query(agreement: Agreement) -> type:
             description="The one person matching every argument exactly (names ignore case), or null "
             "when no one or more than one person matches.",
         )
+    namespace["notifications"] = notifications_field()
     return strawberry.type(
         type("Query", (), {"__annotations__": {}, "__module__": __name__, **namespace}),
         name="Query",

@@ -99,6 +99,18 @@ class LedgerQueries:
             )
             return [(int(person), _split(fields, ",")) for person, fields in rows]
 
+    async def received_by(self, person_id: int) -> list[tuple[str | None, str | None, tuple[str, ...]]]:
+        """Every disclosure of the person as (client, agreement, fields sent): who holds what of it."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit_events.c.client_id, audit_events.c.agreement_id, audit_disclosures.c.fields)
+                .select_from(
+                    audit_disclosures.join(audit_events, audit_events.c.id == audit_disclosures.c.event_id)
+                )
+                .where(audit_disclosures.c.person_id == person_id)
+            )
+            return [(client, agreement, _split(fields, ",")) for client, agreement, fields in rows]
+
     async def disclosures_of(
         self, person_id: int, *, first: int, after: str | None
     ) -> LedgerPage[DisclosureRecord]:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway.audit import LedgerQueries
 from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import council_today
@@ -22,6 +23,7 @@ from gateway.rights import (
     CLOSED_OUTCOMES,
     KINDS,
     REQUESTERS,
+    Recipient,
     RightsError,
     RightsRequest,
     check_close,
@@ -29,9 +31,11 @@ from gateway.rights import (
     close,
     get,
     list_requests,
+    notify,
+    past_recipients,
     record,
 )
-from policies import load_agreements
+from policies import FIELDS_BY_NAME, load_agreements
 
 T = TypeVar("T")
 
@@ -125,16 +129,29 @@ def rights_list(
         _show(request, False)
 
 
-@rights.command("close", help="Close an access, rectification or erasure request with its outcome.")
+@rights.command(
+    "close",
+    help="Close an access, rectification or erasure request with its outcome. A rectification or erasure "
+    "completed tells every past recipient of the fields affected, in its own view (UK GDPR Art 19).",
+)
 @click.argument("request_id")
 @click.option("--outcome", type=click.Choice(CLOSED_OUTCOMES), required=True)
 @click.option("--note", required=True)
+@click.option(
+    "--changed", default=None,
+    help="A rectification completed: the view fields corrected, comma-separated (givenName,postcode).",
+)  # fmt: skip
 @who_option
 @why_option
 def rights_close(
-    request_id: str, outcome: str, note: str, acting_user: str | None, case_reference: str | None
+    request_id: str,
+    outcome: str,
+    note: str,
+    changed: str | None,
+    acting_user: str | None,
+    case_reference: str | None,
 ) -> None:
-    _finish(request_id, outcome, note, acting_user, case_reference)
+    _finish(request_id, outcome, note, acting_user, case_reference, changed=changed)
 
 
 @rights.command(
@@ -149,23 +166,66 @@ def rights_lift(request_id: str, note: str, acting_user: str | None, case_refere
 
 
 def _finish(
-    request_id: str, outcome: str | None, note: str, acting_user: str | None, case_reference: str | None
+    request_id: str,
+    outcome: str | None,
+    note: str,
+    acting_user: str | None,
+    case_reference: str | None,
+    *,
+    changed: str | None = None,
 ) -> None:
     settings = load_settings()
+    agreements = load_agreements(settings.agreements_dir)
     operator = acting_user or getpass.getuser()
     if len(request_id) != 32 or any(c not in "0123456789abcdef" for c in request_id):
         fail("no request has this id (UNKNOWN_REQUEST)")
 
-    async def finished() -> RightsRequest:
+    async def finished() -> tuple[RightsRequest, list[Recipient]]:
         async with open_database(settings) as engine:
             async with engine.connect() as conn:
-                check_close(await get(conn, request_id), outcome=outcome)
+                found = await get(conn, request_id)
+            check_close(found, outcome=outcome)
+            telling, fields = _changed_fields(found, outcome, changed)
+            recipients: list[Recipient] = []
+            if telling:
+                received = await LedgerQueries(engine, agreements).received_by(found.person_id)
+                recipients = past_recipients(received, changed=fields, agreements=agreements)
             verb = f"close {outcome}" if outcome else "lift"
             await record_command(settings, engine, f"rights {verb} {request_id}", acting_user, case_reference)
             async with engine.begin() as conn:
-                return await close(conn, request_id, outcome=outcome, note=note, closed_by=operator)
+                closed = await close(conn, request_id, outcome=outcome, note=note, closed_by=operator)
+                await notify(
+                    conn, recipients, person_id=found.person_id, kind=found.kind, request_id=request_id
+                )
+            return closed, recipients
 
-    _show(run(_refusing(finished)), False)
+    closed, recipients = run(_refusing(finished))
+    _show(closed, False)
+    for recipient in recipients:
+        received = ", ".join(recipient.fields)
+        click.echo(f"notified: {recipient.client_id} ({recipient.agreement_id}), which received {received}")
+    if closed.kind in ("rectification", "erasure") and closed.status == "completed" and not recipients:
+        click.echo("notified: nobody (no partner received the fields affected)")
+
+
+def _changed_fields(
+    found: RightsRequest, outcome: str | None, changed: str | None
+) -> tuple[bool, tuple[str, ...] | None]:
+    """Whether closing tells past recipients (a rectification or erasure completed), and what changed:
+    the fields named (a rectification) or every field (None: an erasure)."""
+    telling = outcome == "completed" and found.kind in ("rectification", "erasure")
+    if changed is not None and not (telling and found.kind == "rectification"):
+        raise RightsError(
+            "BAD_INPUT", "--changed names what a completed rectification corrected, and only that"
+        )
+    if not telling or found.kind == "erasure":
+        return telling, None
+    names = tuple(dict.fromkeys(name.strip() for name in (changed or "").split(",") if name.strip()))
+    if not names or any(name not in FIELDS_BY_NAME for name in names):
+        raise RightsError(
+            "BAD_INPUT", f"--changed names the view fields corrected, from: {', '.join(FIELDS_BY_NAME)}"
+        )
+    return True, names
 
 
 def _refusing(step: Callable[[], Coroutine[Any, Any, T]]) -> Callable[[], Coroutine[Any, Any, T]]:

@@ -105,8 +105,8 @@ def check_against_view(text: str, view: View, *, max_tokens: int) -> tuple[str, 
     if errors:
         raise DocumentError(f"not valid in the {view.agreement.id} view: {errors[0].message}")
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if any(operation.operation.value != "query" for operation in operations):
-        raise DocumentError("only queries may be registered")
+    if any(operation.operation.value not in ("query", "mutation") for operation in operations):
+        raise DocumentError("only queries and mutations may be registered")
     if view.cost is not None:
         # Page sizes given as variables count at their defaults here, and again as sent, per request.
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}

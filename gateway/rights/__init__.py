@@ -5,6 +5,7 @@ May import: the base parts (`gateway.config`, `gateway.db`) and the layers below
 change is written to the ledger by its caller (the command line), before the change itself.
 """
 
+from gateway.rights.notices import NoticeStore, Recipient, notify, past_recipients
 from gateway.rights.requests import (
     CLOSED_OUTCOMES,
     KINDS,
@@ -19,13 +20,15 @@ from gateway.rights.requests import (
     list_requests,
     record,
 )
-from gateway.rights.tables import rights_metadata, rights_requests
+from gateway.rights.tables import notifications, rights_metadata, rights_requests
 
 __all__ = [
     "CLOSED_OUTCOMES",
     "KINDS",
     "REQUESTERS",
     "NewRequest",
+    "NoticeStore",
+    "Recipient",
     "RightsError",
     "RightsRequest",
     "check_close",
@@ -33,6 +36,9 @@ __all__ = [
     "close",
     "get",
     "list_requests",
+    "notifications",
+    "notify",
+    "past_recipients",
     "record",
     "rights_metadata",
     "rights_requests",

@@ -29,3 +29,21 @@ rights_requests = Table(
     Column("closed_by", String(200), nullable=True),
     Index("ix_rights_requests_person_id", "person_id"),
 )
+
+# Art 19: each past recipient of a person's data is told of a rectification or an erasure, in its own
+# view (`notifications`), by the person's ref in its own ref space. What changed is named by field, never
+# the old or the new value.
+notifications = Table(
+    "notifications",
+    rights_metadata,
+    Column("id", String(32), primary_key=True),
+    Column("client_id", String(64), nullable=False),  # the recipient: the OAuth client that received it
+    Column("agreement_id", String(64), nullable=False),  # ... under this agreement (its ref space)
+    Column("person_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # rectification | erasure
+    Column("fields", Text, nullable=False),  # comma-separated view fields affected, that it received
+    Column("request_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Index("ix_notifications_recipient", "client_id", "agreement_id", "created_at"),
+)

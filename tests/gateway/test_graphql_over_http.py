@@ -158,7 +158,7 @@ _ANSWERS: dict[str, tuple[Any, int, int, str | None, bool]] = {
     "several operations, none named": (
         {"query": "query A { __typename } query B { __typename }"}, 400, 400, "BAD_REQUEST", False,
     ),
-    "a mutation": ({"query": "mutation { __typename }"}, 400, 400, "OPERATION_NOT_ALLOWED", False),
+    "a subscription": ({"query": "subscription { __typename }"}, 400, 400, "OPERATION_NOT_ALLOWED", False),
 }  # fmt: skip
 
 

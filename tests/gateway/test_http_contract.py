@@ -264,10 +264,6 @@ async def test_a_body_over_the_limit_is_413(asgi: httpx.AsyncClient, token: str,
     ("body", "code", "trusted_code"),
     [
         pytest.param(
-            {"query": 'mutation { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED",
-            "DOCUMENT_NOT_TRUSTED", id="mutation",
-        ),
-        pytest.param(
             {"query": 'subscription { person(ref: "x") { ref } }'}, "OPERATION_NOT_ALLOWED",
             "DOCUMENT_NOT_TRUSTED", id="subscription",
         ),

@@ -1,0 +1,204 @@
+"""UK GDPR Art 19 over HTTP with real tokens, on SQLite and PostgreSQL: a rectification or an erasure
+completed with `gateway rights close` reaches the feed of every past recipient of the fields affected, by
+that partner's own ref, and no one else's; partners acknowledge it; reading and acknowledging are recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import subject_access_report
+from gateway.audit.tables import audit_disclosures, audit_events
+from gateway.keys import SigningKeys, write_key_file
+from gateway.rights import notifications, rights_requests
+from policies import Agreement
+from tests.conftest import FIXED_TODAY
+from tests.support.oracle import Oracle
+from tests.support.partners import Partner
+from tests.support.processes import GATEWAY, gateway_env
+
+PERSON = "query Person($r: ID!) { person(ref: $r) { ref givenName familyName } }"
+FEED = (
+    "query Feed($after: String) { notifications(first: 100, after: $after) { "
+    "edges { cursor node { id ref kind fields at acknowledgedAt } } pageInfo { hasNextPage endCursor } } }"
+)
+ACK = "mutation Ack($id: ID!) { acknowledgeNotification(id: $id) { id ref kind acknowledgedAt } }"
+OPERATOR = "rights.officer@council.test.invalid"
+
+
+@pytest.fixture(scope="module")
+def cli(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, signing: SigningKeys
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    tmp_path = tmp_path_factory.mktemp("notify-cli")
+    env = gateway_env(tmp_path, database_url)
+    write_key_file(tmp_path / "signing.jwk.json", [signing.active])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [GATEWAY, "rights", *args, "--acting-user", OPERATOR]
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    return run
+
+
+@pytest.fixture
+async def person(oracle: Oracle, agreements: dict[str, Agreement], engine: AsyncEngine) -> AsyncIterator[int]:
+    """Someone the police and the ONS reach and Family Hubs never could (other tests page through whole
+    views); what the test notified is removed afterwards."""
+    expected = {
+        a: oracle.expected(agreements[a], FIXED_TODAY) for a in ("police-prevention", "ons-evaluation")
+    }
+    never = set(oracle.people) - oracle.expected(agreements["family-hub-outreach"], FIXED_TODAY)
+    chosen = sorted(expected["police-prevention"] & expected["ons-evaluation"] & never)[0]
+    yield chosen
+    async with engine.begin() as conn:
+        await conn.execute(delete(notifications).where(notifications.c.person_id == chosen))
+        await conn.execute(delete(rights_requests).where(rights_requests.c.person_id == chosen))
+
+
+async def _feed(partner: Partner, person_id: int) -> list[dict[str, Any]]:
+    """This partner's notifications about the person, read through its whole feed."""
+    found, after = [], None
+    while True:
+        page = (await partner.data(FEED, {"after": after}))["notifications"]
+        found += [edge["node"] for edge in page["edges"] if edge["node"]["ref"] == partner.ref(person_id)]
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["pageInfo"]["endCursor"]
+
+
+def _closed(
+    cli: Callable[..., subprocess.CompletedProcess[str]], kind: str, person_id: int, *more: str
+) -> str:
+    recorded = cli(
+        "record",
+        str(person_id),
+        "--kind",
+        kind,
+        "--basis",
+        f"UK GDPR Art {16 if kind == 'rectification' else 17}",
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    request = recorded.stdout.split()[0]
+    closed = cli("close", request, "--outcome", "completed", "--note", "done in the case system", *more)
+    assert closed.returncode == 0, closed.stderr
+    return closed.stdout
+
+
+async def test_a_rectification_reaches_every_past_recipient_and_no_one_else(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    local_partner: Callable[[str], Partner],
+    person: int,
+    engine: AsyncEngine,
+) -> None:
+    police, ons, hub = (
+        local_partner("police-prevention"),
+        local_partner("ons-evaluation"),
+        local_partner("family-hub-outreach"),
+    )
+    for partner in (police, ons):
+        assert (await partner.data(PERSON, {"r": partner.ref(person)}))["person"] is not None
+    printed = _closed(cli, "rectification", person, "--changed", "givenName,postcode")
+    assert f"notified: {police.client_id} (police-prevention), which received givenName" in printed
+    assert f"notified: {ons.client_id} (ons-evaluation), which received givenName" in printed
+    assert hub.client_id not in printed
+    [to_police] = await _feed(police, person)
+    [to_ons] = await _feed(ons, person)
+    assert (to_police["kind"], to_ons["kind"]) == ("RECTIFICATION", "RECTIFICATION")
+    # What each received of the fields corrected: the ONS never had the postcode. No value, old or new.
+    assert to_police["fields"] == ["givenName"] and to_ons["fields"] == ["givenName"]
+    assert to_police["ref"] != to_ons["ref"]  # each in its own ref space
+    assert await _feed(hub, person) == []
+    # Reading the feed is a disclosure of the person it names, recorded as such.
+    response = await police.post(FEED, {"after": None})
+    async with engine.connect() as conn:
+        recorded = (
+            await conn.execute(
+                select(audit_disclosures.c.fields).where(
+                    audit_disclosures.c.event_id == response.headers["X-Audit-Event-Id"],
+                    audit_disclosures.c.person_id == person,
+                )
+            )
+        ).scalar_one()
+    assert recorded == "notifications"
+
+
+async def test_a_partner_acknowledges_its_own_notifications_only(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    local_partner: Callable[[str], Partner],
+    person: int,
+    engine: AsyncEngine,
+) -> None:
+    police, ons = local_partner("police-prevention"), local_partner("ons-evaluation")
+    for partner in (police, ons):
+        assert (await partner.data(PERSON, {"r": partner.ref(person)}))["person"] is not None
+    _closed(cli, "rectification", person, "--changed", "familyName")
+    [notice] = await _feed(police, person)
+    assert notice["acknowledgedAt"] is None
+    acknowledged = await police.post(ACK, {"id": notice["id"]})
+    body = acknowledged.json()
+    assert "errors" not in body, body
+    first = body["data"]["acknowledgeNotification"]
+    assert first["id"] == notice["id"] and first["acknowledgedAt"] is not None
+    again = (await police.data(ACK, {"id": notice["id"]}))["acknowledgeNotification"]
+    assert again["acknowledgedAt"] == first["acknowledgedAt"]
+    [after] = await _feed(police, person)
+    assert after["acknowledgedAt"] == first["acknowledgedAt"]
+    async with engine.connect() as conn:
+        event = (
+            await conn.execute(
+                select(audit_events).where(audit_events.c.id == acknowledged.headers["X-Audit-Event-Id"])
+            )
+        ).one()
+    assert event.outcome == "allowed" and event.operation_name == "Ack" and event.people_count == 1
+    # The ONS cannot acknowledge the police's notification, nor learn that it exists.
+    foreign = (await ons.post(ACK, {"id": notice["id"]})).json()
+    assert foreign["data"] is None
+    assert foreign["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert foreign["errors"][0]["message"] == "No notification with this id is addressed to you."
+
+
+async def test_an_erasure_tells_every_recipient_and_the_subject_access_report_keeps_the_disclosures(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    local_partner: Callable[[str], Partner],
+    person: int,
+    engine: AsyncEngine,
+    agreements: dict[str, Agreement],
+) -> None:
+    police = local_partner("police-prevention")
+    assert (await police.data(PERSON, {"r": police.ref(person)}))["person"] is not None
+    printed = _closed(cli, "erasure", person)
+    assert f"notified: {police.client_id} (police-prevention)" in printed
+    [notice] = [n for n in await _feed(police, person) if n["kind"] == "ERASURE"]
+    assert (
+        "givenName" in notice["fields"] and "familyName" in notice["fields"] and "ref" not in notice["fields"]
+    )
+    report = await subject_access_report(engine, person, agreements=agreements)
+    assert any(d["agreement"] == "police-prevention" for d in report.disclosures)
+    assert [(r["kind"], r["status"]) for r in report.requests] == [("erasure", "completed")]
+
+
+async def test_changed_fields_are_named_only_for_a_rectification_completed(
+    cli: Callable[..., subprocess.CompletedProcess[str]], person: int
+) -> None:
+    recorded = cli("record", str(person), "--kind", "rectification", "--basis", "Art 16")
+    request = recorded.stdout.split()[0]
+    unnamed = "error: --changed names the view fields corrected, from: "
+    misplaced = "error: --changed names what a completed rectification corrected, and only that (BAD_INPUT)"
+    for args, line in (
+        (["--outcome", "completed"], unnamed),
+        (["--outcome", "completed", "--changed", "shoeSize"], unnamed),
+        (["--outcome", "refused", "--changed", "givenName"], misplaced),
+    ):
+        result = cli("close", request, "--note", "n", *args)
+        assert result.returncode == 1 and result.stderr.startswith(line), (args, result.stderr)
+    listed = json.loads(cli("list", "--person", str(person), "--json").stdout)
+    assert [r["status"] for r in listed] == ["open"]  # nothing was closed by a refused attempt
