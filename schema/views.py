@@ -38,6 +38,8 @@ from schema.context import Disclosure, ViewContext
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_mutation, ledger_query
 from schema.limits import MAX_ROOT_FIELDS, ShapeLimits, complexity_rule
+from schema.notices import DEFAULT_PAGE as NOTICES_DEFAULT_PAGE
+from schema.notices import MAX_PAGE as NOTICES_MAX_PAGE
 from schema.notices import notices_mutation, notifications_field
 from schema.pipeline import OperationPipeline, PeopleLimit
 from schema.types import (
@@ -142,7 +144,11 @@ def people_limit(agreement: Agreement) -> PeopleLimit:
         ("auditEvents", "disclosures") if agreement.is_ledger else ("people",) if agreement.listing else ()
     )
     bound = agreement.limits.people_per_request or agreement.limits.max_page_size or MAX_ROOT_FIELDS
-    return PeopleLimit(maximum=bound, pages=dict.fromkeys(lists, (default_page, largest)))
+    pages = dict.fromkeys(lists, (default_page, largest))
+    if not agreement.is_ledger:
+        # The Art 19 feed names a person per notification: counted by its page, like a list of people.
+        pages["notifications"] = (NOTICES_DEFAULT_PAGE, NOTICES_MAX_PAGE)
+    return PeopleLimit(maximum=bound, pages=pages)
 
 
 def _person_query(agreement: Agreement) -> type:

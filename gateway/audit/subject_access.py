@@ -198,6 +198,14 @@ def render_text(report: SubjectAccessReport) -> str:
             f"    Lawful basis: {'; '.join(d['lawful_basis']) or '-'}",
             f"    Fields: {', '.join(d['fields']) or '-'}",
         ]
+    lines += ["", f"Requests ({len(report.requests)})"]
+    if not report.requests:
+        lines.append("  None.")
+    for r in report.requests:
+        about = f" (about {r['about']})" if r["about"] else ""
+        closed = f" on {r['closed_on']}" if r["closed_on"] else ""
+        note = f": {r['outcome_note']}" if r["outcome_note"] else ""
+        lines.append(f"  {r['received_on']}  {r['kind']}{about}  {r['status']}{closed}{note}")
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +234,9 @@ def _render_held(held: dict[str, Any]) -> list[str]:
     for objection in held["objections"]:
         recipient = objection["partner"] or objection["agreement"]
         lines.append(f"  Objected on {objection['recorded_on']} to sharing with {recipient}")
+    for restriction in held["restrictions"]:
+        recipient = restriction["partner"] or restriction["agreement"]
+        lines.append(f"  Restricted since {restriction['recorded_on']}: not shared with {recipient}")
     return lines
 
 

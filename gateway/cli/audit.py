@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
+import unicodedata
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,12 +51,32 @@ from schema.ledger_records import AuditEventRecord, EventFilter
 LEDGER_AGREEMENT = "security-audit"
 COUNCIL = "Westminster City Council"
 
+
+def _plain_text(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """What the ledger records of the command's caller: plain text, at most 200 characters (no control
+    or format characters that would drive a terminal reading it back)."""
+    if value is None:
+        return None
+    if (
+        not value.strip()
+        or len(value) > 200
+        or any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in value)
+    ):
+        option = (parameter.name or "value").replace("_", "-")
+        fail(f"--{option}: plain text of 1 to 200 characters")
+    return value.strip()
+
+
 who_option = click.option(
-    "--acting-user", default=None, help="Who is asking (default: the login name); recorded."
+    "--acting-user",
+    default=None,
+    callback=_plain_text,
+    help="Who is asking (default: the login name); recorded.",
 )
 why_option = click.option(
-    "--case-reference", default=None, help="The investigation or request you ask for; recorded."
-)
+    "--case-reference", default=None, callback=_plain_text,
+    help="The investigation or request you ask for; recorded.",
+)  # fmt: skip
 
 
 @click.group(help="The access ledger: every request, who saw what, when and why.")

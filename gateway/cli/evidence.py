@@ -45,6 +45,8 @@ def evidence_command(
         fail(f"no agreement has the id {agreement_id!r} (known: {', '.join(sorted(agreements))})")
     if end < start:
         fail("--to is before --from")
+    if start.year < 2000 or end.year > 2100:
+        fail("--from and --to are days between 2000 and 2100")
 
     async def made() -> dict[str, Any]:
         async with open_database(settings) as engine:

@@ -184,7 +184,7 @@ def _finish(
         async with open_database(settings) as engine:
             async with engine.connect() as conn:
                 found = await get(conn, request_id)
-            check_close(found, outcome=outcome)
+            check_close(found, outcome=outcome, note=note, closed_by=operator)
             telling, fields = _changed_fields(found, outcome, changed)
             recipients: list[Recipient] = []
             if telling:

@@ -29,7 +29,7 @@ from gateway.guard.tables import break_glass
 from gateway.reviews.tables import agreement_versions
 from gateway.rights.tables import rights_requests
 from policies import Agreement
-from resolvers.models import EVERY_AGREEMENT
+from resolvers.models import EVERY_AGREEMENT, objections, restrictions
 
 _PAGES: Final = Environment(
     loader=PackageLoader("gateway.reviews", "templates"), autoescape=True, undefined=StrictUndefined
@@ -152,6 +152,19 @@ async def evidence(engine: AsyncEngine, agreement: Agreement, *, start: date, en
                 )
             )
         ).all()
+        # What is in effect now, however it was recorded (objections also come from the case system).
+        in_effect = {
+            name: int(
+                (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(table)
+                        .where(table.c.agreement_id.in_((agreement.id, EVERY_AGREEMENT)))
+                    )
+                ).scalar_one()
+            )
+            for name, table in (("restrictions", restrictions), ("objections", objections))
+        }
         versions = (
             await conn.execute(
                 select(agreement_versions)
@@ -198,6 +211,7 @@ async def evidence(engine: AsyncEngine, agreement: Agreement, *, start: date, en
             }
             for w in windows
         ],
+        "in_effect_now": {**in_effect, "objections_honoured": agreement.honours_objection},
         "restrictions_and_objections": [
             {
                 "kind": r.kind,

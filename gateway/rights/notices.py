@@ -27,6 +27,13 @@ from schema.ledger_records import InvalidCursorError, LedgerPage
 from schema.notice_records import NoticeRecord, UnknownNoticeError
 
 KINDS: Final = ("rectification", "erasure")
+# A correction of one of these changes what a recipient of the others holds too: a new address is a new
+# postcode and property reference; a corrected postcode corrects the address sent with it.
+OVERLAPS: Final[dict[str, tuple[str, ...]]] = {
+    "address": ("postcode", "uprn"),
+    "postcode": ("address",),
+    "uprn": ("address", "postcode"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +57,14 @@ def past_recipients(
         agreement = agreements.get(agreement_id or "")
         if client_id is None or agreement is None or agreement.is_ledger:
             continue
-        by_recipient.setdefault((client_id, agreement.id), set()).update(f for f in fields if f != "ref")
+        # The view's own fields only: not `ref`, nor what the register records of reads that disclosed
+        # no field of the person (the feed of notifications itself).
+        view = set(agreement.fields)
+        by_recipient.setdefault((client_id, agreement.id), set()).update(f for f in fields if f in view)
+    touched = None if changed is None else {n for name in changed for n in (name, *OVERLAPS.get(name, ()))}
     out = []
     for (client_id, agreement_id), names in sorted(by_recipient.items()):
-        affected = names if changed is None else names & set(changed)
+        affected = names if touched is None else names & touched
         if affected:
             order = agreements[agreement_id].fields
             out.append(Recipient(client_id, agreement_id, tuple(sorted(affected, key=_position(order)))))
@@ -141,7 +152,10 @@ def _position_of(cursor: str) -> tuple[datetime, str]:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, notice_id = text.partition("|")
         created = datetime.fromisoformat(moment)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        if created.tzinfo is None:
+            raise ValueError("a cursor's time is in UTC")
+        created = created.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise InvalidCursorError from None
     if len(notice_id) != 32 or not all(c in "0123456789abcdef" for c in notice_id):
         raise InvalidCursorError

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 
 from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db import utc
@@ -160,9 +161,17 @@ async def record(conn: AsyncConnection, new: NewRequest, *, today: date) -> Righ
         if await _effect_exists(conn, new.kind, new.person_id, new.agreement_id):  # recorded meanwhile
             raise RightsError("ALREADY_IN_EFFECT", f"this person already has a {new.kind} in effect")
         table = restrictions if new.kind == "restriction" else objections
-        await conn.execute(
-            table.insert().values(person_id=new.person_id, agreement_id=new.agreement_id, recorded_on=today)
-        )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    table.insert().values(
+                        person_id=new.person_id, agreement_id=new.agreement_id, recorded_on=today
+                    )
+                )
+        except IntegrityError:  # another operator's, recorded at the same moment
+            raise RightsError(
+                "ALREADY_IN_EFFECT", f"this person already has a {new.kind} in effect"
+            ) from None
     await conn.execute(
         rights_requests.insert().values(
             id=new.id,
@@ -187,8 +196,15 @@ async def get(conn: AsyncConnection, request_id: str) -> RightsRequest:
     return _request(row._mapping)
 
 
-def check_close(found: RightsRequest, *, outcome: str | None) -> None:
-    """A request may be closed (access, rectification, erasure) or lifted (restriction, objection) once."""
+def check_close(
+    found: RightsRequest, *, outcome: str | None, note: str | None = None, closed_by: str | None = None
+) -> None:
+    """A request may be closed (access, rectification, erasure) or lifted (restriction, objection) once,
+    with a plain note and the name of who closed it (checked here too, before anything is written)."""
+    if note is not None:
+        _plain(note, "the note", 2_000)
+    if closed_by is not None:
+        _plain(closed_by, "who closed it", 200)
     if outcome is None:  # lifting
         if found.kind not in EFFECTS:
             raise RightsError("BAD_INPUT", f"a request of {found.kind} is closed, not lifted")

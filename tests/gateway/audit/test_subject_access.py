@@ -194,7 +194,7 @@ async def test_the_text_report_names_the_person_and_each_recipient(
         f"Metropolitan Police Service  (police-prevention version {agreements['police-prevention'].version})"
         in text
     )
-    assert "None." not in text
+    assert "Disclosures (0)" not in text and text.endswith("Requests (0)\n  None.\n")
     assert PURPOSE["X-Acting-User"] not in text and PURPOSE["X-Case-Reference"] not in text
 
 
@@ -208,7 +208,7 @@ async def test_a_person_no_partner_can_see_has_no_disclosures(
     text = render_text(report)
     assert "Cal Holloway-Quince" in text
     assert "Restriction of processing: yes" in text
-    assert text.endswith("Disclosures (0)\n  None.\n")
+    assert text.endswith("Disclosures (0)\n  None.\n\nRequests (0)\n  None.\n")
 
 
 async def test_an_unknown_person_is_an_error(

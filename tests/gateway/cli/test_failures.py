@@ -193,6 +193,12 @@ CASES = [
         "--to is before --from",
         id="evidence for a period that ends before it begins",
     ),
+    pytest.param(
+        {},
+        ["rights", "list", "--case-reference", "\x1b]0;owned\x07"],
+        "--case-reference: plain text of 1 to 200 characters",
+        id="a case reference that would drive a terminal",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ that partner's own ref, and no one else's; partners acknowledge it; reading and 
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -114,7 +115,8 @@ async def test_a_rectification_reaches_every_past_recipient_and_no_one_else(
     [to_ons] = await _feed(ons, person)
     assert (to_police["kind"], to_ons["kind"]) == ("RECTIFICATION", "RECTIFICATION")
     # What each received of the fields corrected: the ONS never had the postcode. No value, old or new.
-    assert to_police["fields"] == ["givenName"] and to_ons["fields"] == ["givenName"]
+    assert to_ons["fields"] == ["givenName"]
+    assert to_police["fields"][0] == "givenName" and set(to_police["fields"]) <= {"givenName", "postcode"}
     assert to_police["ref"] != to_ons["ref"]  # each in its own ref space
     assert await _feed(hub, person) == []
     # Reading the feed is a disclosure of the person it names, recorded as such.
@@ -175,15 +177,20 @@ async def test_an_erasure_tells_every_recipient_and_the_subject_access_report_ke
 ) -> None:
     police = local_partner("police-prevention")
     assert (await police.data(PERSON, {"r": police.ref(person)}))["person"] is not None
+    # Reading the feed is in the register as a read of `notifications`: never a field to tell of later.
+    _closed(cli, "rectification", person, "--changed", "familyName")
+    assert len(await _feed(police, person)) == 1
     printed = _closed(cli, "erasure", person)
     assert f"notified: {police.client_id} (police-prevention)" in printed
     [notice] = [n for n in await _feed(police, person) if n["kind"] == "ERASURE"]
-    assert (
-        "givenName" in notice["fields"] and "familyName" in notice["fields"] and "ref" not in notice["fields"]
-    )
+    assert "givenName" in notice["fields"] and "familyName" in notice["fields"]
+    assert set(notice["fields"]) <= set(agreements["police-prevention"].fields)
     report = await subject_access_report(engine, person, agreements=agreements)
     assert any(d["agreement"] == "police-prevention" for d in report.disclosures)
-    assert [(r["kind"], r["status"]) for r in report.requests] == [("erasure", "completed")]
+    assert sorted((r["kind"], r["status"]) for r in report.requests) == [
+        ("erasure", "completed"),
+        ("rectification", "completed"),
+    ]
 
 
 async def test_changed_fields_are_named_only_for_a_rectification_completed(
@@ -202,3 +209,29 @@ async def test_changed_fields_are_named_only_for_a_rectification_completed(
         assert result.returncode == 1 and result.stderr.startswith(line), (args, result.stderr)
     listed = json.loads(cli("list", "--person", str(person), "--json").stdout)
     assert [r["status"] for r in listed] == ["open"]  # nothing was closed by a refused attempt
+
+
+@pytest.mark.parametrize(
+    "moment", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "2026-11-30T10:00:00"]
+)
+async def test_a_cursor_the_feed_did_not_give_is_bad_input(
+    local_partner: Callable[[str], Partner], moment: str
+) -> None:
+    forged = base64.urlsafe_b64encode(f"{moment}|{'a' * 32}".encode()).decode().rstrip("=")
+    body = (await local_partner("police-prevention").post(FEED, {"after": forged})).json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_the_feed_counts_against_the_people_a_document_may_ask_for(
+    local_partner: Callable[[str], Partner],
+) -> None:
+    """Each notification names a person: two full pages of the feed are more than one page of people."""
+    hub = local_partner("family-hub-outreach")  # runs any document: the refusal is the cost rule's
+    document = (
+        "query Two { a: notifications(first: 100) { edges { cursor } } "
+        "b: notifications(first: 100) { edges { cursor } } }"
+    )
+    body = (await hub.post(document)).json()
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert body.get("data") is None

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import subject_access_report
+from gateway.audit import render_text, subject_access_report
 from gateway.audit.tables import audit_events
 from gateway.keys import SigningKeys, write_key_file
 from gateway.rights import rights_requests
@@ -216,6 +216,13 @@ async def test_every_change_is_in_the_ledger_and_the_register_keeps_the_whole_st
         }
     ]
     assert OPERATOR not in json.dumps(report.as_json())
+    assert "access  completed" in render_text(report)  # the plain report too
+    # A close refused for its note writes no event: the check comes before the ledger.
+    second = _request_id(cli("record", str(person), "--kind", "access", "--basis", "UK GDPR Art 15"))
+    before = await _counts(engine)
+    refused = cli("close", second, "--outcome", "completed", "--note", "bad\x07note")
+    assert refused.returncode == 1 and "(BAD_INPUT)" in refused.stderr
+    assert await _counts(engine) == before
     again = cli("close", access, "--outcome", "refused", "--note", "x")
     assert (
         again.returncode == 1

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import time_text
@@ -17,6 +17,7 @@ from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.reviews import agreement_versions, evidence, remember_versions, render_html
 from gateway.reviews.evidence import digest
 from policies import Agreement
+from resolvers.models import objections
 from tests.support.partners import Partner
 
 POLICE = "police-prevention"
@@ -94,6 +95,17 @@ async def test_the_pack_counts_what_the_ledger_holds(
     assert pack["refusals"] == dict(sorted(refusals.items(), key=lambda item: (-item[1], item[0])))
     assert pack["refusals"]["PURPOSE_CONTEXT_REQUIRED"] >= 1
     assert pack["agreement"]["version"] == 3 and pack["period"]["to"] == today.isoformat()
+    # Objections in effect however they were recorded (the seeded ones came from the case system).
+    async with engine.connect() as conn:
+        objected = (
+            await conn.execute(
+                select(func.count())
+                .select_from(objections)
+                .where(objections.c.agreement_id.in_((POLICE, "*")))
+            )
+        ).scalar_one()
+    assert pack["in_effect_now"]["objections"] == objected
+    assert pack["in_effect_now"]["objections_honoured"] is False
 
 
 async def test_the_changes_since_the_period_began_are_a_diff_of_the_kept_versions(
