@@ -50,6 +50,10 @@ LEDGER_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("auditEvents", "Search the audit events: one per request, allowed or refused."),
     FieldSpec("disclosures", "Every disclosure of one person: partner, time, agreement, purpose, fields."),
     FieldSpec("breakGlass", "The break-glass windows (MASH), newest first, and their reviews."),
+    FieldSpec(
+        "rightsRequests",
+        "One person's own requests (access, rectification, erasure, restriction, objection).",
+    ),
 )
 
 FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSON_FIELDS}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
 
@@ -184,6 +184,13 @@ def ledger_query(agreement: Agreement) -> type:
             description="Every disclosure of the person with this council person id, newest first. "
             "Reading them is recorded as a disclosure of that person.",
         )
+    if "rightsRequests" in agreement.fields:
+        namespace["rights_requests"] = strawberry.field(
+            resolver=_rights_resolver(),
+            description="The requests of the person with this council person id, newest first: access, "
+            "rectification, erasure, restriction, objection. Reading them is recorded as a disclosure of "
+            "that person.",
+        )
     if "breakGlass" in agreement.fields:
         namespace["break_glass"] = strawberry.field(
             resolver=_break_glass_resolver(maximum, default),
@@ -311,6 +318,47 @@ def _disclosures_resolver(maximum: int, default: int) -> Callable[..., Any]:
         )
 
     return disclosures
+
+
+@strawberry.type(description="A data subject's request, and what came of it.")
+class RightsRequest:
+    id: strawberry.ID
+    kind: str = strawberry.field(description="access, rectification, erasure, restriction or objection.")
+    agreement_id: str | None = strawberry.field(
+        description="A restriction or objection: the agreement it is about, or * for every one."
+    )
+    received_on: date
+    requested_by: str = strawberry.field(description="subject or representative.")
+    legal_basis: str
+    recorded_at: datetime
+    recorded_by: str
+    status: str = strawberry.field(description="open, in effect, completed, refused or lifted.")
+    outcome_note: str | None
+    closed_at: datetime | None
+    closed_by: str | None
+
+
+def _rights_resolver() -> Callable[..., Any]:
+    async def rights_requests(info: strawberry.Info, person_id: strawberry.ID) -> list[RightsRequest]:
+        context, reader = _reader(info)
+        if not _PERSON_ID.fullmatch(str(person_id)) or int(person_id) > _MAX_PERSON_ID:
+            raise BadUserInputError("personId must be a council person id (digits).")
+        internal = int(person_id)
+        entries = await reader.rights_requests(internal)
+        context.disclosures.append(
+            Disclosure(root=str(info.path.key), person_id=internal, fields=("rightsRequests",), withheld=())
+        )
+        return [
+            RightsRequest(
+                id=strawberry.ID(e.id), kind=e.kind, agreement_id=e.agreement_id, received_on=e.received_on,
+                requested_by=e.requested_by, legal_basis=e.legal_basis, recorded_at=e.recorded_at,
+                recorded_by=e.recorded_by, status=e.status, outcome_note=e.outcome_note,
+                closed_at=e.closed_at, closed_by=e.closed_by,
+            )
+            for e in entries
+        ]  # fmt: skip
+
+    return rights_requests
 
 
 def _break_glass_resolver(maximum: int, default: int) -> Callable[..., Any]:

@@ -10,7 +10,7 @@ Exceptions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -108,6 +108,24 @@ class LedgerPage(Generic[T]):
     has_next: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RightsRequestEntry:
+    """A data subject's request, as the register keeps it."""
+
+    id: str
+    kind: str
+    agreement_id: str | None  # a restriction or objection: one agreement, or '*'
+    received_on: date
+    requested_by: str
+    legal_basis: str
+    recorded_at: datetime
+    recorded_by: str
+    status: str
+    outcome_note: str | None
+    closed_at: datetime | None
+    closed_by: str | None
+
+
 class LedgerReader(Protocol):
     async def search_events(
         self, criteria: EventFilter, *, first: int, after: str | None
@@ -120,6 +138,8 @@ class LedgerReader(Protocol):
     async def break_glass(
         self, *, pending: bool, first: int, after: str | None
     ) -> LedgerPage[BreakGlassEntry]: ...
+
+    async def rights_requests(self, person_id: int) -> list[RightsRequestEntry]: ...
 
     async def review_break_glass(
         self, break_glass_id: str, *, outcome: str, reviewer: str, note: str

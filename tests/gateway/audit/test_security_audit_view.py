@@ -13,11 +13,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit.tables import audit_disclosures, audit_events
+from gateway.rights import check_new, record, rights_requests
 from policies import Agreement
+from tests.conftest import FIXED_TODAY
 from tests.support.identity import RegisteredClient
 from tests.support.partners import PURPOSE, Partner
 from tests.support.population import EdgeCases
@@ -90,6 +92,7 @@ async def test_introspection_shows_the_ledger_and_no_person_types(
         "auditEvents",
         "breakGlass",
         "disclosures",
+        "rightsRequests",
     ]
     names = {t["name"] for t in data["__schema"]["types"]}
     assert {"AuditEvent", "PersonDisclosure"} <= names
@@ -305,3 +308,42 @@ async def test_the_security_teams_own_requests_are_events_under_security_audit(
     [node] = [e["node"] for e in connection["edges"] if e["node"]["id"] == own]
     assert (node["agreementId"], node["outcome"], node["operationName"]) == (SECURITY, "ALLOWED", "Search")
     assert (node["actingUser"], node["peopleCount"], node["fieldsDisclosed"]) == ("officer-1234", 0, [])
+
+
+async def test_a_persons_rights_requests_are_read_and_recorded_as_a_read_of_that_person(
+    local_partner: PartnerFactory, engine: AsyncEngine, cases: EdgeCases, agreements: dict[str, Agreement]
+) -> None:
+    person_id = cases.id("cohort_plain")
+    async with engine.begin() as conn:
+        new = await check_new(
+            conn, person_id=person_id, kind="access", agreement_id=None, received_on=FIXED_TODAY,
+            requested_by="representative", legal_basis="UK GDPR Art 15",
+            recorded_by="dpo@council.test.invalid", agreements=agreements, today=FIXED_TODAY,
+        )  # fmt: skip
+        await record(conn, new, today=FIXED_TODAY)
+    try:
+        security = local_partner(SECURITY)
+        query = (
+            "query Rights($p: ID!) { rightsRequests(personId: $p) { id kind status requestedBy receivedOn } }"
+        )
+        response = await security.post(query, {"p": str(person_id)})
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["rightsRequests"] == [
+            {"id": new.id, "kind": "access", "status": "open", "requestedBy": "representative",
+             "receivedOn": FIXED_TODAY.isoformat()}
+        ]  # fmt: skip
+        async with engine.connect() as conn:
+            fields = (
+                await conn.execute(
+                    select(audit_disclosures.c.fields).where(
+                        audit_disclosures.c.event_id == response.headers["X-Audit-Event-Id"],
+                        audit_disclosures.c.person_id == person_id,
+                    )
+                )
+            ).scalar_one()
+        assert fields == "rightsRequests"
+        bad = (await security.post(query, {"p": "12a"})).json()
+        assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(delete(rights_requests).where(rights_requests.c.id == new.id))

@@ -214,7 +214,7 @@ async def test_every_page_is_recorded_before_it_is_shown_as_a_security_audit_rea
         assert event_id is not None, path
         event = await _event(engine, event_id)
         assert event.endpoint == "console" and event.client_id == "console" and event.outcome == "allowed"
-        assert (event.agreement_id, event.agreement_version) == ("security-audit", 4)
+        assert (event.agreement_id, event.agreement_version) == ("security-audit", 5)
         assert event.acting_user == ANALYST_EMAIL
         assert event.case_reference == "INV-2026-0042"
         assert event.officer_issuer == "demo sign-in (gateway demo only)"
