@@ -25,7 +25,7 @@ from schema import build_view
 
 DEMO_STATE_DIR: Final = Path("var")
 DEMO_CLIENTS_DIR: Final = DEMO_STATE_DIR / "demo-clients"
-DEMO_DOCUMENTS_DIR: Final = Path(__file__).parent / "demo_documents"  # one folder per agreement
+DEMO_DOCUMENTS_DIR: Final = Path(__file__).parent / "demo_documents"  # a folder per agreement; top level: all
 README_AGREEMENT: Final = "police-prevention"  # the README's example queries as the police
 
 
@@ -113,6 +113,11 @@ async def _demo_documents(settings: Settings, files: dict[str, Path]) -> int:
             ]
             if agreement_id == README_AGREEMENT:
                 texts.append(readme_query())
+            # Every person view's Art 19 feed and its acknowledgement (the folder's top level: every view).
+            if not agreement.is_ledger:
+                texts += [
+                    file.read_text(encoding="utf-8") for file in sorted(DEMO_DOCUMENTS_DIR.glob("*.graphql"))
+                ]
             client_id = read_client_file(path).client_id
             view = build_view(agreement, max_tokens=settings.max_query_tokens)
             for text in texts:

@@ -118,7 +118,12 @@ async def evidence(engine: AsyncEngine, agreement: Agreement, *, start: date, en
         refusals = (
             await conn.execute(
                 select(audit_events.c.error_code, func.sum(func.coalesce(audit_events.c.request_count, 1)))
-                .where(*ours, audit_events.c.outcome == "denied")
+                # A DPoP nonce challenge is a step of the protocol every client takes, not a refusal.
+                .where(
+                    *ours,
+                    audit_events.c.outcome == "denied",
+                    audit_events.c.error_code.is_distinct_from("use_dpop_nonce"),
+                )
                 .group_by(audit_events.c.error_code)
             )
         ).all()

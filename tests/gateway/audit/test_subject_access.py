@@ -291,3 +291,12 @@ async def test_the_pack_escapes_what_the_record_holds(
     document = render_html(report, council="Westminster City Council", today=FIXED_TODAY)
     assert "<script>alert" not in document and "&lt;script&gt;alert(1)&lt;/script&gt;" in document
     assert 'id="erased"' in document
+    # A partner told of a correction (Art 19) received no field: the pack says what it did receive.
+    told = dict(report.disclosures[0], fields=["notifications"], purpose="p", partner="Partner")
+    notice = render_html(
+        SubjectAccessReport(person_id=1, held=None, disclosures=[told]), council="C", today=FIXED_TODAY
+    )
+    assert (
+        "a notice that the council corrected or erased your data" in notice
+        and ">notifications<" not in notice
+    )

@@ -90,7 +90,7 @@ async def test_the_pack_counts_what_the_ledger_holds(
     assert pack["fields_disclosed"]["postcode"] >= 3
     refusals = Counter()
     for r in rows:
-        if r.outcome == "denied":
+        if r.outcome == "denied" and r.error_code != "use_dpop_nonce":
             refusals[r.error_code or "(none)"] += r.request_count or 1
     assert pack["refusals"] == dict(sorted(refusals.items(), key=lambda item: (-item[1], item[0])))
     assert pack["refusals"]["PURPOSE_CONTEXT_REQUIRED"] >= 1
