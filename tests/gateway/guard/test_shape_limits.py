@@ -174,9 +174,11 @@ async def test_the_people_cost_reads_variables_and_defaults_and_counts_lookups()
 
 
 def test_a_lookup_view_may_ask_for_as_many_people_as_it_has_root_fields() -> None:
-    assert YOUTH.cost is not None and YOUTH.cost.maximum == 5 and YOUTH.cost.pages == {}
+    # The Art 19 feed names a person per notification: a lookup view reads it five at a time.
+    assert YOUTH.cost is not None and YOUTH.cost.maximum == 5
+    assert dict(YOUTH.cost.pages) == {"notifications": (50, 100)}
     assert POLICE.cost is not None and POLICE.cost.maximum == 100
-    assert dict(POLICE.cost.pages) == {"people": (50, 100)}
+    assert dict(POLICE.cost.pages) == {"people": (50, 100), "notifications": (50, 100)}
 
 
 def _with_limits(agreement: Agreement, **limits: Any) -> View:
