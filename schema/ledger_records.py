@@ -113,6 +113,7 @@ class RightsRequestEntry:
     """A data subject's request, as the register keeps it."""
 
     id: str
+    person_id: int  # the council's internal id
     kind: str
     agreement_id: str | None  # a restriction or objection: one agreement, or '*'
     received_on: date
@@ -124,6 +125,23 @@ class RightsRequestEntry:
     outcome_note: str | None
     closed_at: datetime | None
     closed_by: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "person_id": self.person_id,
+            "kind": self.kind,
+            "agreement": self.agreement_id,
+            "received_on": self.received_on.isoformat(),
+            "requested_by": self.requested_by,
+            "legal_basis": self.legal_basis,
+            "recorded_at": self.recorded_at.isoformat(),
+            "recorded_by": self.recorded_by,
+            "status": self.status,
+            "outcome_note": self.outcome_note,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "closed_by": self.closed_by,
+        }
 
 
 class LedgerReader(Protocol):

@@ -24,16 +24,7 @@ from schema.ledger_records import (
 class SecurityLedger(LedgerQueries):
     async def rights_requests(self, person_id: int) -> list[RightsRequestEntry]:
         async with self._engine.connect() as conn:
-            found = await list_requests(conn, person_id=person_id)
-        return [
-            RightsRequestEntry(
-                id=r.id, kind=r.kind, agreement_id=r.agreement_id, received_on=r.received_on,
-                requested_by=r.requested_by, legal_basis=r.legal_basis, recorded_at=r.recorded_at,
-                recorded_by=r.recorded_by, status=r.status, outcome_note=r.outcome_note,
-                closed_at=r.closed_at, closed_by=r.closed_by,
-            )
-            for r in found
-        ]  # fmt: skip
+            return await list_requests(conn, person_id=person_id)
 
     async def review_break_glass(
         self, break_glass_id: str, *, outcome: str, reviewer: str, note: str

@@ -31,6 +31,7 @@ from gateway.db import utc
 from gateway.rights.tables import rights_requests
 from policies import Agreement
 from resolvers.models import EVERY_AGREEMENT, objections, people, restrictions
+from schema.ledger_records import RightsRequestEntry
 
 Kind = Literal["access", "rectification", "erasure", "restriction", "objection"]
 KINDS: Final[tuple[Kind, ...]] = ("access", "rectification", "erasure", "restriction", "objection")
@@ -45,38 +46,8 @@ class RightsError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class RightsRequest:
-    id: str
-    person_id: int
-    kind: str
-    agreement_id: str | None
-    received_on: date
-    requested_by: str
-    legal_basis: str
-    recorded_at: datetime
-    recorded_by: str
-    status: str
-    outcome_note: str | None
-    closed_at: datetime | None
-    closed_by: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "person_id": self.person_id,
-            "kind": self.kind,
-            "agreement": self.agreement_id,
-            "received_on": self.received_on.isoformat(),
-            "requested_by": self.requested_by,
-            "legal_basis": self.legal_basis,
-            "recorded_at": self.recorded_at.isoformat(),
-            "recorded_by": self.recorded_by,
-            "status": self.status,
-            "outcome_note": self.outcome_note,
-            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
-            "closed_by": self.closed_by,
-        }
+# The record the security-audit view reads is the one kept here.
+RightsRequest = RightsRequestEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import base64
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
-from gateway.keys import SigningKeys, write_key_file
 from gateway.rights import notifications, rights_requests
 from policies import Agreement
 from tests.conftest import FIXED_TODAY
+from tests.gateway.cli.conftest import run_gateway
 from tests.support.oracle import Oracle
 from tests.support.partners import Partner
-from tests.support.processes import GATEWAY, gateway_env
 
 PERSON = "query Person($r: ID!) { person(ref: $r) { ref givenName familyName } }"
 FEED = (
@@ -34,20 +34,9 @@ OPERATOR = "rights.officer@council.test.invalid"
 
 
 @pytest.fixture(scope="module")
-def cli(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, signing: SigningKeys
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    tmp_path = tmp_path_factory.mktemp("notify-cli")
-    env = gateway_env(tmp_path, database_url)
-    write_key_file(tmp_path / "signing.jwk.json", [signing.active])
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [GATEWAY, "rights", *args, "--acting-user", OPERATOR]
-        return subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-        )
-
-    return run
+def cli(session_cli_env: tuple[dict[str, str], Path]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env, cwd = session_cli_env
+    return lambda *args: run_gateway(env, cwd, "rights", *args, "--acting-user", OPERATOR)
 
 
 @pytest.fixture

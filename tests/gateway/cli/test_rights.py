@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import date
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -14,35 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import render_text, subject_access_report
 from gateway.audit.tables import audit_events
-from gateway.keys import SigningKeys, write_key_file
 from gateway.rights import rights_requests
 from policies import Agreement
 from resolvers.models import objections, restrictions
 from tests.conftest import FIXED_TODAY
+from tests.gateway.cli.conftest import run_gateway
 from tests.support.oracle import Oracle
 from tests.support.partners import Partner
-from tests.support.processes import GATEWAY, gateway_env
 
 PERSON = "query Person($r: ID!) { person(ref: $r) { ref } }"
 OPERATOR = "dpo.officer@council.test.invalid"
 
 
 @pytest.fixture(scope="module")
-def cli(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, signing: SigningKeys
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    tmp_path = tmp_path_factory.mktemp("rights-cli")
-    env = gateway_env(tmp_path, database_url)
-    # The session's own key: the command's chain lands in the session's ledger, which other tests verify.
-    write_key_file(tmp_path / "signing.jwk.json", [signing.active])
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [GATEWAY, "rights", *args, "--acting-user", OPERATOR]
-        return subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-        )
-
-    return run
+def cli(session_cli_env: tuple[dict[str, str], Path]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env, cwd = session_cli_env
+    return lambda *args: run_gateway(env, cwd, "rights", *args, "--acting-user", OPERATOR)
 
 
 @pytest.fixture
