@@ -14,11 +14,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy import select
 
 from gateway.audit import LedgerQueries
 from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import council_today
+from gateway.oauth.clients import clients
 from gateway.rights import (
     CLOSED_OUTCOMES,
     KINDS,
@@ -180,7 +182,7 @@ def _finish(
     if len(request_id) != 32 or any(c not in "0123456789abcdef" for c in request_id):
         fail("no request has this id (UNKNOWN_REQUEST)")
 
-    async def finished() -> tuple[RightsRequest, list[Recipient]]:
+    async def finished() -> tuple[RightsRequest, list[Recipient], set[str]]:
         async with open_database(settings) as engine:
             async with engine.connect() as conn:
                 found = await get(conn, request_id)
@@ -197,13 +199,30 @@ def _finish(
                 await notify(
                     conn, recipients, person_id=found.person_id, kind=found.kind, request_id=request_id
                 )
-            return closed, recipients
+                disabled = {
+                    row.client_id
+                    for row in await conn.execute(
+                        select(clients.c.client_id).where(
+                            clients.c.client_id.in_([r.client_id for r in recipients]),
+                            clients.c.disabled_at.is_not(None),
+                        )
+                    )
+                }
+            return closed, recipients, disabled
 
-    closed, recipients = run(_refusing(finished))
+    closed, recipients, disabled = run(_refusing(finished))
     _show(closed, False)
     for recipient in recipients:
         received = ", ".join(recipient.fields)
-        click.echo(f"notified: {recipient.client_id} ({recipient.agreement_id}), which received {received}")
+        # A disabled client cannot read its feed: the council tells that partner another way.
+        unread = (
+            " (its client is disabled: tell the partner another way)"
+            if recipient.client_id in disabled
+            else ""
+        )
+        click.echo(
+            f"notified: {recipient.client_id} ({recipient.agreement_id}), which received {received}{unread}"
+        )
     if closed.kind in ("rectification", "erasure") and closed.status == "completed" and not recipients:
         click.echo("notified: nobody (no partner received the fields affected)")
 

@@ -8,21 +8,24 @@ import base64
 import json
 import subprocess
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
+from gateway.oauth.clients import clients
 from gateway.rights import notifications, rights_requests
 from policies import Agreement
-from tests.conftest import FIXED_TODAY
+from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.gateway.cli.conftest import run_gateway
 from tests.support.oracle import Oracle
-from tests.support.partners import Partner
+from tests.support.partners import Partner, enrol
 
 PERSON = "query Person($r: ID!) { person(ref: $r) { ref givenName familyName } }"
 FEED = (
@@ -224,3 +227,25 @@ async def test_the_feed_counts_against_the_people_a_document_may_ask_for(
     body = (await hub.post(document)).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
     assert body.get("data") is None
+
+
+async def test_a_disabled_recipient_is_named_so_the_council_tells_it_another_way(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+    asgi: httpx.AsyncClient,
+    engine: AsyncEngine,
+    person: int,
+    partner_jwks_dir: Path,
+) -> None:
+    police = await enrol(engine, asgi, "police-prevention", ref_secret=REF_SECRET, jwks_dir=partner_jwks_dir)
+    assert (await police.data(PERSON, {"r": police.ref(person)}))["person"] is not None
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(clients)
+            .where(clients.c.client_id == police.client_id)
+            .values(disabled_at=datetime.now(UTC))
+        )
+    printed = _closed(cli, "rectification", person, "--changed", "givenName")
+    assert (
+        f"notified: {police.client_id} (police-prevention), which received givenName (its client is disabled"
+        in printed
+    )
