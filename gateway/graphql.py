@@ -81,8 +81,10 @@ from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
 from schema.ledger_records import LedgerReader
 from schema.notice_records import NoticeReader
+from schema.notices import FIELD as NOTICE_FIELD
 
 log = logging.getLogger("gateway.graphql")
+NOTICE_FIELDS: Final = (NOTICE_FIELD,)  # what a read of the Art 19 feed discloses of each person
 
 REALM: Final = "partner-gateway"
 GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
@@ -327,8 +329,12 @@ class GraphQLEndpoint:
             )
             outcome.purpose = replace(purpose, break_glass_reason=windows[used[0]])
             await self._alert_break_glass(view, outcome)
+        # A notification names someone the client received before: telling it of a correction is not a new
+        # person received, so the Art 19 feed never waits for tomorrow's quota.
         quota = await self._guard.people.take(
-            outcome.client_id or "", agreement, {d.person_id for d in disclosures}
+            outcome.client_id or "",
+            agreement,
+            {d.person_id for d in disclosures if d.fields != NOTICE_FIELDS},
         )
         if quota is not None:
             await self._guard.alerts.raise_alert(

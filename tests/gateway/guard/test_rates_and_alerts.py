@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import Settings
 from gateway.guard.watch import BASELINE_HOURS, FLUSH_REQUESTS, HOUR, VOLUME_FLOOR
 from gateway.keys import SigningKeys
+from gateway.rights import notifications
 from policies import load_agreements
+from resolvers.models import people
 from tests.gateway.guard.conftest import Enrol, agreements_with, code_of, events, guarded_app, new_address
 from tests.support.identity import assertion, new_key
 from tests.support.partners import ASSERTION_TYPE
@@ -232,3 +237,43 @@ async def test_the_daily_quota_holds_when_requests_arrive_together(engine: Async
     answers = await asyncio.gather(*(people.take(client, agreement, {1_000_000 + n}) for n in range(12)))
     assert sum(answer is None for answer in answers) == 5
     assert {answer.code for answer in answers if answer is not None} == {"QUOTA_EXCEEDED"}
+
+
+async def test_the_art_19_feed_is_read_even_at_the_daily_quota(
+    settings: Settings, engine: AsyncEngine, signing: SigningKeys, enrolled: Enrol, tmp_path: Path
+) -> None:
+    """A notification names someone the client received before (yesterday, say): telling it of a
+    correction is not a new person received, so the feed is never refused QUOTA_EXCEEDED."""
+    directory = agreements_with(tmp_path, HUB, "people_per_day: 2000}", "people_per_day: 5}")
+    async with guarded_app(settings, engine, signing, agreements_dir=directory) as (_, http):
+        hub = await enrolled(HUB, http)
+        first = await hub.data(PAGE, {"n": 5})  # today's quota, used up
+        received = {hub.person_id(edge["node"]["ref"]) for edge in first["people"]["edges"]}
+        async with engine.connect() as conn:
+            others = [
+                row.id
+                for row in await conn.execute(
+                    select(people.c.id).where(people.c.id.not_in(received)).limit(3)
+                )
+            ]
+        async with engine.begin() as conn:
+            for person_id in others:  # as if received on an earlier day, then corrected
+                await conn.execute(
+                    notifications.insert().values(
+                        id=uuid.uuid4().hex, client_id=hub.client_id, agreement_id=HUB, person_id=person_id,
+                        kind="rectification", fields="givenName", request_id=uuid.uuid4().hex,
+                        created_at=datetime.now(UTC),
+                    )
+                )  # fmt: skip
+        try:
+            feed = await hub.post("query { notifications(first: 10) { edges { node { ref kind } } } }")
+            assert feed.status_code == 200, feed.text
+            refs = {edge["node"]["ref"] for edge in feed.json()["data"]["notifications"]["edges"]}
+            assert refs == {hub.ref(person_id) for person_id in others}
+            # ... while a new person is still refused.
+            cursor = first["people"]["pageInfo"]["endCursor"]
+            over = await hub.post(PAGE, {"n": 1, "a": cursor})
+            assert (over.status_code, code_of(over)) == (429, "QUOTA_EXCEEDED")
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(delete(notifications).where(notifications.c.client_id == hub.client_id))
