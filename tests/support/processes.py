@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+STARTED = "Application startup complete"  # uvicorn's line, once per worker, at info level
 
 
 def free_port() -> int:
@@ -36,18 +37,27 @@ def gateway(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
 def serving(
     env: dict[str, str], cwd: Path, port: int, *, workers: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`gateway serve` on 127.0.0.1:`port` until the block ends (then SIGTERM)."""
+    """`gateway serve` on 127.0.0.1:`port` until the block ends (then SIGTERM), from when every worker
+    has started: a loaded machine may start one worker seconds after the other, and until then the first
+    answers every connection."""
     command = [GATEWAY, "serve", "--port", str(port), "--workers", str(workers)]
-    with running(command, env, cwd, port) as process:
+    with running(command, env, cwd, port, started=workers) as process:
         yield process
 
 
 @contextmanager
 def running(
-    command: list[str], env: dict[str, str], cwd: Path, port: int, *, seconds: float = 60
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    port: int,
+    *,
+    seconds: float = 60,
+    started: int = 1,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` (a server) until its /livez on 127.0.0.1:`port` answers 200, then until the block ends:
-    SIGTERM to its process group (its workers too), SIGKILL if it has not stopped within 30 s."""
+    """`command` (a server) until its /livez on 127.0.0.1:`port` answers 200 and its log says `started`
+    processes have completed start-up, then until the block ends: SIGTERM to its process group (its
+    workers too), SIGKILL if it has not stopped within 30 s."""
     log_path = cwd / f"serve-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -57,10 +67,11 @@ def running(
             deadline = time.monotonic() + seconds
             while True:
                 try:
-                    if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                        break
+                    live = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200
                 except httpx.HTTPError:
-                    pass
+                    live = False
+                if live and (started == 1 or log_path.read_text().count(STARTED) >= started):
+                    break
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.flush()
                     raise AssertionError(f"{' '.join(command)} did not serve:\n{log_path.read_text()}")
