@@ -19,7 +19,14 @@ from typing import Any, Final, Literal
 from policies._yaml import Value, YamlShapeError, compose
 from policies.access import ACCESS_KEYS, Access, parse_access
 from policies.console import ConsoleReaders, parse_console
-from policies.fields import FIELDS_BY_NAME, LEDGER_FIELDS_BY_NAME, LOCATION_FIELDS, MATCHABLE_FIELDS
+from policies.fields import (
+    COUNTABLE_FIELDS,
+    DERIVED_FIELDS,
+    FIELDS_BY_NAME,
+    LEDGER_FIELDS_BY_NAME,
+    LOCATION_FIELDS,
+    MATCHABLE_FIELDS,
+)
 from policies.populations import LEDGER_POPULATION, POPULATIONS, is_known_population
 
 AGREEMENTS_DIR: Final[Path] = Path(__file__).parent / "agreements"
@@ -49,18 +56,28 @@ _TOP_KEYS = frozenset(
         "limits",
         "introspection",
         "console",
+        "counts",
     }
     | ACCESS_KEYS
 )
 _OPTIONAL_TOP_KEYS = (
     frozenset(
-        {"match", "break_glass", "requires", "limits", "honours_objection", "protected_address", "console"}
+        {
+            "match",
+            "break_glass",
+            "requires",
+            "limits",
+            "honours_objection",
+            "protected_address",
+            "console",
+            "counts",
+        }
     )
     | ACCESS_KEYS
 )
 _REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
 # Keys about people, required for a person population and meaningless for the access ledger.
-_PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass")
+_PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass", "counts")
 # Keys about the access ledger only.
 _LEDGER_ONLY_KEYS = ("console",)
 # Bounds a per-agreement limit may take: (minimum, maximum).
@@ -132,6 +149,8 @@ class Agreement:
     access: Access
     source: str
     console: ConsoleReaders | None = None  # who may sign in to the security console (ledger only)
+    # `peopleCounts` in the view, grouped by its countable fields, each count below this suppressed.
+    counts_suppress_below: int | None = None
     text: str = field(default="", repr=False, compare=False)  # the file as reviewed, for its version history
 
     @property
@@ -215,6 +234,10 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
     fields = _field_names(top["fields"], allowed=frozenset(FIELDS_BY_NAME), what="field")
     if not fields:
         raise top["fields"].fail("an agreement must disclose at least one field")
+    for derived, raw in DERIVED_FIELDS.items():
+        if derived in fields and raw in fields:
+            # A minimised value next to the value it minimises minimises nothing: say so in review.
+            raise top["fields"].fail(f"'{derived}' is derived from '{raw}': name one or the other")
     match = (
         _field_names(top["match"], allowed=MATCHABLE_FIELDS, what="match field", within=fields)
         if "match" in top
@@ -269,7 +292,24 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         break_glass=break_glass,
         requires=requires,
         limits=limits,
+        counts_suppress_below=_counts(top, fields, listing) if "counts" in top else None,
     )
+
+
+def _counts(top: dict[str, Value], fields: tuple[str, ...], listing: bool) -> int:
+    """`counts: {suppress_below: N}`: the view's `peopleCounts`, each count of fewer than N people
+    suppressed (null), so that no count it is given singles anyone out."""
+    settings = top["counts"].mapping(
+        allowed=frozenset({"suppress_below"}), required=frozenset({"suppress_below"})
+    )
+    if not listing:
+        raise top["counts"].fail("counts need listing: they count the people the listing reaches")
+    if top["protected_address"].word(choices=("withhold", "exclude")) != "exclude":
+        # A located count of people whose location is protected would place them.
+        raise top["counts"].fail("counts need protected_address: exclude")
+    if not any(name in COUNTABLE_FIELDS for name in fields):
+        raise top["counts"].fail(f"counts need a countable field ({', '.join(COUNTABLE_FIELDS)})")
+    return settings["suppress_below"].integer(minimum=2, maximum=100)
 
 
 def _parse_ledger(top: dict[str, Value], common: dict[str, Any]) -> Agreement:

@@ -26,7 +26,20 @@ PERSON_FIELDS: Final[tuple[FieldSpec, ...]] = (
     FieldSpec("givenName", "Given name as recorded by the council.", matchable=True),
     FieldSpec("familyName", "Family name as recorded by the council.", matchable=True),
     FieldSpec("dateOfBirth", "Date of birth.", matchable=True),
+    FieldSpec(
+        "yearOfBirth", "Year of birth only, derived from the date of birth by the database (minimised)."
+    ),
+    FieldSpec(
+        "ageBand",
+        "Age band on the day of the request, derived from the date of birth by the database (minimised).",
+    ),
     FieldSpec("postcode", "Postcode of the household's address.", reveals_location=True, matchable=True),
+    FieldSpec(
+        "postcodeDistrict",
+        "Postcode district (the outward code, e.g. W2) of the household's address, derived by the "
+        "database (minimised).",
+        reveals_location=True,
+    ),
     FieldSpec("address", "Household address (line1, line2, town, postcode).", reveals_location=True),
     FieldSpec(
         "uprn",
@@ -60,6 +73,19 @@ FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSO
 LEDGER_FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in LEDGER_FIELDS}
 LOCATION_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.reveals_location)
 MATCHABLE_FIELDS: Final[frozenset[str]] = frozenset(s.name for s in PERSON_FIELDS if s.matchable)
+
+
+# Derived values an agreement may ask for instead of the raw one (value-level minimisation): the
+# database computes them, so the raw value is never read into the gateway for these fields.
+DERIVED_FIELDS: Final[dict[str, str]] = {
+    "yearOfBirth": "dateOfBirth",
+    "ageBand": "dateOfBirth",
+    "postcodeDistrict": "postcode",
+}
+# What a view's `peopleCounts` may group by: coarse values only, never a name, a date or an address.
+COUNTABLE_FIELDS: Final[tuple[str, ...]] = (
+    "yearOfBirth", "ageBand", "postcodeDistrict", "programmeStatus", "assessmentOutcome",
+)  # fmt: skip
 
 
 def field_order(names: frozenset[str] | set[str]) -> tuple[str, ...]:

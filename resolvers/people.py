@@ -31,6 +31,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    extract,
     false,
     func,
     literal,
@@ -38,14 +39,16 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
+from policies.fields import COUNTABLE_FIELDS
 from resolvers.models import addresses, assessments, households, people
-from resolvers.scopes import in_scope
+from resolvers.scopes import in_scope, years_before
 
 ADDRESS_PARTS: Final = ("line1", "line2", "town", "postcode")
-_ADDRESS_FIELDS: Final = frozenset({"postcode", "address", "uprn"})
+_ADDRESS_FIELDS: Final = frozenset({"postcode", "postcodeDistrict", "address", "uprn"})
 _NAME_FIELDS: Final = frozenset({"givenName", "familyName"})
 
 PROGRAMME_STATUS: Final = case(
@@ -60,13 +63,46 @@ ASSESSMENT_OUTCOME: Final = case(
     else_=literal("NOT_ELIGIBLE"),
 )
 
+# Age bands (ageBand): the youngest age in each, ascending, and its name. Ages the programme's partners
+# plan by: under-5s (early years), primary, 10 to 17 (youth justice), young adults, adults, older people.
+AGE_BANDS: Final[tuple[tuple[int, str], ...]] = (
+    (0, "AGE_0_TO_4"),
+    (5, "AGE_5_TO_9"),
+    (10, "AGE_10_TO_17"),
+    (18, "AGE_18_TO_24"),
+    (25, "AGE_25_TO_44"),
+    (45, "AGE_45_TO_64"),
+    (65, "AGE_65_AND_OVER"),
+)
+# Minimised values, computed by the database: the raw value is never read into the gateway.
+YEAR_OF_BIRTH: Final = cast_(extract("year", people.c.date_of_birth), Integer)
+# The outward code: everything before the inward code, which is always its last three characters
+# (a digit and two letters), with or without the space between them.
+POSTCODE_DISTRICT: Final = func.rtrim(
+    func.substr(addresses.c.postcode, 1, func.length(addresses.c.postcode) - 3)
+)
+
+
+def age_band(today: date) -> ColumnElement[Any]:
+    """The person's age band on `today`, from their date of birth, in SQL: aged at least N on `today`
+    is born on or before the same day N years earlier (29 February: 28 February in a common year)."""
+    whens = [
+        (people.c.date_of_birth <= years_before(today, youngest), literal(name))
+        for youngest, name in reversed(AGE_BANDS[1:])
+    ]
+    return case(*whens, else_=literal(AGE_BANDS[0][1]))
+
+
 # The columns behind each field. familyRef and members are derived from the household id, which
-# every query selects anyway.
+# every query selects anyway; ageBand depends on the day (see `_columns`).
 _COLUMNS: Final[dict[str, tuple[ColumnElement[Any], ...]]] = {
     "givenName": (people.c.given_name,),
     "familyName": (people.c.family_name,),
     "dateOfBirth": (people.c.date_of_birth,),
+    "yearOfBirth": (YEAR_OF_BIRTH,),
+    "ageBand": (),
     "postcode": (addresses.c.postcode,),
+    "postcodeDistrict": (POSTCODE_DISTRICT,),
     "address": tuple(addresses.c[part] for part in ADDRESS_PARTS),
     "uprn": (addresses.c.uprn,),
     "phone": (people.c.phone,),
@@ -187,6 +223,41 @@ async def household_members(
         p.person_id: [m for m in by_household.get(p.household_id, []) if m.person_id != p.person_id]
         for p in persons
     }
+
+
+async def count_people(
+    conn: AsyncConnection, *, decision: Decision, by: tuple[str, ...], suppress_below: int
+) -> list[tuple[dict[str, Any], int]]:
+    """How many people the decision reaches, grouped by `by` (countable fields of the decision),
+    counted by the database. A group of fewer than `suppress_below` people is left out altogether:
+    neither its count nor that it exists leaves the gateway, so no count singles anyone out."""
+    scope = _scope(decision)
+    if not decision.listing:
+        raise LookupNotAllowedError("this agreement does not include listing")
+    if not by or set(by) - set(decision.fields) or set(by) - set(COUNTABLE_FIELDS):
+        raise FieldNotAllowedError(", ".join(sorted(by)))
+    if scope.protected_address is not ProtectedAddress.EXCLUDE:
+        # A located count of people whose location is protected would place them: never made.
+        raise FieldNotAllowedError("counts where protected people are not excluded")
+    grouped = [_columns(name, scope.today)[0].label(name) for name in by]
+    joined = people.outerjoin(assessments, assessments.c.household_id == people.c.household_id)
+    if _ADDRESS_FIELDS.intersection(by):
+        joined = joined.join(households, households.c.id == people.c.household_id).join(
+            addresses, addresses.c.id == households.c.address_id
+        )
+    people_counted = func.count(people.c.id).label("people")
+    statement = (
+        select(*grouped, people_counted)
+        .select_from(joined)
+        .where(in_scope(scope))
+        .group_by(*grouped)
+        .having(func.count(people.c.id) >= suppress_below)
+        .order_by(*grouped)
+    )
+    return [
+        ({name: row._mapping[name] for name in by}, int(row._mapping["people"]))
+        for row in (await conn.execute(statement)).all()
+    ]
 
 
 # -- statements, built once per (kind, scope, fields) -------------------------------------------
@@ -355,7 +426,7 @@ def _within(scope: RowScope, fields: Collection[str], *, join_address: bool = Fa
     if scope.opened:
         hidden = and_(hidden, people.c.id.not_in(sorted(scope.opened)))
     for name in fields:
-        for index, column in enumerate(_COLUMNS[name]):
+        for index, column in enumerate(_columns(name, scope.today)):
             if withhold and name in LOCATION_FIELDS:
                 column = case((hidden, null()), else_=column)
             columns.append(column.label(f"{name}__{index}"))
@@ -386,8 +457,15 @@ def _record(
     return PersonRecord(person_id, int(row["household_id"]), withheld, values)
 
 
+def _columns(name: str, today: date) -> tuple[ColumnElement[Any], ...]:
+    return (age_band(today),) if name == "ageBand" else _COLUMNS[name]
+
+
+_NOT_ONE_COLUMN: Final = frozenset({"address", "familyRef", "members"})
+
+
 @lru_cache(maxsize=256)
 def _labels(fields: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], bool]:
     """Each one-column field with the label its column is selected under; whether address is asked."""
-    labels = tuple((name, f"{name}__0") for name in fields if name != "address" and _COLUMNS[name])
+    labels = tuple((name, f"{name}__0") for name in fields if name not in _NOT_ONE_COLUMN)
     return labels, "address" in fields

@@ -47,7 +47,15 @@ from graphql.utilities import get_operation_ast
 from opentelemetry.trace import Tracer
 
 from policies import field_order
-from resolvers import PersonRecord, RefKind, get_person, household_members, list_people, match_people
+from resolvers import (
+    PersonRecord,
+    RefKind,
+    count_people,
+    get_person,
+    household_members,
+    list_people,
+    match_people,
+)
 from schema.context import Disclosure, ViewContext
 from schema.limits import people_cost
 from schema.pipeline import PeopleLimit, parsed, validated
@@ -106,8 +114,11 @@ class Planner:
         max_tokens: int,
         withheld: bool,
         tracer: Tracer,
+        counts: tuple[tuple[str, ...], int] | None = None,
     ) -> None:
+        """`counts`: what the view's `peopleCounts` is grouped by, and the smallest group it gives."""
         self._schema = schema
+        self._counts = counts
         self._tracer = tracer
         self._rules = rules
         self._cost = cost
@@ -247,7 +258,7 @@ class Planner:
             > self._cost.maximum
         ):
             raise _Uncovered
-        shaper = _Shaper(context, self._withheld)
+        shaper = _Shaper(context, self._withheld, self._counts)
         data: dict[str, Any] = {}
         async with context.connect() as conn:
             for root in self._roots_for(plan, coerced.coerced):
@@ -407,7 +418,10 @@ def _wanted(names: frozenset[str], member_names: frozenset[str], allowed: tuple[
 
 
 class _Shaper:
-    def __init__(self, context: ViewContext, withheld: bool) -> None:
+    def __init__(
+        self, context: ViewContext, withheld: bool, counts: tuple[tuple[str, ...], int] | None
+    ) -> None:
+        self.counts = counts
         self.context = context
         self.refs = context.refs
         self.decision = context.decision
@@ -416,6 +430,8 @@ class _Shaper:
 
     async def root(self, conn: Any, root: _Root, arguments: dict[str, Any]) -> Any:
         decision = self.decision
+        if root.name == "peopleCounts":
+            return await self.people_counts(conn, root)
         wanted = _wanted(root.names, root.member_names, decision.fields)
         if root.name == "people":
             return await self.page(conn, root, wanted, arguments)
@@ -445,6 +461,27 @@ class _Shaper:
         members = await self._members(conn, wanted, found)
         self.disclose(root.key, found[0], wanted, members)
         return self.shape(_steps(root.tree, wanted, False), found[0], wanted, members)
+
+    async def people_counts(self, conn: Any, root: _Root) -> list[dict[str, Any]]:
+        """As the general path's resolver: the groups, no one disclosed (a count names no one)."""
+        if self.counts is None:
+            raise _Uncovered
+        by, suppress_below = self.counts
+        groups = await count_people(conn, decision=self.decision, by=by, suppress_below=suppress_below)
+        out = []
+        for values, people in groups:
+            group: dict[str, Any] = {}
+            for key, name, _ in root.tree:
+                if name == "__typename":
+                    group[key] = "PeopleCount"
+                elif name == "people":
+                    group[key] = people
+                elif name in values and (values[name] is None or type(values[name]) in (str, int)):
+                    group[key] = values[name]
+                else:
+                    raise _Uncovered
+            out.append(group)
+        return out
 
     async def page(self, conn: Any, root: _Root, wanted: _Wanted, arguments: dict[str, Any]) -> Any:
         decision = self.decision
@@ -551,6 +588,11 @@ class _Shaper:
                 if value is not None and type(value) is not str:
                     raise _Uncovered  # the general path's scalar completion decides
                 out[key] = value
+            elif step == _INT:
+                value = values.get(name)
+                if value is not None and type(value) is not int:
+                    raise _Uncovered  # the general path's scalar completion decides
+                out[key] = value
             elif step == _REF:
                 out[key] = self.refs.encode(RefKind.PERSON, record.person_id)
             elif step == _DATE:
@@ -579,7 +621,7 @@ class _Shaper:
 
 
 # How one response key of a person is written (ints: compared in the loop over every person's fields).
-_TEXT, _REF, _DATE, _NULL, _ADDRESS, _FAMILY, _TYPENAME, _WITHHELD, _MEMBERS, _NO_MEMBERS = range(10)
+_TEXT, _REF, _DATE, _NULL, _ADDRESS, _FAMILY, _TYPENAME, _WITHHELD, _MEMBERS, _NO_MEMBERS, _INT = range(11)
 
 
 Steps = tuple[tuple[str, int, str, Tree], ...]
@@ -607,6 +649,8 @@ def _steps(tree: Tree, wanted: _Wanted, as_member: bool) -> Steps:
             step = _ADDRESS
         elif name == "dateOfBirth":
             step = _DATE
+        elif name == "yearOfBirth":
+            step = _INT
         else:
             step = _TEXT
         steps.append((key, step, name, sub))

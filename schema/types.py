@@ -37,6 +37,19 @@ class AssessmentOutcome(Enum):
     NOT_ELIGIBLE = "NOT_ELIGIBLE"
 
 
+@strawberry.enum(
+    description="The person's age band on the day of the request (a minimised value: no date of birth)."
+)
+class AgeBand(Enum):
+    AGE_0_TO_4 = "AGE_0_TO_4"
+    AGE_5_TO_9 = "AGE_5_TO_9"
+    AGE_10_TO_17 = "AGE_10_TO_17"
+    AGE_18_TO_24 = "AGE_18_TO_24"
+    AGE_25_TO_44 = "AGE_25_TO_44"
+    AGE_45_TO_64 = "AGE_45_TO_64"
+    AGE_65_AND_OVER = "AGE_65_AND_OVER"
+
+
 @strawberry.type(description="A postal address.")
 class Address:
     line1: str
@@ -56,7 +69,10 @@ FIELD_TYPES: Final[dict[str, tuple[str, Any]]] = {
     "givenName": ("given_name", str | None),
     "familyName": ("family_name", str | None),
     "dateOfBirth": ("date_of_birth", datetime.date | None),
+    "yearOfBirth": ("year_of_birth", int | None),
+    "ageBand": ("age_band", AgeBand | None),
     "postcode": ("postcode", str | None),
+    "postcodeDistrict": ("postcode_district", str | None),
     "address": ("address", Address | None),
     "uprn": ("uprn", str | None),
     "phone": ("phone", str | None),
@@ -97,6 +113,36 @@ def person_type(
         namespace["withheld"] = strawberry.field(description=WITHHELD_DESCRIPTION, default_factory=list)
     cls = type(name, (), {"__annotations__": annotations, "__module__": __name__, **namespace})
     return strawberry.type(cls, name=name, description=description)
+
+
+ENUMS: Final[dict[str, type[Enum]]] = {
+    "programmeStatus": ProgrammeStatus,
+    "assessmentOutcome": AssessmentOutcome,
+    "ageBand": AgeBand,
+}
+
+
+def counts_type(fields: tuple[str, ...], suppress_below: int) -> type:
+    """One group of `peopleCounts`: the countable fields it is grouped by, and how many people."""
+    annotations: dict[str, Any] = {}
+    namespace: dict[str, Any] = {}
+    for field_name in fields:
+        attribute, graphql_type = FIELD_TYPES[field_name]
+        annotations[attribute] = graphql_type
+        namespace[attribute] = strawberry.field(
+            name=field_name, description=FIELDS_BY_NAME[field_name].description
+        )
+    annotations["people"] = int
+    namespace["people"] = strawberry.field(
+        description=f"How many people of the view are in this group: never fewer than {suppress_below}."
+    )
+    cls = type("PeopleCount", (), {"__annotations__": annotations, "__module__": __name__, **namespace})
+    return strawberry.type(
+        cls,
+        name="PeopleCount",
+        description=f"A group of people with the same values. Groups of fewer than {suppress_below} "
+        "people are left out (small-number suppression): absent, not zero.",
+    )
 
 
 def connection_types(person: type) -> tuple[type, type]:

@@ -25,9 +25,11 @@ from strawberry.types.execution import ExecutionContext
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from policies import Agreement, field_order
+from policies.fields import COUNTABLE_FIELDS
 from resolvers import (
     PersonRecord,
     RefKind,
+    count_people,
     get_person,
     household_members,
     list_people,
@@ -43,12 +45,12 @@ from schema.notices import MAX_PAGE as NOTICES_MAX_PAGE
 from schema.notices import notices_mutation, notifications_field
 from schema.pipeline import OperationPipeline, PeopleLimit
 from schema.types import (
+    ENUMS,
     FIELD_TYPES,
     Address,
-    AssessmentOutcome,
     PageInfo,
-    ProgrammeStatus,
     connection_types,
+    counts_type,
     person_type,
 )
 
@@ -130,6 +132,9 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
             max_tokens=max_tokens,
             withheld=agreement.protected_address == "withhold",
             tracer=used_tracer,
+            counts=None
+            if agreement.counts_suppress_below is None
+            else (counted_by(agreement), agreement.counts_suppress_below),
         )
     return View(agreement=agreement, schema=schema, rules=validation_rules, cost=cost, planner=planner)
 
@@ -188,6 +193,13 @@ def _person_query(agreement: Agreement) -> type:
             resolver=_find_resolver(presenter, agreement),
             description="The one person matching every argument exactly (names ignore case), or null "
             "when no one or more than one person matches.",
+        )
+    if agreement.counts_suppress_below is not None:
+        namespace["people_counts"] = strawberry.field(
+            resolver=_counts_resolver(agreement, agreement.counts_suppress_below),
+            description="How many people this agreement reaches, grouped by every countable field of "
+            f"the view. A group of fewer than {agreement.counts_suppress_below} people is left out "
+            "(small-number suppression).",
         )
     namespace["notifications"] = notifications_field()
     return strawberry.type(
@@ -284,10 +296,8 @@ class _Presenter:
                 values[attribute] = refs.encode(RefKind.FAMILY, record.household_id)
             elif name == "address":
                 values[attribute] = None if raw is None else Address(**raw)
-            elif name == "programmeStatus":
-                values[attribute] = None if raw is None else ProgrammeStatus(raw)
-            elif name == "assessmentOutcome":
-                values[attribute] = None if raw is None else AssessmentOutcome(raw)
+            elif name in ENUMS:
+                values[attribute] = None if raw is None else ENUMS[name](raw)
             else:
                 values[attribute] = raw
         if wanted.members is not None and not as_member:
@@ -394,6 +404,41 @@ def _people_resolver(
         [_keyword("first", int | None, default), _keyword("after", str | None, None)],
         connection,
     )
+
+
+def counted_by(agreement: Agreement) -> tuple[str, ...]:
+    """What `peopleCounts` groups by: every countable field of the view, in its order."""
+    return tuple(name for name in agreement.fields if name in COUNTABLE_FIELDS)
+
+
+def _counts_resolver(agreement: Agreement, suppress_below: int) -> Callable[..., Any]:
+    """Always grouped by the same fields, every one the view may count: counts of one grouping
+    cannot be subtracted from another's to reveal a group that was left out."""
+    by = counted_by(agreement)
+    group = counts_type(by, suppress_below)
+
+    async def people_counts(info: strawberry.Info) -> list[Any]:
+        context = _context(info)
+        if set(by) - set(context.decision.fields):  # pragma: no cover - the view is the agreement's
+            raise AssertionError("the decision narrowed the fields a count is grouped by")
+        async with context.connect() as conn:
+            groups = await count_people(conn, decision=context.decision, by=by, suppress_below=suppress_below)
+        return [
+            group(
+                people=people,
+                **{
+                    FIELD_TYPES[name][0]: None
+                    if values[name] is None
+                    else ENUMS[name](values[name])
+                    if name in ENUMS
+                    else values[name]
+                    for name in by
+                },
+            )
+            for values, people in groups
+        ]
+
+    return _signed(people_counts, [], list[group])  # type: ignore[valid-type]
 
 
 def _find_resolver(presenter: _Presenter, agreement: Agreement) -> Callable[..., Any]:

@@ -39,6 +39,10 @@ def _expected_types(agreement: Agreement) -> set[str]:
         types.add("ProgrammeStatus")
     if "assessmentOutcome" in agreement.fields:
         types.add("AssessmentOutcome")
+    if "ageBand" in agreement.fields:
+        types.add("AgeBand")
+    if agreement.counts_suppress_below is not None:
+        types.add("PeopleCount")
     if "dateOfBirth" not in agreement.fields and "dateOfBirth" not in agreement.match:
         types.discard("Date")
     return types
@@ -82,6 +86,8 @@ async def test_introspection_lists_exactly_the_agreements_fields_and_types(
         expected_roots["people"] = ["first", "after"]
     if agreement.match:
         expected_roots["findPeople"] = list(agreement.match)
+    if agreement.counts_suppress_below is not None:
+        expected_roots["peopleCounts"] = []
     assert roots == expected_roots
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policies import AGREEMENTS_DIR, AgreementFileError, load_agreements
+from policies import AGREEMENTS_DIR, AgreementFileError, load_agreements, parse_agreement
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHIPPED_IDS = {
@@ -15,6 +15,7 @@ SHIPPED_IDS = {
     "mash-safeguarding",
     "ons-evaluation",
     "police-prevention",
+    "public-health-planning",
     "security-audit",
     "youth-justice",
 }
@@ -53,6 +54,8 @@ def test_shipped_agreements_all_load() -> None:
                       "programmeStatus", "assessmentOutcome", "familyRef", "members"),
                      ("givenName", "familyName", "dateOfBirth"), False, False, "withhold", True,
                      id="mash-safeguarding"),
+        pytest.param("public-health-planning", "assessed", ("postcodeDistrict", "ageBand", "programmeStatus"),
+                     (), True, True, "exclude", False, id="public-health-planning"),
     ],
 )  # fmt: skip
 def test_shipped_agreement_shares_what_design_table_says(
@@ -107,3 +110,36 @@ def test_directory_without_agreements_is_refused(tmp_path: Path) -> None:
         load_agreements(tmp_path)
     assert (caught.value.file, caught.value.line, caught.value.key) == (str(tmp_path), None, "")
     assert "no agreement files" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("fields: [address, uprn]", "fields: [dateOfBirth, yearOfBirth]"),
+         "10: fields: 'yearOfBirth' is derived from 'dateOfBirth': name one or the other"),
+        (("fields: [address, uprn]", "fields: [postcode, postcodeDistrict]"),
+         "10: fields: 'postcodeDistrict' is derived from 'postcode': name one or the other"),
+        (("limits:", "counts: {suppress_below: 10}\nlimits:"),
+         "14: counts: counts need a countable field (yearOfBirth, ageBand, postcodeDistrict, "
+         "programmeStatus, assessmentOutcome)"),
+        (("fields: [address, uprn]", "fields: [ageBand]\ncounts: {suppress_below: 1}"),
+         "11: counts.suppress_below: must be between 2 and 100"),
+        (("fields: [address, uprn]", "fields: [ageBand]\ncounts: {below: 10}"),
+         "11: counts.below: unknown key (known keys: suppress_below)"),
+    ],
+)  # fmt: skip
+def test_minimised_fields_and_counts_are_loaded_strictly(change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in _listing()
+    with pytest.raises(AgreementFileError) as caught:
+        parse_agreement(_listing().replace(old, new), source="base-listing.yaml")
+    assert str(caught.value) == f"base-listing.yaml:{message}"
+
+
+def test_a_minimised_listing_with_counts_loads() -> None:
+    text = _listing().replace(
+        "fields: [address, uprn]", "fields: [ageBand, postcodeDistrict]\ncounts: {suppress_below: 5}"
+    )
+    agreement = parse_agreement(text, source="base-listing.yaml")
+    assert (agreement.fields, agreement.counts_suppress_below) == (("ageBand", "postcodeDistrict"), 5)
+    assert parse_agreement(_listing(), source="base-listing.yaml").counts_suppress_below is None

@@ -38,6 +38,7 @@ PERSON_VIEWS: Final = [
     "family-hub-outreach",
     "youth-justice",
     "mash-safeguarding",
+    "public-health-planning",
 ]
 ALL_VIEWS: Final = [*PERSON_VIEWS, "security-audit"]
 # How Hypothesis runs the document tests: derandomised (the same documents every run), no example

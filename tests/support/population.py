@@ -138,6 +138,15 @@ CASES: tuple[Case, ...] = (
         email="wyn.vw@example.org",
     ),
     Case("refuge_child", "h_refuge", "Xan", "Vickery-Wolde", 6, protected=True, assessment=None),
+    Case(
+        "ph_objector",
+        "h_ph_objector",
+        "Yves",
+        "Ashcombe-Rudd",
+        58,
+        assessment="zero",
+        objections=("public-health-planning",),
+    ),
 )
 
 

@@ -405,6 +405,23 @@ async def test_no_view_but_mashs_has_a_withheld_field_anywhere_in_its_schema(
     assert "withheld" not in view_names(agreement_id)  # nor in the checked-in SDL
 
 
+def _age_band(age: int) -> str:
+    """Written out here, not taken from the code under test."""
+    for youngest, band in ((65, "AGE_65_AND_OVER"), (45, "AGE_45_TO_64"), (25, "AGE_25_TO_44"),
+                           (18, "AGE_18_TO_24"), (10, "AGE_10_TO_17"), (5, "AGE_5_TO_9")):  # fmt: skip
+        if age >= youngest:
+            return band
+    return "AGE_0_TO_4"
+
+
+def _programme_status(assessment: Any) -> str:
+    if assessment is None:
+        return "NOT_ASSESSED"
+    if assessment["coordinated_support"]:
+        return "COORDINATED_SUPPORT"
+    return "ELIGIBLE" if assessment["eligible"] else "NOT_ELIGIBLE"
+
+
 def _projection(client: Partner, person: Person, name: str) -> Any:
     """What the view must say of `person` for field `name`: the record as it is, nothing masked."""
     address = person.address
@@ -423,6 +440,11 @@ def _projection(client: Partner, person: Person, name: str) -> Any:
         "assessmentOutcome": None
         if assessment is None
         else ("ELIGIBLE" if assessment["eligible"] else "NOT_ELIGIBLE"),
+        "yearOfBirth": person.date_of_birth.year,
+        "ageBand": _age_band(person.age_on(FIXED_TODAY)),
+        # The outward code: the postcode less its inward code (a digit and two letters), then spaces.
+        "postcodeDistrict": address["postcode"][:-3].strip(),
+        "programmeStatus": _programme_status(assessment),
     }
     return values[name]
 
