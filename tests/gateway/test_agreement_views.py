@@ -15,7 +15,13 @@ from tests.support.oracle import LOCATION_FIELDS, Oracle, Person
 from tests.support.partners import Partner
 from tests.support.population import EdgeCases, date_of_birth
 
-LISTING = ["police-prevention", "dwp-worklessness", "ons-evaluation", "family-hub-outreach"]
+LISTING = [
+    "police-prevention",
+    "dwp-worklessness",
+    "ons-evaluation",
+    "family-hub-outreach",
+    "public-health-planning",
+]
 ALL = [*LISTING, "youth-justice", "mash-safeguarding"]
 WITH_LOCATION_WITHHELD = ["mash-safeguarding"]  # the only view that may know who has the marker
 
@@ -202,7 +208,7 @@ async def test_protected_address_people_carry_no_location_field_in_any_shape_of_
 
 @pytest.mark.parametrize(
     "agreement_id",
-    ["police-prevention", "dwp-worklessness", "ons-evaluation", "family-hub-outreach", "youth-justice"],
+    [*LISTING, "youth-justice"],
 )
 async def test_excluding_agreements_never_reach_protected_people(
     agreement_id: str,
