@@ -38,6 +38,7 @@ from gateway.rights import (
     record,
 )
 from policies import FIELDS_BY_NAME, load_agreements
+from policies.fields import DERIVED_FIELDS
 
 T = TypeVar("T")
 
@@ -240,9 +241,11 @@ def _changed_fields(
     if not telling or found.kind == "erasure":
         return telling, None
     names = tuple(dict.fromkeys(name.strip() for name in (changed or "").split(",") if name.strip()))
-    if not names or any(name not in FIELDS_BY_NAME for name in names):
+    # The record's own fields: a derived value (an age band) is corrected by correcting its source.
+    correctable = [name for name in FIELDS_BY_NAME if name not in DERIVED_FIELDS]
+    if not names or any(name not in correctable for name in names):
         raise RightsError(
-            "BAD_INPUT", f"--changed names the view fields corrected, from: {', '.join(FIELDS_BY_NAME)}"
+            "BAD_INPUT", f"--changed names the view fields corrected, from: {', '.join(correctable)}"
         )
     return True, names
 

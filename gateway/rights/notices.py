@@ -28,11 +28,14 @@ from schema.notice_records import NoticeRecord, UnknownNoticeError
 
 KINDS: Final = ("rectification", "erasure")
 # A correction of one of these changes what a recipient of the others holds too: a new address is a new
-# postcode and property reference; a corrected postcode corrects the address sent with it.
+# postcode and property reference; a corrected postcode corrects the address sent with it; a value
+# derived from a corrected one (a year of birth, an age band, a postcode district) may have changed with
+# it, and the gateway does not know the old value to tell: every recipient of it is told.
 OVERLAPS: Final[dict[str, tuple[str, ...]]] = {
-    "address": ("postcode", "uprn"),
-    "postcode": ("address",),
-    "uprn": ("address", "postcode"),
+    "dateOfBirth": ("yearOfBirth", "ageBand"),
+    "address": ("postcode", "uprn", "postcodeDistrict"),
+    "postcode": ("address", "postcodeDistrict"),
+    "uprn": ("address", "postcode", "postcodeDistrict"),
 }
 
 

@@ -185,6 +185,28 @@ async def test_an_erasure_tells_every_recipient_and_the_subject_access_report_ke
     ]
 
 
+async def test_a_corrected_date_of_birth_or_postcode_reaches_whoever_was_given_a_value_derived_from_it(
+    cli: Callable[..., subprocess.CompletedProcess[str]], local_partner: Callable[[str], Partner], person: int
+) -> None:
+    health = local_partner("public-health-planning")
+    derived = "query Derived($r: ID!) { person(ref: $r) { ref ageBand postcodeDistrict } }"
+    assert (await health.data(derived, {"r": health.ref(person)}))["person"] is not None
+    printed = _closed(cli, "rectification", person, "--changed", "dateOfBirth")
+    assert f"notified: {health.client_id} (public-health-planning), which received ageBand\n" in printed
+    printed = _closed(cli, "rectification", person, "--changed", "postcode")
+    assert (
+        f"notified: {health.client_id} (public-health-planning), which received postcodeDistrict\n" in printed
+    )
+    assert sorted(n["fields"] for n in await _feed(health, person)) == [["ageBand"], ["postcodeDistrict"]]
+    # A derived value is corrected by correcting what it is derived from.
+    recorded = cli("record", str(person), "--kind", "rectification", "--basis", "Art 16")
+    refused = cli(
+        "close", recorded.stdout.split()[0], "--outcome", "completed", "--note", "n", "--changed", "ageBand"
+    )
+    assert refused.returncode == 1 and "(BAD_INPUT)" in refused.stderr
+    assert "ageBand" not in refused.stderr and "dateOfBirth" in refused.stderr
+
+
 async def test_changed_fields_are_named_only_for_a_rectification_completed(
     cli: Callable[..., subprocess.CompletedProcess[str]], person: int
 ) -> None:
