@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.db import check_url
 from gateway.http import IPNetwork, parse_networks
 from policies import AGREEMENTS_DIR
+from policies.retention import RETENTION_FILE
 
 DEFAULT_STATE_DIR = Path("var")
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -77,6 +78,10 @@ class Settings(BaseSettings):
     ref_secret: SecretStr | None = Field(default=None, description="At least 32 bytes; or ref_secret_file")
     ref_secret_file: Path = Field(default=DEFAULT_STATE_DIR / "ref-secret")
     agreements_dir: Path = Field(default=AGREEMENTS_DIR)
+    retention_file: Path = Field(
+        default=RETENTION_FILE,
+        description="The retention schedules and holds that `gateway retention run` applies",
+    )
     token_ttl_seconds: int = Field(default=300, ge=60, le=600, description="At most ten minutes")
     token_leeway_seconds: int = Field(default=30, ge=0, le=120)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)

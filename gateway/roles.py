@@ -1,8 +1,8 @@
 """Least privilege in PostgreSQL: a migrator role that owns the schema, an application role that
 may do only what the running gateway does.
 
-- The **migrator** (`gateway db upgrade`, `gateway audit retention`, `gateway seed`) owns every table,
-  trigger and function, because it created them.
+- The **migrator** (`gateway db upgrade`, `gateway audit retention`, `gateway retention run`,
+  `gateway seed`) owns every table, trigger and function, because it created them.
 - The **application** role (`gateway serve`, and the operator's `clients`, `documents`,
   `breakglass` commands) reads the records; on the ledger it may only SELECT and INSERT (no UPDATE,
   DELETE, TRUNCATE, no DDL, no trigger changes: a role that does not own a table cannot alter or
@@ -26,6 +26,8 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "addresses": ("SELECT",),
     "households": ("SELECT",),
     "people": ("SELECT",),
+    # Read for subject access; `gateway retention run` purges as the migrator, never as this role.
+    "person_records": ("SELECT",),
     "assessments": ("SELECT",),
     # Data subjects' requests: recorded through the gateway, with the objections and restrictions
     # they put in effect and lift.

@@ -124,3 +124,15 @@ restrictions = Table(
 )
 
 EVERY_AGREEMENT = "*"  # an objection or restriction that reaches every agreement
+
+# Each person's records by class (policies/retention.yaml): the date the class's schedule counts from
+# (the end of the programme, the last contact, the date of birth, the referral), or NULL while the
+# record is still open, which is never due. A person with no row here is never purged (unclassified).
+person_records = Table(
+    "person_records",
+    metadata,
+    Column("person_id", Integer, ForeignKey("people.id"), primary_key=True),
+    Column("record_class", String(64), primary_key=True),
+    Column("counted_from", Date, nullable=True),
+    Index("ix_person_records_record_class", "record_class"),
+)

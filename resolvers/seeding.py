@@ -5,6 +5,12 @@ come from the ranges Ofcom reserves for drama (07700 900xxx, 020 7946 0xxx) and 
 use the reserved domain example.org, so no generated contact detail can reach a real person.
 
 For one `seed` and one `today` the output is identical, ids included, so refs are stable too.
+
+Every person's records by class (policies/retention.yaml) agree with their `retention_until`: the
+record that decides runs out exactly then (or, from a 29 February, the day after), a few are still
+open, and a few young people past retention have no record a schedule explains (unclassified). They are
+drawn from a random stream of their own per person, so the rest of the population is the same as it
+was before records were added.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from faker import Faker
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from policies.retention import add_years
 from resolvers.models import (
     ELIGIBILITY_THRESHOLD,
     OUTCOMES,
@@ -27,6 +34,7 @@ from resolvers.models import (
     households,
     objections,
     people,
+    person_records,
 )
 from resolvers.scopes import years_before
 
@@ -45,6 +53,12 @@ P_PAST_RETENTION: Final = 0.015  # people past their retention date
 P_LEGAL_HOLD: Final = 0.01
 P_NO_UPRN: Final = 0.04
 OBJECTION_RATES: Final = {"family-hub-outreach": 0.05, "police-prevention": 0.02, "ons-evaluation": 0.02}
+# Years each record class is kept (policies/retention.yaml; a test holds the two together).
+KEEP_YEARS: Final = {"supporting-families": 1, "family-hub": 6, "youth-justice": 25, "rescue-and-response": 7}
+P_RESCUE_REFERRAL: Final = 0.04  # people whose latest record is a Rescue and Response referral
+P_PROGRAMME_OPEN: Final = 0.05  # of assessed people not past retention, still in the programme
+P_YOUTH_JUSTICE: Final = 0.25  # of young adults, a youth justice record kept to their 25th birthday
+P_EARLIER_CONTACT: Final = 0.5  # of programme families, an earlier Family Hub contact
 
 
 class PopulationNotEmptyError(Exception):
@@ -87,6 +101,7 @@ async def seed_population(
         "people": [],
         "assessments": [],
         "objections": [],
+        "person_records": [],
     }
     tables = {
         "addresses": addresses,
@@ -94,8 +109,9 @@ async def seed_population(
         "people": people,
         "assessments": assessments,
         "objections": objections,
+        "person_records": person_records,
     }
-    order = ("addresses", "households", "people", "assessments", "objections")
+    order = ("addresses", "households", "people", "assessments", "objections", "person_records")
 
     async def flush() -> None:
         for name in order:  # parents before children, for the foreign keys
@@ -129,6 +145,7 @@ async def seed_population(
 
 class _Generator:
     def __init__(self, *, seed: int, today: date) -> None:
+        self.seed = seed
         self.rng = random.Random(seed)
         self.fake = Faker("en_GB")
         self.fake.seed_instance(seed)
@@ -195,7 +212,44 @@ class _Generator:
             "people": members,
             "assessments": assessment_rows,
             "objections": objection_rows,
+            "person_records": [
+                {"person_id": person["id"], "record_class": record_class, "counted_from": counted_from}
+                for person in members
+                for record_class, counted_from in self._records(person, assessed=bool(assessment_rows))
+            ],
         }
+
+    def _records(self, person: dict[str, Any], *, assessed: bool) -> list[tuple[str, date | None]]:
+        """The person's records by class, whose latest runs out on their `retention_until`."""
+        # A stream of its own, not self.rng: the people, households and everything else stay as they were.
+        rng = random.Random(f"records:{self.seed}:{person['id']}")
+        until, born, today = person["retention_until"], person["date_of_birth"], self.today
+        past = until < today
+        records: dict[str, date | None] = {}
+        referral = _counted_from(until, KEEP_YEARS["rescue-and-response"])
+        programme_end = _counted_from(until, KEEP_YEARS["supporting-families"])
+        last_contact = _counted_from(until, KEEP_YEARS["family-hub"])
+        if rng.random() < P_RESCUE_REFERRAL and add_years(born, 10) <= referral <= today:
+            records["rescue-and-response"] = referral
+        elif assessed and born <= programme_end <= today:
+            records["supporting-families"] = programme_end
+        elif born <= last_contact <= today:
+            records["family-hub"] = last_contact
+        elif not past:
+            records["family-hub"] = None  # a young child's family still in contact: open, never due
+        else:
+            return []  # a young child past retention whom no schedule explains: unclassified
+        if assessed and not past and "supporting-families" not in records and rng.random() < P_PROGRAMME_OPEN:
+            records["supporting-families"] = None  # the family's programme has not ended
+        # Earlier records, each running out no later than the one above.
+        earliest, latest = max(born, last_contact - timedelta(days=700)), min(last_contact, today)
+        if "family-hub" not in records and earliest <= latest and rng.random() < P_EARLIER_CONTACT:
+            records["family-hub"] = earliest + timedelta(days=rng.randint(0, (latest - earliest).days))
+        # A youth justice record (aged 10 to 17) is kept to the 25th birthday: young adults up to about 30.
+        twenty_fifth = add_years(born, KEEP_YEARS["youth-justice"])
+        if today - timedelta(days=5 * 366) <= twenty_fifth <= until and rng.random() < P_YOUTH_JUSTICE:
+            records["youth-justice"] = born
+        return sorted(records.items())
 
     def _members(
         self, size: int, family_name: str, household_id: int, protected: bool
@@ -250,6 +304,15 @@ class _Generator:
         if self.rng.random() < 0.75:
             return f"07700 900{self.rng.randint(0, 999):03d}"
         return f"020 7946 0{self.rng.randint(0, 999):03d}"
+
+
+def _counted_from(until: date, years: int) -> date:
+    """The earliest date whose schedule of `years` runs to `until`: exactly, except that nothing runs
+    to a 29 February in a common year's span, so it runs to 1 March instead (a day later, never earlier)."""
+    try:
+        return until.replace(year=until.year - years)
+    except ValueError:
+        return date(until.year - years, 3, 1)
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[int, int], ...]) -> int:

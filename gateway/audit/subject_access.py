@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.audit.queries import LedgerQueries
 from gateway.rights.tables import rights_requests
 from policies import Agreement
+from policies.retention import RetentionPolicy, add_years
 from resolvers.models import (
     EVERY_AGREEMENT,
     OUTCOMES,
@@ -31,6 +32,7 @@ from resolvers.models import (
     households,
     objections,
     people,
+    person_records,
     restrictions,
 )
 
@@ -56,9 +58,14 @@ class UnknownPersonError(Exception):
 
 
 async def subject_access_report(
-    engine: AsyncEngine, person_id: int, *, agreements: Mapping[str, Agreement]
+    engine: AsyncEngine,
+    person_id: int,
+    *,
+    agreements: Mapping[str, Agreement],
+    retention: RetentionPolicy | None = None,
 ) -> SubjectAccessReport:
-    held = await _held(engine, person_id, agreements)
+    """`retention`: the schedules, to say how long each of the person's records is kept."""
+    held = await _held(engine, person_id, agreements, retention)
     internal = {agreement_id for agreement_id, agreement in agreements.items() if agreement.is_ledger}
     records = await LedgerQueries(engine, agreements).all_disclosures_of(person_id)
     disclosures = [
@@ -111,7 +118,10 @@ async def _requests(
 
 
 async def _held(
-    engine: AsyncEngine, person_id: int, agreements: Mapping[str, Agreement]
+    engine: AsyncEngine,
+    person_id: int,
+    agreements: Mapping[str, Agreement],
+    retention: RetentionPolicy | None,
 ) -> dict[str, Any] | None:
     async with engine.connect() as conn:
         person = (
@@ -135,6 +145,13 @@ async def _held(
         restricted = (
             await conn.execute(select(restrictions).where(restrictions.c.person_id == person_id))
         ).all()
+        records = (
+            await conn.execute(
+                select(person_records)
+                .where(person_records.c.person_id == person_id)
+                .order_by(person_records.c.record_class)
+            )
+        ).all()
 
     held: dict[str, Any] = {
         "given_name": row["given_name"],
@@ -149,6 +166,7 @@ async def _held(
         "restriction_of_processing": bool(row["restricted"]),
         "retention_until": _day(row["retention_until"]),
         "legal_hold": bool(row["legal_hold"]),
+        "records": [_record(r.record_class, r.counted_from, retention) for r in records],
         "supporting_families_assessment": None,
         "objections": [
             {
@@ -180,6 +198,21 @@ async def _held(
             "coordinated_support": bool(a["coordinated_support"]),
         }
     return held
+
+
+def _record(
+    record_class: str, counted_from: date | None, retention: RetentionPolicy | None
+) -> dict[str, Any]:
+    """One of the person's records by class, with the schedule it is kept under and until when."""
+    schedule = retention.schedules.get(record_class) if retention is not None else None
+    return {
+        "record_class": record_class,
+        "counted_from": _day(counted_from) if counted_from is not None else None,  # None: still open
+        "schedule": f"{schedule.keep_years} years from {schedule.counted_from}" if schedule else None,
+        "kept_until": _day(add_years(counted_from, schedule.keep_years))
+        if schedule is not None and counted_from is not None
+        else None,
+    }
 
 
 def render_text(report: SubjectAccessReport) -> str:
@@ -223,6 +256,8 @@ def _render_held(held: dict[str, Any]) -> list[str]:
         f"  Restriction of processing: {'yes' if held['restriction_of_processing'] else 'no'}",
         f"  Kept until:      {held['retention_until']}{' (legal hold)' if held['legal_hold'] else ''}",
     ]
+    for record in held["records"]:
+        lines.append(f"  Record:          {_record_text(record)}")
     assessment = held["supporting_families_assessment"]
     if assessment:
         lines += [
@@ -238,6 +273,13 @@ def _render_held(held: dict[str, Any]) -> list[str]:
         recipient = restriction["partner"] or restriction["agreement"]
         lines.append(f"  Restricted since {restriction['recorded_on']}: not shared with {recipient}")
     return lines
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    since = f"dated {record['counted_from']}" if record["counted_from"] else "still open"
+    kept = f"; kept {record['schedule']}" if record["schedule"] else ""
+    until = f", until {record['kept_until']}" if record["kept_until"] else ""
+    return f"{record['record_class']}, {since}{kept}{until}"
 
 
 def render_html(report: SubjectAccessReport, *, council: str, today: date) -> str:

@@ -46,6 +46,7 @@ from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import Settings, council_today
 from gateway.keys import signing_keys
 from policies import load_agreements
+from policies.retention import RetentionFileError, load_retention
 from schema.ledger_records import AuditEventRecord, EventFilter
 
 LEDGER_AGREEMENT = "security-audit"
@@ -271,9 +272,9 @@ def audit_retention(
             if not apply_:
                 return await plan_retention(engine, months=kept, today=today)
             signing = signing_keys(settings)
-            done = await apply_retention(engine, signing, months=kept, today=today)
-            await record_command(settings, engine, "audit retention", acting_user, case_reference)
-            return done
+            # The event first, as for every change: a drop the ledger cannot record does not happen.
+            await record_command(settings, engine, "audit retention --apply", acting_user, case_reference)
+            return await apply_retention(engine, signing, months=kept, today=today)
 
     made = run(plan)
     click.echo(json.dumps({"applied": apply_, "months_kept": kept, **made.describe()}, indent=2))
@@ -289,11 +290,15 @@ def audit_retention(
 @why_option
 def sar(person_id: int, output: str, acting_user: str | None, case_reference: str | None) -> None:
     settings = load_settings()
+    try:
+        retention = load_retention(settings.retention_file)
+    except RetentionFileError as error:
+        fail(f"GATEWAY_RETENTION_FILE: {error}")
 
     async def report() -> SubjectAccessReport:
         async with open_database(settings) as engine:
             made = await subject_access_report(
-                engine, person_id, agreements=load_agreements(settings.agreements_dir)
+                engine, person_id, agreements=load_agreements(settings.agreements_dir), retention=retention
             )
             await record_command(
                 settings, engine, "sar", acting_user, case_reference,

@@ -21,6 +21,7 @@ from gateway.cli.evidence import evidence_command
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
 from gateway.cli.policies import policies
+from gateway.cli.retention import retention
 from gateway.cli.rights import rights
 from gateway.cli.schema import schema
 from gateway.cli.serve import serve
@@ -105,6 +106,7 @@ for command in (
     sar,
     breakglass,
     rights,
+    retention,
     evidence_command,
     partner,
 ):

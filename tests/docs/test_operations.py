@@ -76,8 +76,8 @@ RUN_ORDER = (
     "audit-recovered",
     "redis-diagnose", "redis-check", "redis-replay-window",
     "open-chains", "close-chain",
-    "retention-dry-run", "retention-apply",
-    "restore", "restore-verify", "restore-lost", "restore-promote", "serve", "restore-check",
+    "retention-dry-run", "retention-apply", "record-retention-dry-run", "record-retention-apply",
+    "record-retention-apply", "restore", "restore-verify", "restore-lost", "restore-promote", "serve", "restore-check",
 )  # fmt: skip
 
 PAGE = "{ people(first: 2) { edges { node { ref givenName } } } }"
@@ -673,6 +673,18 @@ def test_the_runbooks_run_as_written(operator: Operator) -> None:
     planned = json.loads(op.run("retention-dry-run"))
     assert planned["applied"] is False and planned["months_kept"] == 84 and planned["months_dropped"] == []
     assert json.loads(op.run("retention-apply"))["applied"] is True
+
+    # 5b. Record retention: the trial population has people past their schedules; the dry run counts
+    # them and deletes no one, the run with --apply purges exactly them, and a second finds no one.
+    people = "SELECT count(*) FROM people"
+    before = int(op.sql(people, database))
+    dry = op.run("record-retention-dry-run")
+    due = int(re.search(r"DRY RUN: nothing deleted; (\d+) (?:person|people) due", dry)[1])
+    assert due > 0 and int(op.sql(people, database)) == before, dry
+    purged = op.run("record-retention-apply").splitlines()[-1]
+    assert purged.startswith(f"purged {due} people, and "), purged
+    assert int(op.sql(people, database)) == before - due
+    assert op.run("record-retention-apply").splitlines()[-1] == "purged nothing: nobody was due"
 
     # 6. Restore: the backup taken above, verified against its own witness copy; against the live
     # witness, what happened since is listed as lost; then swapped in, served and verified.

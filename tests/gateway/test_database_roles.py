@@ -27,6 +27,7 @@ from gateway.config import Settings
 from gateway.db import create_engine, upgrade
 from gateway.keys import SigningKeys
 from gateway.roles import APP_PRIVILEGES
+from policies import Agreement
 from resolvers import seed_population
 from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, UNLIMITED, build_app
 from tests.support.databases import _admin_connection, _asyncpg_dsn, postgres_database
@@ -212,14 +213,14 @@ def test_roles_sql_refuses_one_role_for_both(tmp_path: Path) -> None:
 
 
 async def test_readyz_is_unready_while_the_ledger_refuses_writes_and_ready_after(
-    asgi: httpx.AsyncClient, engine: AsyncEngine
+    asgi: httpx.AsyncClient, engine: AsyncEngine, agreements: dict[str, Agreement]
 ) -> None:
     """On both databases: a ledger that cannot be written (a full disk, here a trigger) takes the
     process out of the balancer; the answer names the failing check and nothing else."""
     assert (await asgi.get("/readyz")).json() == {
         "status": "ready",
         "checks": {"database": "ok", "ledger": "ok", "agreements": "ok"},
-        "agreements": {"loaded": 7, "in_force": 7},
+        "agreements": {"loaded": len(agreements), "in_force": len(agreements)},
     }
     async with engine.begin() as conn:
         await refuse_ledger_inserts(conn)

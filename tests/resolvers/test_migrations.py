@@ -30,7 +30,7 @@ EXPECTED_TABLES = {
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention",
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
     "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests", "agreement_versions",
-    "notifications",
+    "notifications", "person_records",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -105,7 +105,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0011"
+    assert head == "0012"
     assert await current_revision(engine) == head
 
 

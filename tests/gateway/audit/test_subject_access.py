@@ -56,6 +56,7 @@ def _expected_held(
         "restriction_of_processing": person.restricted,
         "retention_until": person.retention_until.isoformat(),
         "legal_hold": cases.case(key).legal_hold,
+        "records": [],  # the edge cases have no records by class
         "supporting_families_assessment": None
         if assessment is None
         else {
