@@ -76,8 +76,9 @@ RUN_ORDER = (
     "audit-recovered",
     "redis-diagnose", "redis-check", "redis-replay-window",
     "open-chains", "close-chain",
-    "retention-dry-run", "retention-apply", "record-retention-dry-run", "record-retention-apply",
-    "record-retention-apply", "restore", "restore-verify", "restore-lost", "restore-promote", "serve", "restore-check",
+    "retention-dry-run", "retention-apply",
+    "record-retention-dry-run", "record-retention-apply", "record-retention-apply",
+    "restore", "restore-verify", "restore-lost", "restore-promote", "serve", "restore-check",
 )  # fmt: skip
 
 PAGE = "{ people(first: 2) { edges { node { ref givenName } } } }"
