@@ -55,7 +55,8 @@ def test_the_readme_example_returns_police_data_from_the_demo(running_demo: Demo
     files = {path.stem: path for path in (directory / "var" / "demo-clients").glob("*.json")}
     assert set(files) == {
         "police-prevention", "dwp-worklessness", "ons-evaluation",
-        "family-hub-outreach", "youth-justice", "mash-safeguarding", "security-audit",
+        "family-hub-outreach", "youth-justice", "mash-safeguarding", "public-health-planning",
+        "security-audit",
     }  # fmt: skip
     for path in files.values():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -46,7 +46,9 @@ from tests.gateway.oauth.conftest import (
 from tests.support.identity import OFFICER
 
 VERIFIED = ("police-prevention", "youth-justice", "mash-safeguarding")
-CREDENTIALS = ("ons-evaluation", "dwp-worklessness", "security-audit", "family-hub-outreach")
+CREDENTIALS = (
+    "ons-evaluation", "dwp-worklessness", "security-audit", "family-hub-outreach", "public-health-planning",
+)  # fmt: skip
 
 
 def thumbprint(key: ECKey) -> str:
