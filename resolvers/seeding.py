@@ -1,6 +1,7 @@
 """A synthetic, deterministic population of families for demos, tests and benchmarks.
 
-Everyone here is invented. Names and postcodes come from Faker's en_GB locale; telephone numbers
+Everyone here is invented. Names and postcodes come from Faker's en_GB locale (postcodes moved into
+the council's own districts, the inward code kept, so they need not exist); telephone numbers
 come from the ranges Ofcom reserves for drama (07700 900xxx, 020 7946 0xxx) and email addresses
 use the reserved domain example.org, so no generated contact detail can reach a real person.
 
@@ -16,6 +17,7 @@ was before records were added.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -41,6 +43,9 @@ from resolvers.scopes import years_before
 BATCH: Final = 5_000
 _HOUSEHOLD_SIZES: Final = ((1, 22), (2, 24), (3, 21), (4, 17), (5, 10), (6, 6))
 _NEEDS_COUNT: Final = ((0, 8), (1, 14), (2, 18), (3, 22), (4, 18), (5, 12), (6, 8))
+# The council's own postcode districts (Westminster, Kensington and Chelsea): a family it supports lives
+# there, so a count by district means something. Faker's inward code is kept.
+COUNCIL_DISTRICTS: Final = ("W1", "W2", "W8", "W9", "W10", "W11", "W14", "NW1", "NW8", "SW1", "SW3", "SW7")
 _SCHOOL_KINDS: Final = ("Primary School", "C of E Primary School", "Academy", "High School", "School")
 _STREET_TOWNS: Final = ("London",) * 7 + ("Westminster", "Paddington", "Pimlico")
 
@@ -174,7 +179,7 @@ class _Generator:
             "line1": f"{rng.randint(1, 220)} {fake.street_name()}",
             "line2": line2,
             "town": rng.choice(_STREET_TOWNS),
-            "postcode": fake.postcode(),
+            "postcode": _local(fake.postcode()),
         }
         protected = rng.random() < P_PROTECTED
         family_name = fake.last_name()
@@ -318,6 +323,13 @@ def _counted_from(until: date, years: int) -> date:
 def _weighted(rng: random.Random, table: tuple[tuple[int, int], ...]) -> int:
     values, weights = zip(*table, strict=True)
     return int(rng.choices(values, weights=weights)[0])
+
+
+def _local(postcode: str) -> str:
+    """Faker's postcode moved into one of the council's districts, chosen by the postcode itself (no
+    draw from any random stream, so the rest of the population is what it was)."""
+    inward = postcode.split()[-1]
+    return f"{COUNCIL_DISTRICTS[zlib.crc32(postcode.encode()) % len(COUNCIL_DISTRICTS)]} {inward}"
 
 
 def _slug(name: str) -> str:

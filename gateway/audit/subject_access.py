@@ -208,7 +208,10 @@ def _record(
     return {
         "record_class": record_class,
         "counted_from": _day(counted_from) if counted_from is not None else None,  # None: still open
-        "schedule": f"{schedule.keep_years} years from {schedule.counted_from}" if schedule else None,
+        "schedule": f"{schedule.keep_years} year{'' if schedule.keep_years == 1 else 's'} from "
+        f"{schedule.counted_from}"
+        if schedule
+        else None,
         "kept_until": _day(add_years(counted_from, schedule.keep_years))
         if schedule is not None and counted_from is not None
         else None,
