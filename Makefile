@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install browser lint typecheck check-schema bench clean
+.PHONY: demo test install browser lint typecheck check-schema bench samples clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,6 +22,9 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/gateway demo
+
+samples: install  # the sample subject access and evidence packs in docs/samples/, from a fresh demo
+	docs/samples/make.sh
 
 lint: install
 	$(BIN)/ruff check policies resolvers schema gateway tests bench
