@@ -31,7 +31,8 @@ PERSON_FIELDS: Final[tuple[FieldSpec, ...]] = (
     ),
     FieldSpec(
         "ageBand",
-        "Age band on the day of the request, derived from the date of birth by the database (minimised).",
+        "Band of the age reached this calendar year, derived from the year of birth by the database "
+        "(minimised: it changes on 1 January, never on a birthday).",
     ),
     FieldSpec("postcode", "Postcode of the household's address.", reveals_location=True, matchable=True),
     FieldSpec(

@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
 from policies.fields import COUNTABLE_FIELDS
 from resolvers.models import addresses, assessments, households, people
-from resolvers.scopes import in_scope, years_before
+from resolvers.scopes import in_scope
 
 ADDRESS_PARTS: Final = ("line1", "line2", "town", "postcode")
 _ADDRESS_FIELDS: Final = frozenset({"postcode", "postcodeDistrict", "address", "uprn"})
@@ -76,19 +76,22 @@ AGE_BANDS: Final[tuple[tuple[int, str], ...]] = (
 )
 # Minimised values, computed by the database: the raw value is never read into the gateway.
 YEAR_OF_BIRTH: Final = cast_(extract("year", people.c.date_of_birth), Integer)
-# The outward code: everything before the inward code, which is always its last three characters
-# (a digit and two letters), with or without the space between them.
-POSTCODE_DISTRICT: Final = func.rtrim(
-    func.substr(addresses.c.postcode, 1, func.length(addresses.c.postcode) - 3)
+# The outward code: the postcode without spaces, upper case, less its inward code (always its last three
+# characters: a digit and two letters). Shorter than the shortest real postcode (five characters): no
+# district, rather than part of whatever was written.
+_POSTCODE: Final = func.upper(func.replace(addresses.c.postcode, " ", ""))
+POSTCODE_DISTRICT: Final = case(
+    (func.length(_POSTCODE) >= 5, func.substr(_POSTCODE, 1, func.length(_POSTCODE) - 3)), else_=null()
 )
 
 
 def age_band(today: date) -> ColumnElement[Any]:
-    """The person's age band on `today`, from their date of birth, in SQL: aged at least N on `today`
-    is born on or before the same day N years earlier (29 February: 28 February in a common year)."""
+    """The band of the age the person reaches in `today`'s calendar year, from the year of birth, in SQL.
+    Judged by the year, not the day: a band then changes for everyone on 1 January, and watching a
+    person's band change tells no more than their year of birth (by the day, the change would give
+    away the birthday)."""
     whens = [
-        (people.c.date_of_birth <= years_before(today, youngest), literal(name))
-        for youngest, name in reversed(AGE_BANDS[1:])
+        (today.year - youngest >= YEAR_OF_BIRTH, literal(name)) for youngest, name in reversed(AGE_BANDS[1:])
     ]
     return case(*whens, else_=literal(AGE_BANDS[0][1]))
 

@@ -38,7 +38,8 @@ class AssessmentOutcome(Enum):
 
 
 @strawberry.enum(
-    description="The person's age band on the day of the request (a minimised value: no date of birth)."
+    description="The band of the age the person reaches this calendar year (a minimised value: no date of "
+    "birth; it changes on 1 January, never on a birthday)."
 )
 class AgeBand(Enum):
     AGE_0_TO_4 = "AGE_0_TO_4"

@@ -173,3 +173,64 @@ async def test_counts_leave_out_every_group_of_fewer_than_ten_and_name_no_one(
             await conn.execute(select(audit_disclosures).where(audit_disclosures.c.event_id == event_id))
         ).all()
     assert (event.outcome, event.operation_name, event.people_count, named) == ("allowed", "Counts", 0, [])
+
+
+async def _add_one(engine: AsyncEngine, n: int, *, born: date, postcode: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(addresses).values(id=n, line1=f"{n} Odd Row", town="London", postcode=postcode)
+        )
+        await conn.execute(insert(households).values(id=n, address_id=n))
+        await conn.execute(
+            insert(people).values(id=n, household_id=n, given_name="Ode", family_name=f"Oddley{n}",
+                                  date_of_birth=born, retention_until=date(2030, 1, 1))
+        )  # fmt: skip
+        await conn.execute(
+            insert(assessments).values(id=n, household_id=n, assessed_on=date(2026, 1, 5), eligible=False)
+        )
+
+
+ONE = "query One($ref: ID!) { person(ref: $ref) { ref ageBand postcodeDistrict } }"
+
+
+@pytest.mark.parametrize(
+    ("postcode", "district"),
+    [("W2 1AA", "W2"), ("W21AA   ", "W2"), ("w2 1aa", "W2"), (" W2 1AA", "W2"), ("W2  1AA", "W2"),
+     ("EC1A1BB", "EC1A"), ("EC1A 1BB", "EC1A"), ("W2", None), ("", None), ("1AA", None)],
+)  # fmt: skip
+async def test_a_district_is_the_outward_code_of_any_spelling_and_never_more(
+    fresh: Fresh, settings: Settings, signing: SigningKeys, postcode: str, district: str | None
+) -> None:
+    await _add_one(fresh.engine, 7_100_001, born=date(1990, 5, 5), postcode=postcode)
+    async with app_on(fresh, settings, signing, REF_SECRET, FIXED_TODAY, PUBLIC_HEALTH) as (_, health):
+        answer = await health.data(ONE, {"ref": health.ref(7_100_001)})
+        # The whole view still answers: one odd record does not take the listing down with it.
+        listed = await health.all_people("ref postcodeDistrict", page_size=500)
+    assert answer["person"]["postcodeDistrict"] == district
+    assert {"ref": health.ref(7_100_001), "postcodeDistrict": district} in listed
+
+
+async def test_an_age_band_changes_on_the_first_of_january_and_never_on_a_birthday(
+    fresh: Fresh, settings: Settings, signing: SigningKeys
+) -> None:
+    """Judged by the day, the band of someone turning 18 would change on their birthday, and a partner
+    reading every day would learn their date of birth."""
+    born = date(2008, 11, 22)  # 18 on 2026-11-22
+    await _add_one(fresh.engine, 7_100_101, born=born, postcode="W2 1AA")
+    bands = {}
+    for day in (
+        date(2025, 12, 31),
+        date(2026, 1, 1),
+        date(2026, 11, 21),
+        date(2026, 11, 22),
+        date(2026, 12, 31),
+    ):
+        async with app_on(fresh, settings, signing, REF_SECRET, day, PUBLIC_HEALTH) as (_, health):
+            bands[day] = (await health.data(ONE, {"ref": health.ref(7_100_101)}))["person"]["ageBand"]
+    assert bands == {
+        date(2025, 12, 31): "AGE_10_TO_17",
+        date(2026, 1, 1): "AGE_18_TO_24",  # the year they turn 18
+        date(2026, 11, 21): "AGE_18_TO_24",
+        date(2026, 11, 22): "AGE_18_TO_24",
+        date(2026, 12, 31): "AGE_18_TO_24",
+    }

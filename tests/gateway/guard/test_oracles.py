@@ -441,9 +441,10 @@ def _projection(client: Partner, person: Person, name: str) -> Any:
         if assessment is None
         else ("ELIGIBLE" if assessment["eligible"] else "NOT_ELIGIBLE"),
         "yearOfBirth": person.date_of_birth.year,
-        "ageBand": _age_band(person.age_on(FIXED_TODAY)),
-        # The outward code: the postcode less its inward code (a digit and two letters), then spaces.
-        "postcodeDistrict": address["postcode"][:-3].strip(),
+        # The age reached this calendar year: bands change on 1 January, never on a birthday.
+        "ageBand": _age_band(FIXED_TODAY.year - person.date_of_birth.year),
+        # The outward code: the postcode without spaces, upper case, less its inward code.
+        "postcodeDistrict": address["postcode"].replace(" ", "").upper()[:-3],
         "programmeStatus": _programme_status(assessment),
     }
     return values[name]
