@@ -77,6 +77,8 @@ class Value:
         raw = self._plain_scalar()
         if not _INT_RE.match(raw):
             raise self.fail("expected a whole number")
+        if len(raw.lstrip("0")) > len(str(maximum)):
+            raise self.fail(f"must be between {minimum} and {maximum}")
         value = int(raw)
         if not minimum <= value <= maximum:
             raise self.fail(f"must be between {minimum} and {maximum}")
@@ -121,9 +123,14 @@ def compose(text: str) -> Value:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         line = int(mark.line) + 1 if mark is not None else None
-        raise YamlShapeError("", line, f"not valid YAML: {error.problem}") from None
+        raise YamlShapeError("", line, f"not valid YAML: {_one_line(error.problem)}") from None
     except yaml.YAMLError as error:
-        raise YamlShapeError("", None, f"not valid YAML: {error}") from None
+        raise YamlShapeError("", None, f"not valid YAML: {_one_line(error)}") from None
     if node is None:
         raise YamlShapeError("", 1, "the file is empty")
     return Value(node, "")
+
+
+def _one_line(problem: object) -> str:
+    """PyYAML's messages may run over several lines (the reader's position on the next): one line."""
+    return " ".join(str(problem).split())

@@ -170,6 +170,8 @@ def _entries(value: Value, *, reserved: Mapping[str, str] | None = None) -> dict
 def add_years(day: date, years: int) -> date:
     """The same calendar day `years` later; 29 February becomes 1 March in a common year, the later of
     the two candidates, so that a record is never purged before its full term has run."""
+    if day.year + years > date.max.year:
+        return date.max  # beyond the calendar (a "never" date such as 9999-12-31): never reached
     try:
         return day.replace(year=day.year + years)
     except ValueError:

@@ -42,6 +42,12 @@ class GatewayGroup(click.Group):
             if stopped.code:
                 _held_warnings_fail()
             raise
+        except click.exceptions.UsageError as wrong:
+            # One line, like every failure: what was wrong, and where the usage is.
+            _held_warnings_fail()
+            where = wrong.ctx.command_path if wrong.ctx is not None else ctx.command_path
+            click.echo(f"error: {wrong.format_message()} (see {where} --help)", err=True)
+            ctx.exit(2)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             _held_warnings_fail()
             raise

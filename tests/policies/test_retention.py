@@ -103,6 +103,9 @@ HOLD = "covers: [youth-justice]"
         ("holds: {}\n", r"missing required key\(s\): schedules"),
         ("", r"the file is empty"),
         ("schedules: {a: [\n", r"not valid YAML"),
+        (GOOD.replace("keep_years: 1", "keep_years: " + "9" * 5000),
+         r":5: .*keep_years: must be between 1 and 100"),
+        ("schedules:\x00 {}\n", r"^retention.yaml: \(file\): not valid YAML: [^\n]*$"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_naming_line_key_and_reason(text: str, message: str) -> None:
@@ -123,6 +126,8 @@ def test_a_missing_file_is_refused_by_name(tmp_path: Path) -> None:
         (date(2019, 2, 28), 1, date(2020, 2, 28)),
         (date(2019, 3, 1), 25, date(2044, 3, 1)),
         (date(2025, 12, 31), 6, date(2031, 12, 31)),
+        (date(9999, 12, 31), 6, date.max),  # a "never" date: beyond the calendar is never reached
+        (date(9996, 2, 29), 7, date.max),
     ],
 )
 def test_years_are_added_by_the_calendar(day: date, years: int, expected: date) -> None:
@@ -181,6 +186,11 @@ def test_the_latest_record_decides_and_names_its_schedule(shipped: RetentionPoli
         ("supporting-families", date(2020, 1, 5)), ("family-hub", date(2020, 1, 5)), policy=shipped
     )
     assert (gone.verdict, gone.schedule, gone.kept_until) == (Verdict.DUE, "family-hub", date(2026, 1, 5))
+
+
+def test_a_record_dated_never_keeps_its_person_and_stops_no_one_else(shipped: RetentionPolicy) -> None:
+    assert not _decide(("family-hub", date(9999, 12, 31)), policy=shipped).is_due
+    assert _decide(("family-hub", date(2001, 1, 1)), policy=shipped).is_due
 
 
 def test_an_open_record_is_never_due_however_old_the_others(shipped: RetentionPolicy) -> None:

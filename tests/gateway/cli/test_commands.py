@@ -447,3 +447,21 @@ def test_the_reference_partner_client_fails_in_one_line(env: dict[str, str], tmp
     result = CliRunner().invoke(main, ["partner", "token", "--client-file", str(closed)], env=env)
     assert result.exit_code == 1
     assert result.output == "error: cannot reach http://127.0.0.1:9/oauth/token (ConnectError)\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["retention", "run", "--batch-size", "0"],
+         "error: Invalid value for '--batch-size': 0 is not in the range 1<=x<=5000. "
+         "(see gateway retention run --help)"),
+        (["retention", "run", "--bogus"],
+         "error: No such option '--bogus'. (see gateway retention run --help)"),
+        (["rights", "record"], "error: Missing argument 'PERSON_ID'. (see gateway rights record --help)"),
+    ],
+)  # fmt: skip
+def test_a_usage_mistake_is_one_error_line_naming_where_the_usage_is(
+    env: dict[str, str], args: list[str], line: str
+) -> None:
+    result = CliRunner().invoke(main, args, env=env, prog_name="gateway")
+    assert (result.exit_code, result.stderr, result.stdout) == (2, line + "\n", "")
