@@ -21,7 +21,7 @@ import calendar
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Final, Literal
 
@@ -237,6 +237,74 @@ def _passes(condition: Condition, report: Evidence) -> bool:
     if condition.is_ is not None:
         return report.flag is condition.is_
     return True  # an event: that it happened
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """Days from `start` up to, not including, `until` (None: no end the evidence foresees)."""
+
+    start: date
+    until: date | None
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day and (self.until is None or day < self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """When, from `start` on, the family is eligible, and when it meets at least one outcome (the DWP's
+    criterion), on the evidence held now: evidence only ages, so these change only when evidence or a
+    rule is added."""
+
+    eligible: tuple[Interval, ...]
+    criterion_met: tuple[Interval, ...]
+
+
+def timeline(rules: Mapping[str, EligibilityRule], evidence: Iterable[Evidence], start: date) -> Timeline:
+    """Evaluate on every day the answer could change (a report's date, its window's anniversary, a
+    rule's first and last day) from `start` on, and join the days into intervals."""
+    facts = tuple(evidence)
+    windows: dict[str, set[int]] = {}
+    for rule in rules.values():
+        for outcome in rule.outcomes:
+            for condition in outcome.met_by:
+                if condition.indicator is not None and condition.within_months is not None:
+                    windows.setdefault(condition.indicator, set()).add(condition.within_months)
+    points = {start}
+    for e in facts:
+        points.add(e.observed_on)
+        points.update(add_months(e.observed_on, months) for months in windows.get(e.indicator, ()))
+    for rule in rules.values():
+        points.add(rule.start)
+        if rule.until is not None:
+            points.add(rule.until + timedelta(days=1))
+    eligible: list[tuple[date, bool]] = []
+    criterion: list[tuple[date, bool]] = []
+    for day in sorted(p for p in points if p >= start):
+        try:
+            rule = rule_in_force(rules, day)
+        except LookupError:
+            eligible.append((day, False))
+            criterion.append((day, False))
+            continue
+        result = evaluate(rule, facts, day)
+        eligible.append((day, result.eligible))
+        criterion.append((day, result.met >= 1))
+    return Timeline(eligible=_intervals(eligible), criterion_met=_intervals(criterion))
+
+
+def _intervals(points: list[tuple[date, bool]]) -> tuple[Interval, ...]:
+    out: list[Interval] = []
+    opened: date | None = None
+    for day, on in points:
+        if on and opened is None:
+            opened = day
+        elif not on and opened is not None:
+            out.append(Interval(opened, day))
+            opened = None
+    if opened is not None:
+        out.append(Interval(opened, None))
+    return tuple(out)
 
 
 def rule_in_force(rules: Mapping[str, EligibilityRule], day: date) -> EligibilityRule:

@@ -12,10 +12,12 @@ from policies.eligibility import (
     ASSESSMENT_NEEDS,
     EligibilityFileError,
     Evidence,
+    Interval,
     add_months,
     evaluate,
     load_eligibility,
     rule_in_force,
+    timeline,
 )
 from resolvers.models import OUTCOMES
 
@@ -153,6 +155,27 @@ def test_a_family_is_judged_on_every_members_evidence() -> None:
     result = evaluate(NOW, evidence, TODAY)
     assert result.eligible and result.met == 3 and result.since == date(2026, 9, 1)
     assert [o.key for o in result.outcomes if o.met] == ["crime_prevention", "housing", "financial_stability"]
+
+
+def test_the_timeline_says_when_a_family_moves_in_and_out_as_its_evidence_ages() -> None:
+    base = [_need("need_housing", date(2026, 1, 5)), _need("need_health", date(2026, 1, 5))]
+    evidence = [
+        *base,
+        _report("proven_offence", date(2026, 2, 1), person=CHILD),
+        _report("antisocial_behaviour_intervention", date(2026, 12, 20), person=CHILD),  # reported ahead
+    ]
+    made = timeline(RULES, evidence, TODAY)
+    # In from today (the offence made the third outcome), out on the offence's anniversary... except that
+    # the intervention of 20 December keeps crime prevention met until its own anniversary.
+    assert made.eligible == (Interval(TODAY, date(2027, 12, 20)),)
+    assert made.criterion_met == (Interval(TODAY, None),)  # the assessed needs do not age
+    # Without the intervention: out on 1 February 2027, and every day in between agrees with evaluate().
+    alone = timeline(RULES, evidence[:3], TODAY)
+    assert alone.eligible == (Interval(TODAY, date(2027, 2, 1)),)
+    for day in (TODAY, date(2027, 1, 31), date(2027, 2, 1), date(2027, 6, 1)):
+        assert any(i.covers(day) for i in alone.eligible) is evaluate(NOW, evidence[:3], day).eligible, day
+    # Nothing at all: never in either population.
+    assert timeline(RULES, [], TODAY) == type(made)(eligible=(), criterion_met=())
 
 
 def test_add_months_keeps_the_day_or_takes_the_months_last() -> None:
