@@ -50,9 +50,11 @@ from gateway.oauth import (
 from gateway.reviews import remember_versions
 from gateway.rights import NoticeStore
 from gateway.routes import EXCEPTION_HANDLERS, Endpoints, build_routes
+from gateway.sharing import ContributionStore
 from gateway.state import SharedState, shared_state
 from gateway.telemetry import Telemetry, TracingMiddleware, telemetry_from_environment, trace_sql
 from policies import Agreement, load_agreements
+from policies.eligibility import load_eligibility
 from resolvers import RefCodec
 from schema import View, build_views
 
@@ -250,6 +252,7 @@ def _endpoints(
         ledger=SecurityLedger(engine, gateway.agreements),
         notices=NoticeStore(engine),
         guard=gateway.guard,
+        contributions=ContributionStore(engine, load_eligibility(settings.eligibility_dir)),
         unaudited_for_benchmarks=gateway.ledger is None,
         compiled=compiled,
     )

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.db import check_url
 from gateway.http import IPNetwork, parse_networks
 from policies import AGREEMENTS_DIR
+from policies.eligibility import ELIGIBILITY_DIR
 from policies.retention import RETENTION_FILE
 
 DEFAULT_STATE_DIR = Path("var")
@@ -81,6 +82,10 @@ class Settings(BaseSettings):
     retention_file: Path = Field(
         default=RETENTION_FILE,
         description="The retention schedules and holds that `gateway retention run` applies",
+    )
+    eligibility_dir: Path = Field(
+        default=ELIGIBILITY_DIR,
+        description="The programme's eligibility rules, by which partners' reports change populations",
     )
     token_ttl_seconds: int = Field(default=300, ge=60, le=600, description="At most ten minutes")
     token_leeway_seconds: int = Field(default=30, ge=0, le=120)

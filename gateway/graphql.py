@@ -76,15 +76,18 @@ from gateway.oauth import (
     TokenVerifier,
     dpop_challenge,
 )
+from gateway.sharing import ContributionStore
 from policies import Agreement, Decision, DenyCode, Obligation, PurposeContext, evaluate
 from resolvers import RefCodec
 from schema import Disclosure, View, ViewContext, classify
+from schema.contributions import FIELD as CONTRIBUTION_FIELD
 from schema.ledger_records import LedgerReader
 from schema.notice_records import NoticeReader
 from schema.notices import FIELD as NOTICE_FIELD
 
 log = logging.getLogger("gateway.graphql")
 NOTICE_FIELDS: Final = (NOTICE_FIELD,)  # what a read of the Art 19 feed discloses of each person
+CONTRIBUTION_FIELDS: Final = (CONTRIBUTION_FIELD,)  # what a partner's report records of the person
 
 REALM: Final = "partner-gateway"
 GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
@@ -134,6 +137,7 @@ class Outcome:
     alert_id: str | None = None  # the security alert this request raised
     media_type: str = APPLICATION_JSON  # the answer's, as the Accept header chose it
     executed: bool = False  # the document ran: the answer has `data` (null, partial or whole)
+    contributed: bool = False  # a partner's report waits for this request's event to count
 
     @property
     def code(self) -> str | None:
@@ -162,6 +166,7 @@ class GraphQLEndpoint:
         ledger: LedgerReader,
         notices: NoticeReader,
         guard: Guard,
+        contributions: ContributionStore | None = None,
         unaudited_for_benchmarks: bool = False,
         compiled: bool = True,
     ) -> None:
@@ -179,6 +184,7 @@ class GraphQLEndpoint:
         self._max_body_bytes = max_body_bytes
         self._ledger = ledger
         self._notices = notices
+        self._contributions = contributions
         self._guard = guard
         # Only bench/ sets it (create_app's unaudited_for_benchmarks): no ledger, so the policy's record
         # obligations are waived, to measure what the ledger costs. Nothing else can reach it.
@@ -334,7 +340,7 @@ class GraphQLEndpoint:
         quota = await self._guard.people.take(
             outcome.client_id or "",
             agreement,
-            {d.person_id for d in disclosures if d.fields != NOTICE_FIELDS},
+            {d.person_id for d in disclosures if d.fields not in (NOTICE_FIELDS, CONTRIBUTION_FIELDS)},
         )
         if quota is not None:
             await self._guard.alerts.raise_alert(
@@ -367,7 +373,18 @@ class GraphQLEndpoint:
                 "OBLIGATION_NOT_MET",
             )
         outcome.disclosures = disclosures
+        outcome.contributed = any(d.fields == CONTRIBUTION_FIELDS for d in disclosures)
         return json_response(body)
+
+    async def recorded(self, outcome: Outcome) -> None:
+        """The request's event is written: a report it made now counts (gateway.sharing). If this fails,
+        the report stays pending and never counts; a retry with its key carries it."""
+        if not outcome.contributed or self._contributions is None:
+            return
+        try:
+            await self._contributions.recorded(outcome.event_id)
+        except Exception as error:
+            log.error("a contribution was not made evidence", extra={"error_type": type(error).__name__})
 
     async def _alert_break_glass(self, view: View, outcome: Outcome) -> None:
         """The BREAK_GLASS alert, written before the answer leaves, or no answer (503)."""
@@ -573,6 +590,8 @@ class GraphQLEndpoint:
             acting_user=outcome.purpose.acting_user,
             client_id=outcome.client_id,
             notices=None if view.agreement.is_ledger else self._notices,
+            contributions=self._contributions if view.agreement.contributes else None,
+            event_id=outcome.event_id,
         )
         if self._compiled and view.planner is not None:
             data = await view.planner.execute(

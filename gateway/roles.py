@@ -29,6 +29,10 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     # Read for subject access; `gateway retention run` purges as the migrator, never as this role.
     "person_records": ("SELECT",),
     "assessments": ("SELECT",),
+    # Two-way sharing: partners' contributions (made pending, then recorded once their event is written)
+    # and the eligibility timelines the gateway recomputes for the families they are about.
+    "contributions": ("SELECT", "INSERT", "UPDATE"),
+    "eligibility_intervals": ("SELECT", "INSERT", "DELETE"),
     # Data subjects' requests: recorded through the gateway, with the objections and restrictions
     # they put in effect and lift.
     "objections": ("SELECT", "INSERT", "DELETE"),

@@ -176,13 +176,16 @@ class _Handlers:
             throttled = await self._address_throttled(address)
             if throttled is not None:
                 return self._graphql_throttled(throttled, outcome, address, started)
-        return await self._e.auditor.seal(
+        sealed = await self._e.auditor.seal(
             draft,
             response,
             started=started,
             unavailable=lambda: graphql_unavailable(outcome.media_type),
             client_verified=True,
         )
+        if sealed.status_code < 500:
+            await self._e.graphql.recorded(outcome)  # its event written: a partner's report now counts
+        return sealed
 
     def _graphql_throttled(
         self, throttled: Throttled, outcome: Outcome, address: str | None, started: float

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 from policies._yaml import Value, YamlShapeError, compose
 from policies.access import ACCESS_KEYS, Access, parse_access
 from policies.console import ConsoleReaders, parse_console
+from policies.contributions import CONTRIBUTIONS
 from policies.fields import (
     COUNTABLE_FIELDS,
     DERIVED_FIELDS,
@@ -57,6 +58,7 @@ _TOP_KEYS = frozenset(
         "introspection",
         "console",
         "counts",
+        "contributes",
     }
     | ACCESS_KEYS
 )
@@ -71,13 +73,21 @@ _OPTIONAL_TOP_KEYS = (
             "protected_address",
             "console",
             "counts",
+            "contributes",
         }
     )
     | ACCESS_KEYS
 )
 _REQUIRED_TOP_KEYS = _TOP_KEYS - _OPTIONAL_TOP_KEYS
 # Keys about people, required for a person population and meaningless for the access ledger.
-_PERSON_ONLY_KEYS = ("honours_objection", "protected_address", "match", "break_glass", "counts")
+_PERSON_ONLY_KEYS = (
+    "honours_objection",
+    "protected_address",
+    "match",
+    "break_glass",
+    "counts",
+    "contributes",
+)
 # Keys about the access ledger only.
 _LEDGER_ONLY_KEYS = ("console",)
 # Bounds a per-agreement limit may take: (minimum, maximum).
@@ -151,6 +161,8 @@ class Agreement:
     console: ConsoleReaders | None = None  # who may sign in to the security console (ledger only)
     # `peopleCounts` in the view, grouped by its countable fields, each count below this suppressed.
     counts_suppress_below: int | None = None
+    # Mutations by which the partner reports indicators about people in its view (policies.contributions).
+    contributes: tuple[str, ...] = ()
     text: str = field(default="", repr=False, compare=False)  # the file as reviewed, for its version history
 
     @property
@@ -293,7 +305,20 @@ def _parse(root: Value, source: str, expected_id: str | None) -> Agreement:
         requires=requires,
         limits=limits,
         counts_suppress_below=_counts(top, fields, listing) if "counts" in top else None,
+        contributes=_contributes(top["contributes"]) if "contributes" in top else (),
     )
+
+
+def _contributes(value: Value) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in value.words():
+        name = item.word(choices=tuple(CONTRIBUTIONS))
+        if name in names:
+            raise item.fail("listed twice")
+        names.append(name)
+    if not names:
+        raise value.fail("name at least one contribution, or leave the key out")
+    return tuple(names)
 
 
 def _counts(top: dict[str, Value], fields: tuple[str, ...], listing: bool) -> int:

@@ -13,12 +13,16 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Date,
+    DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     false,
     func,
 )
@@ -135,4 +139,42 @@ person_records = Table(
     Column("record_class", String(64), primary_key=True),
     Column("counted_from", Date, nullable=True),
     Index("ix_person_records_record_class", "record_class"),
+)
+
+
+# Two-way sharing: an indicator a partner reported about a person, with its provenance. Only 'recorded'
+# rows (the request's audit event written) are evidence; a retry with the same key gets the first answer.
+contributions = Table(
+    "contributions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=False, index=True),
+    Column("household_id", Integer, nullable=False, index=True),
+    Column("indicator", String(64), nullable=False),
+    Column("observed_on", Date, nullable=False),
+    Column("flag", Boolean, nullable=True),
+    Column("percent", Numeric(5, 2), nullable=True),
+    Column("term", String(32), nullable=True),
+    Column("client_id", String(64), nullable=False),
+    Column("agreement_id", String(64), nullable=False),
+    Column("acting_user", String(200), nullable=True),
+    Column("event_id", String(32), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | recorded
+    Column("idempotency_key", String(200), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    UniqueConstraint("client_id", "idempotency_key", name="uq_contributions_client_id"),
+)
+
+# Each family's eligibility timeline under the programme rules, from the assessor's needs and the
+# recorded contributions (policies.eligibility.timeline): kept only for families with contributions.
+ELIGIBLE, CRITERION = "eligible", "criterion"
+eligibility_intervals = Table(
+    "eligibility_intervals",
+    metadata,
+    Column("household_id", Integer, ForeignKey("households.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_until", Date, nullable=True),  # the first day it no longer holds; NULL: no end foreseen
+    PrimaryKeyConstraint("household_id", "kind", "valid_from", name="pk_eligibility_intervals"),
 )

@@ -45,18 +45,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policies import LOCATION_FIELDS, Decision, ProtectedAddress, RowScope
 from policies.fields import COUNTABLE_FIELDS
 from resolvers.models import addresses, assessments, households, people
-from resolvers.scopes import in_scope
+from resolvers.scopes import eligible_on, in_scope
 
 ADDRESS_PARTS: Final = ("line1", "line2", "town", "postcode")
 _ADDRESS_FIELDS: Final = frozenset({"postcode", "postcodeDistrict", "address", "uprn"})
 _NAME_FIELDS: Final = frozenset({"givenName", "familyName"})
 
-PROGRAMME_STATUS: Final = case(
-    (assessments.c.id.is_(None), literal("NOT_ASSESSED")),
-    (assessments.c.coordinated_support.is_(true()), literal("COORDINATED_SUPPORT")),
-    (assessments.c.eligible.is_(true()), literal("ELIGIBLE")),
-    else_=literal("NOT_ELIGIBLE"),
-)
+
+def programme_status(today: date) -> ColumnElement[Any]:
+    """Where the family stands on `today`: eligible as the assessor recorded or by the evidence now."""
+    return case(
+        (assessments.c.coordinated_support.is_(true()), literal("COORDINATED_SUPPORT")),
+        (eligible_on(today), literal("ELIGIBLE")),
+        (assessments.c.id.is_(None), literal("NOT_ASSESSED")),
+        else_=literal("NOT_ELIGIBLE"),
+    )
+
+
 ASSESSMENT_OUTCOME: Final = case(
     (assessments.c.id.is_(None), null()),
     (assessments.c.eligible.is_(true()), literal("ELIGIBLE")),
@@ -97,7 +102,7 @@ def age_band(today: date) -> ColumnElement[Any]:
 
 
 # The columns behind each field. familyRef and members are derived from the household id, which
-# every query selects anyway; ageBand depends on the day (see `_columns`).
+# every query selects anyway; ageBand and programmeStatus depend on the day (see `_columns`).
 _COLUMNS: Final[dict[str, tuple[ColumnElement[Any], ...]]] = {
     "givenName": (people.c.given_name,),
     "familyName": (people.c.family_name,),
@@ -111,7 +116,7 @@ _COLUMNS: Final[dict[str, tuple[ColumnElement[Any], ...]]] = {
     "phone": (people.c.phone,),
     "email": (people.c.email,),
     "school": (people.c.school,),
-    "programmeStatus": (PROGRAMME_STATUS,),
+    "programmeStatus": (),
     "assessmentOutcome": (ASSESSMENT_OUTCOME,),
     "familyRef": (),
     "members": (),
@@ -461,7 +466,11 @@ def _record(
 
 
 def _columns(name: str, today: date) -> tuple[ColumnElement[Any], ...]:
-    return (age_band(today),) if name == "ageBand" else _COLUMNS[name]
+    if name == "ageBand":
+        return (age_band(today),)
+    if name == "programmeStatus":
+        return (programme_status(today),)
+    return _COLUMNS[name]
 
 
 _NOT_ONE_COLUMN: Final = frozenset({"address", "familyRef", "members"})

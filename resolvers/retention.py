@@ -2,7 +2,8 @@
 
 Nothing here commits: the caller owns the transaction, and a purge is all or nothing within it. The
 purge removes a person's rows from the council's records (their objections, restrictions, records by
-class, then the person), then every household it left with nobody (with its assessment) and every
+class, partners' contributions about them, then the person; the family's eligibility is judged again
+without them), then every household it left with nobody (with its assessment) and every
 address no household uses any more. What outlives the record is not touched here: the access ledger
 and its disclosure register, data subjects' requests, notifications to past recipients and break-glass
 reviews keep the person's internal id, so a subject access request still answers who received what.
@@ -10,7 +11,7 @@ reviews keep the person's internal id, so a subject access request still answers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,9 +19,13 @@ from typing import Any
 from sqlalchemy import Row, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from policies.eligibility import EligibilityRule, load_eligibility
+from resolvers.eligibility import refresh_households
 from resolvers.models import (
     addresses,
     assessments,
+    contributions,
+    eligibility_intervals,
     households,
     objections,
     people,
@@ -31,7 +36,7 @@ from resolvers.models import (
 _Row = Row[*tuple[Any, ...]]
 
 # Tables keyed by person (a foreign key to people.id): emptied for a person before the person goes.
-PERSON_TABLES = (objections, restrictions, person_records)
+PERSON_TABLES = (objections, restrictions, person_records, contributions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,9 @@ def _joined(rows: Sequence[_Row], records: Sequence[_Row]) -> list[PersonRecords
     ]
 
 
-async def purge_people(conn: AsyncConnection, person_ids: Sequence[int]) -> PurgeCount:
+async def purge_people(
+    conn: AsyncConnection, person_ids: Sequence[int], rules: Mapping[str, EligibilityRule] | None = None
+) -> PurgeCount:
     """Delete these people and what only they kept: call inside the transaction that locked and decided
     them (`lock_people_records`)."""
     ids = sorted(set(person_ids))
@@ -141,6 +148,9 @@ async def purge_people(conn: AsyncConnection, person_ids: Sequence[int]) -> Purg
             await conn.execute(select(households.c.address_id).where(households.c.id.in_(empty)).distinct())
         ).scalars()
     )
+    # A family that keeps members is judged again without the evidence that went with the others.
+    await refresh_households(conn, sorted(set(household_ids) - set(empty)), rules or load_eligibility())
+    await conn.execute(delete(eligibility_intervals).where(eligibility_intervals.c.household_id.in_(empty)))
     await conn.execute(delete(assessments).where(assessments.c.household_id.in_(empty)))
     emptied = (await conn.execute(delete(households).where(households.c.id.in_(empty)))).rowcount
     unused = (

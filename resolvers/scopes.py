@@ -10,10 +10,20 @@ from collections.abc import Callable
 from datetime import date
 from typing import Final
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, true
 
 from policies import POPULATIONS, ProtectedAddress, RowScope
-from resolvers.models import EVERY_AGREEMENT, OUTCOMES, assessments, objections, people, restrictions
+from resolvers.models import (
+    CRITERION,
+    ELIGIBLE,
+    EVERY_AGREEMENT,
+    OUTCOMES,
+    assessments,
+    eligibility_intervals,
+    objections,
+    people,
+    restrictions,
+)
 
 
 def years_before(day: date, years: int) -> date:
@@ -24,20 +34,37 @@ def years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years, day=28)
 
 
-def _cohort(_: date) -> ColumnElement[bool]:
-    return assessments.c.eligible.is_(true())
+def on_timeline(kind: str, today: date) -> ColumnElement[bool]:
+    """The person's family is `kind` (eligible; meets a criterion) on `today` by its eligibility
+    timeline: the assessor's needs and partners' recorded contributions under the programme's rules."""
+    return exists().where(
+        eligibility_intervals.c.household_id == people.c.household_id,
+        eligibility_intervals.c.kind == kind,
+        eligibility_intervals.c.valid_from <= today,
+        or_(eligibility_intervals.c.valid_until.is_(None), eligibility_intervals.c.valid_until > today),
+    )
 
 
-def _criterion_met(_: date) -> ColumnElement[bool]:
-    return or_(*(assessments.c[name].is_(true()) for name, _ in OUTCOMES))
+def eligible_on(today: date) -> ColumnElement[bool]:
+    """Eligible: as the assessor recorded (a council fact, never overwritten), or by the evidence now."""
+    return or_(assessments.c.eligible.is_(true()), on_timeline(ELIGIBLE, today))
+
+
+def _cohort(today: date) -> ColumnElement[bool]:
+    return eligible_on(today)
+
+
+def _criterion_met(today: date) -> ColumnElement[bool]:
+    return or_(*(assessments.c[name].is_(true()) for name, _ in OUTCOMES), on_timeline(CRITERION, today))
 
 
 def _assessed(_: date) -> ColumnElement[bool]:
     return assessments.c.id.is_not(None)
 
 
-def _eligible_without_support(_: date) -> ColumnElement[bool]:
-    return and_(assessments.c.eligible.is_(true()), assessments.c.coordinated_support.is_(false()))
+def _eligible_without_support(today: date) -> ColumnElement[bool]:
+    # A family with no assessment (eligible on partners' evidence alone) has no coordinated support yet.
+    return and_(eligible_on(today), func.coalesce(assessments.c.coordinated_support, false()).is_(false()))
 
 
 def _children_10_to_17(today: date) -> ColumnElement[bool]:

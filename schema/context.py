@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies import Decision
 from resolvers import RefCodec
+from schema.contribution_records import ContributionWriter
 from schema.ledger_records import LedgerReader
 from schema.notice_records import NoticeReader
 
@@ -45,6 +46,8 @@ class ViewContext:
     acting_user: str | None = None  # who is asking: a review in the ledger view is recorded under it
     client_id: str | None = None  # the verified client: whose notifications a person view reads
     notices: NoticeReader | None = None  # only for views over person records (Art 19 notifications)
+    contributions: ContributionWriter | None = None  # only for views whose agreement `contributes`
+    event_id: str | None = None  # the request's audit event, known ahead: what a contribution waits for
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

@@ -107,7 +107,9 @@ def notifications_field() -> Any:
     )
 
 
-def notices_mutation() -> type:
+def notices_mutation(extra: dict[str, Any] | None = None) -> type:
+    """The person views' Mutation type: the acknowledgement, and `extra` (the agreement's contributions)."""
+
     async def acknowledge_notification(info: strawberry.Info, id: strawberry.ID) -> Notification:
         context, reader, client_id = _reader(info)
         try:
@@ -126,7 +128,8 @@ def notices_mutation() -> type:
             resolver=acknowledge_notification,
             description="Say that this client has corrected or deleted its copy. Acknowledging again "
             "changes nothing and answers the first acknowledgement.",
-        )
+        ),
+        **(extra or {}),
     }
     return strawberry.type(
         type("Mutation", (), {"__annotations__": {}, "__module__": __name__, **namespace}), name="Mutation"

@@ -37,6 +37,7 @@ from resolvers import (
 )
 from schema.compiled import Planner
 from schema.context import Disclosure, ViewContext
+from schema.contributions import contribution_mutations
 from schema.errors import BadUserInputError
 from schema.ledger import ledger_mutation, ledger_query
 from schema.limits import MAX_ROOT_FIELDS, ShapeLimits, complexity_rule
@@ -114,7 +115,9 @@ def build_view(agreement: Agreement, *, max_tokens: int = 2_000, tracer: Tracer 
     used_tracer = tracer or NoOpTracer()
     schema = _ViewSchema(
         query=query,
-        mutation=ledger_mutation(agreement) if agreement.is_ledger else notices_mutation(),
+        mutation=ledger_mutation(agreement)
+        if agreement.is_ledger
+        else notices_mutation(contribution_mutations(agreement)),
         config=StrawberryConfig(disable_field_suggestions=True),
         extensions=[
             lambda: OperationPipeline(

@@ -43,8 +43,14 @@ def _expected_types(agreement: Agreement) -> set[str]:
         types.add("AgeBand")
     if agreement.counts_suppress_below is not None:
         types.add("PeopleCount")
-    if "dateOfBirth" not in agreement.fields and "dateOfBirth" not in agreement.match:
-        types.discard("Date")
+    if agreement.contributes:
+        types.add("Contribution")
+    if (
+        "dateOfBirth" not in agreement.fields
+        and "dateOfBirth" not in agreement.match
+        and not agreement.contributes
+    ):
+        types.discard("Date")  # a contribution names the day it reports
     return types
 
 

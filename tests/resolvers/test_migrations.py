@@ -30,7 +30,7 @@ EXPECTED_TABLES = {
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention",
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
     "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests", "agreement_versions",
-    "notifications", "person_records",
+    "notifications", "person_records", "contributions", "eligibility_intervals",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
 
@@ -94,18 +94,22 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
         uniques = await conn.run_sync(
             lambda sync: {
                 name: {u["name"] for u in inspect(sync).get_unique_constraints(name)}
-                for name in ("addresses", "assessments")
+                for name in ("addresses", "assessments", "contributions")
             }
         )
     partitions = {t for t in tables if t.startswith(PARTITIONED_TABLES) and "_y" in t}
     assert tables - partitions == EXPECTED_TABLES | {"alembic_version"}
     assert indexes >= EXPECTED_INDEXES
-    assert uniques == {"addresses": {"uq_addresses_uprn"}, "assessments": {"uq_assessments_household_id"}}
+    assert uniques == {
+        "addresses": {"uq_addresses_uprn"},
+        "assessments": {"uq_assessments_household_id"},
+        "contributions": {"uq_contributions_client_id"},
+    }
 
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0012"
+    assert head == "0013"
     assert await current_revision(engine) == head
 
 

@@ -90,7 +90,7 @@ async def test_audit_search_lists_the_police_events_as_json_and_as_text(
     assert times == sorted(times, reverse=True)
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t) for t in times)
     event = events[ids.index(allowed_id)]
-    assert (event["outcome"], event["agreement_id"], event["agreement_version"]) == ("allowed", POLICE, 3)
+    assert (event["outcome"], event["agreement_id"], event["agreement_version"]) == ("allowed", POLICE, 4)
     assert (event["people_count"], event["http_status"], event["endpoint"]) == (3, 200, "graphql")
     assert event["fields_disclosed"] == ["ref", "familyName"]
     refused = events[ids.index(denied_id)]
@@ -111,7 +111,7 @@ async def test_audit_search_lists_the_police_events_as_json_and_as_text(
     assert [line.split()[-1] for line in lines] == ids
     [line] = [line for line in lines if line.endswith(allowed_id)]
     assert line.startswith(event["occurred_at"])
-    assert re.search(rf"allowed +200 +graphql +{client} +police-prevention@3 +people=3 ", line)
+    assert re.search(rf"allowed +200 +graphql +{client} +police-prevention@4 +people=3 ", line)
 
 
 async def test_every_cli_run_is_recorded_under_security_audit(

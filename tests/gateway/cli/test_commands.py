@@ -375,7 +375,7 @@ def test_policies_check_prints_the_register_with_warnings_ahead_and_refusals(env
     near = CliRunner().invoke(main, ["policies", "check", "--today", "2027-01-05"], env=env)
     assert near.exit_code == 0
     assert (
-        "warning: police-prevention@3: falls due for review on 2027-01-31, in 26 days"
+        "warning: police-prevention@4: falls due for review on 2027-01-31, in 26 days"
         in near.stderr.splitlines()
     )
     assert len(near.stderr.splitlines()) == len(load_agreements())  # all due on 2027-01-31
@@ -394,7 +394,7 @@ def test_policies_check_prints_the_register_with_warnings_ahead_and_refusals(env
         "verified",
         ["private_key_jwt"],
     )
-    assert "warning: police-prevention@3: not in force: AGREEMENT_EXPIRED" in lapsed.stderr
+    assert "warning: police-prevention@4: not in force: AGREEMENT_EXPIRED" in lapsed.stderr
 
 
 def _register_block(output: str, agreement: str) -> str:

@@ -1,0 +1,67 @@
+"""Two-way sharing in the gateway: partners' reports recorded in their requests, and made evidence once
+each request's audit event is written (then the families they are about are judged again).
+
+A report waits, pending, for its request's event: if the ledger cannot be written the partner is answered
+503 and the report never counts; a retry with the same idempotency key carries it, under the retry's event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db import utc
+from policies.eligibility import EligibilityRule
+from resolvers.contributions import KeyReusedError, make_evidence, store
+from resolvers.eligibility import refresh_households
+from schema.contribution_records import ContributionRecord, IdempotencyKeyReusedError, NewContribution
+
+log = logging.getLogger(__name__)
+
+
+class ContributionStore:
+    def __init__(self, engine: AsyncEngine, rules: Mapping[str, EligibilityRule]) -> None:
+        self._engine = engine
+        self._rules = rules
+
+    async def report(
+        self,
+        new: NewContribution,
+        *,
+        client_id: str,
+        agreement_id: str,
+        acting_user: str | None,
+        event_id: str,
+    ) -> ContributionRecord:
+        try:
+            async with self._engine.begin() as conn:
+                stored = await store(
+                    conn, person_id=new.person_id, indicator=new.indicator, observed_on=new.observed_on,
+                    flag=new.flag, percent=new.percent, term=new.term, client_id=client_id,
+                    agreement_id=agreement_id, acting_user=acting_user, event_id=event_id,
+                    idempotency_key=new.idempotency_key, fingerprint=new.fingerprint,
+                )  # fmt: skip
+        except KeyReusedError:
+            raise IdempotencyKeyReusedError from None
+        row = stored.row
+        return ContributionRecord(
+            id=row["id"], person_id=row["person_id"], indicator=row["indicator"],
+            observed_on=row["observed_on"], recorded_at=_aware(row["recorded_at"]),
+            conflicting=stored.conflicting, retried=stored.retried,
+        )  # fmt: skip
+
+    async def recorded(self, event_id: str) -> None:
+        """The request's event is written: its reports are evidence, their families judged again."""
+        async with self._engine.begin() as conn:
+            households = await make_evidence(conn, event_id)
+            await refresh_households(conn, households, self._rules)
+
+
+def _aware(moment: datetime) -> datetime:
+    """As written (UTC), whichever database read it back: a retry's answer is the first one's."""
+    made = utc(moment)
+    assert made is not None
+    return made

@@ -1,0 +1,102 @@
+"""Partners' contributions as rows: recorded pending, made evidence once their request's event is written.
+
+Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resolvers.models import contributions, people
+
+PENDING, RECORDED = "pending", "recorded"
+
+
+class KeyReusedError(Exception):
+    """The client used this idempotency key before, for a different report."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    row: dict[str, Any]
+    conflicting: bool
+    retried: bool
+
+
+async def store(
+    conn: AsyncConnection,
+    *,
+    person_id: int,
+    indicator: str,
+    observed_on: date,
+    flag: bool | None,
+    percent: float | None,
+    term: str | None,
+    client_id: str,
+    agreement_id: str,
+    acting_user: str | None,
+    event_id: str,
+    idempotency_key: str,
+    fingerprint: str,
+) -> Stored:
+    """Record a report pending its event, or find the first one made with this key. A report found still
+    pending (its request's event was never written) now waits for this request's event instead."""
+    mine = and_(contributions.c.client_id == client_id, contributions.c.idempotency_key == idempotency_key)
+    found = (await conn.execute(select(contributions).where(mine))).first()
+    if found is None:
+        household = (
+            await conn.execute(select(people.c.household_id).where(people.c.id == person_id))
+        ).scalar_one()
+        row = {
+            "id": uuid.uuid4().hex, "person_id": person_id, "household_id": household, "indicator": indicator,
+            "observed_on": observed_on, "flag": flag,
+            "percent": None if percent is None else Decimal(str(percent)), "term": term,
+            "client_id": client_id, "agreement_id": agreement_id, "acting_user": acting_user,
+            "event_id": event_id, "recorded_at": datetime.now(UTC), "state": PENDING,
+            "idempotency_key": idempotency_key, "fingerprint": fingerprint,
+        }  # fmt: skip
+        try:
+            async with conn.begin_nested():
+                await conn.execute(contributions.insert().values(**row))
+        except IntegrityError:
+            found = (await conn.execute(select(contributions).where(mine))).first()
+            if found is None:  # pragma: no cover - not a race on the key after all
+                raise
+        else:
+            return Stored(row, await _conflicting(conn, row), retried=False)
+    first = dict(found._mapping)
+    if first["fingerprint"] != fingerprint:
+        raise KeyReusedError
+    if first["state"] == PENDING:
+        await conn.execute(update(contributions).where(mine).values(event_id=event_id))
+    return Stored(first, await _conflicting(conn, first), retried=True)
+
+
+async def _conflicting(conn: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Whether another report of the same indicator, person and day says otherwise."""
+    c = contributions.c
+    other = exists().where(
+        c.id != row["id"], c.person_id == row["person_id"], c.indicator == row["indicator"],
+        c.observed_on == row["observed_on"], c.state.in_((PENDING, RECORDED)),
+        or_(c.flag.is_distinct_from(row["flag"]), c.percent.is_distinct_from(row["percent"])),
+    )  # fmt: skip
+    return bool((await conn.execute(select(other))).scalar())
+
+
+async def make_evidence(conn: AsyncConnection, event_id: str) -> list[int]:
+    """The reports made in the request whose event was just written become evidence; their families."""
+    made = await conn.execute(
+        update(contributions)
+        .where(contributions.c.event_id == event_id, contributions.c.state == PENDING)
+        .values(state=RECORDED)
+        .returning(contributions.c.household_id)
+    )
+    return sorted({row.household_id for row in made})

@@ -1,0 +1,80 @@
+"""Each family's eligibility, from the assessor's needs and partners' recorded contributions.
+
+The programme's rules are data (`policies/eligibility/`) and the evaluator is pure
+(`policies.eligibility`); here the evidence is read and the family's timeline (when it is eligible, when it
+meets at least one outcome) is kept in `eligibility_intervals`, which the populations read. Only
+families with a recorded contribution have a timeline: for every other family the assessor's recorded
+result stands alone, as before. A timeline holds the days ahead too (evidence ages out on its window's
+anniversary), so a family moves out of a population on the day its evidence ages, without a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import date
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from policies.eligibility import ASSESSMENT_NEEDS, EligibilityRule, Evidence, timeline
+from resolvers.models import CRITERION, ELIGIBLE, assessments, contributions, eligibility_intervals
+
+FAMILY = 0  # the person an assessor's need is recorded for: the family as a whole
+ASSESSOR = "council-assessment"  # the source of the assessor's needs
+RECORDED = "recorded"  # a contribution whose request's audit event is written: evidence
+
+
+async def family_evidence(conn: AsyncConnection, household_ids: Collection[int]) -> dict[int, list[Evidence]]:
+    """Each family's evidence: the needs its assessor recorded (dated the assessment) and every recorded
+    contribution about one of its members."""
+    ids = sorted(set(household_ids))
+    out: dict[int, list[Evidence]] = {household: [] for household in ids}
+    if not ids:
+        return out
+    for row in await conn.execute(select(assessments).where(assessments.c.household_id.in_(ids))):
+        a = row._mapping
+        out[a["household_id"]] += [
+            Evidence(f"assessment-{a['id']}-{need}", FAMILY, need, a["assessed_on"], ASSESSOR)
+            for need in ASSESSMENT_NEEDS
+            if a[need]
+        ]
+    recorded = select(contributions).where(
+        contributions.c.household_id.in_(ids), contributions.c.state == RECORDED
+    )
+    for row in await conn.execute(recorded):
+        c = row._mapping
+        out[c["household_id"]].append(
+            Evidence(
+                c["id"], c["person_id"], c["indicator"], c["observed_on"], c["agreement_id"],
+                flag=c["flag"], percent=None if c["percent"] is None else float(c["percent"]),
+            )
+        )  # fmt: skip
+    return out
+
+
+async def refresh_households(
+    conn: AsyncConnection, household_ids: Collection[int], rules: Mapping[str, EligibilityRule]
+) -> None:
+    """Work out again the timelines of these families, in the caller's transaction."""
+    ids = sorted(set(household_ids))
+    if not ids:
+        return
+    evidence = await family_evidence(conn, ids)
+    await conn.execute(delete(eligibility_intervals).where(eligibility_intervals.c.household_id.in_(ids)))
+    rows = []
+    for household, facts in evidence.items():
+        if not any(e.source != ASSESSOR for e in facts):
+            continue  # no contribution: the assessor's recorded result stands alone
+        start = min(e.observed_on for e in facts)
+        made = timeline(rules, facts, start)
+        for kind, intervals in ((ELIGIBLE, made.eligible), (CRITERION, made.criterion_met)):
+            rows += [
+                {"household_id": household, "kind": kind, "valid_from": i.start, "valid_until": i.until}
+                for i in intervals
+            ]
+    if rows:
+        await conn.execute(insert(eligibility_intervals), rows)
+
+
+def covers(interval_from: date, interval_until: date | None, day: date) -> bool:
+    return interval_from <= day and (interval_until is None or day < interval_until)

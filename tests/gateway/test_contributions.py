@@ -1,0 +1,219 @@
+"""Two-way sharing over HTTP with real tokens, on SQLite and PostgreSQL: the police and the DWP report
+indicators about people in their own views; a report counts once its request's event is written, a retry
+with the same key gets the first answer, a conflict is kept and surfaced, and a family moves into the
+police's cohort on the DWP's report and out again on a later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.audit.tables import audit_disclosures, audit_events
+from gateway.config import Settings
+from gateway.keys import SigningKeys
+from resolvers.models import addresses, assessments, contributions, eligibility_intervals, households, people
+from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.support.ledger import Fresh, allow_ledger_inserts, fresh_database, refuse_ledger_inserts
+from tests.support.partners import Partner, enrol
+
+FAMILY = 8_100_001  # assessed with two needs: in the DWP's view, not in the police's cohort
+OFFENCE = (
+    "mutation Offence($ref: ID!, $date: Date!, $key: String!) { "
+    "reportProvenOffence(ref: $ref, date: $date, idempotencyKey: $key) "
+    "{ id ref indicator observedOn recordedAt conflicting retried } }"
+)
+BENEFITS = (
+    "mutation Benefits($ref: ID!, $on: Boolean!, $asOf: Date!, $key: String!) { "
+    "reportBenefitStatus(ref: $ref, outOfWorkBenefits: $on, asOf: $asOf, idempotencyKey: $key) "
+    "{ id ref indicator observedOn recordedAt conflicting retried } }"
+)
+
+
+@dataclass
+class Sharing:
+    fresh: Fresh
+    police: Partner
+    dwp: Partner
+
+
+@pytest.fixture
+async def sharing(
+    database_url: str, tmp_path: Path, settings: Settings, signing: SigningKeys
+) -> AsyncIterator[Sharing]:
+    async with fresh_database(database_url, tmp_path, today=FIXED_TODAY, people=40) as fresh:
+        await _family(fresh.engine)
+        app = create_app(
+            settings, engine=fresh.engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as http:
+            made = [
+                await enrol(fresh.engine, http, a, ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir)
+                for a in ("police-prevention", "dwp-worklessness")
+            ]
+            yield Sharing(fresh, *made)
+        if app.state.gateway.ledger is not None:
+            await app.state.gateway.ledger.close()
+
+
+async def _family(engine: AsyncEngine) -> None:
+    n = FAMILY
+    address = {"id": n, "uprn": str(310_000_000_000 + n), "line1": f"{n} Report Road", "town": "London",
+               "postcode": "W10 4CC"}  # fmt: skip
+    person = {"id": n, "household_id": n, "given_name": "Cas", "family_name": "Reportley",
+              "date_of_birth": date(1980, 2, 2), "retention_until": date(2031, 1, 1)}  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(insert(addresses).values(**address))
+        await conn.execute(insert(households).values(id=n, address_id=n))
+        await conn.execute(insert(people).values(**person))
+        await conn.execute(
+            insert(assessments).values(id=n, household_id=n, assessed_on=date(2026, 5, 1), eligible=False,
+                                       need_housing=True, need_health=True)
+        )  # fmt: skip
+
+
+async def _in_view(partner: Partner, person: int) -> bool:
+    return any(partner.person_id(node["ref"]) == person for node in await partner.all_people("ref"))
+
+
+async def _report(partner: Partner, query: str, variables: dict[str, Any]) -> httpx.Response:
+    return await partner.post(query, variables)
+
+
+async def test_the_dwps_report_moves_a_family_into_the_police_cohort_and_a_later_one_out(
+    sharing: Sharing,
+) -> None:
+    police, dwp = sharing.police, sharing.dwp
+    assert await _in_view(dwp, FAMILY) and not await _in_view(police, FAMILY)
+    yes = {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "dwp-2026-10-01-0001"}
+    answered = await _report(dwp, BENEFITS, yes)
+    assert answered.status_code == 200, answered.text
+    made = answered.json()["data"]["reportBenefitStatus"]
+    assert made["ref"] == dwp.ref(FAMILY) and made["indicator"] == "out_of_work_benefits"
+    assert (made["observedOn"], made["conflicting"], made["retried"]) == ("2026-10-01", False, False)
+    # Housing, health and now financial stability: three outcomes. The police see the family next request.
+    assert await _in_view(police, FAMILY)
+    # Its provenance, and its event: the person named in the ledger as a contribution, not a disclosure.
+    event_id = answered.headers["x-audit-event-id"]
+    async with sharing.fresh.engine.connect() as conn:
+        row = (await conn.execute(select(contributions))).one()
+        named = (
+            await conn.execute(
+                select(audit_disclosures.c.person_id, audit_disclosures.c.fields).where(
+                    audit_disclosures.c.event_id == event_id
+                )
+            )
+        ).all()
+        event = (await conn.execute(select(audit_events).where(audit_events.c.id == event_id))).one()
+    assert (row.client_id, row.agreement_id, row.event_id, row.state) == (
+        dwp.client_id, "dwp-worklessness", event_id, "recorded",
+    )  # fmt: skip
+    assert [tuple(n) for n in named] == [(FAMILY, "contribution")]
+    assert (event.outcome, event.operation_name) == ("allowed", "Benefits")
+
+    no = {**yes, "on": False, "asOf": "2026-11-01", "key": "dwp-2026-11-01-0002"}
+    assert (await _report(dwp, BENEFITS, no)).status_code == 200
+    assert not await _in_view(police, FAMILY)
+    assert await _in_view(dwp, FAMILY)  # two needs: the DWP's population still has the family
+
+
+async def test_a_retry_gets_the_first_answer_and_the_same_key_for_another_report_is_refused(
+    sharing: Sharing,
+) -> None:
+    dwp = sharing.dwp
+    sent = {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "retry-key-0001"}
+    first = (await _report(dwp, BENEFITS, sent)).json()["data"]["reportBenefitStatus"]
+    again = (await _report(dwp, BENEFITS, sent)).json()["data"]["reportBenefitStatus"]
+    assert again == {**first, "retried": True}
+    other = (await _report(dwp, BENEFITS, {**sent, "on": False})).json()
+    assert other["data"] is None
+    assert [e["extensions"]["code"] for e in other["errors"]] == ["IDEMPOTENCY_KEY_REUSED"]
+    async with sharing.fresh.engine.connect() as conn:
+        assert len((await conn.execute(select(contributions))).all()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"date": "2026-11-23"}, "The day reported must be between 2000-01-01 and today."),
+        ({"date": "1999-12-31"}, "The day reported must be between 2000-01-01 and today."),
+        ({"key": "short"}, "idempotencyKey must be 8 to 200 letters, digits, '.', '_', ':' or '-'."),
+        (
+            {"key": "has spaces in it"},
+            "idempotencyKey must be 8 to 200 letters, digits, '.', '_', ':' or '-'.",
+        ),
+        ({"ref": "per_notarefnotarefnotarefnotarefnot"}, "No person with this ref is in your view."),
+    ],
+)
+async def test_a_bad_report_is_refused_with_its_code_and_records_nothing(
+    sharing: Sharing, variables: dict[str, str], message: str
+) -> None:
+    police = sharing.police
+    plain = sharing.fresh.cases.id("cohort_plain")
+    sent = {"ref": police.ref(plain), "date": "2026-10-01", "key": "k-12345678", **variables}
+    body = (await _report(police, OFFENCE, sent)).json()
+    assert body["data"] is None
+    assert [(e["extensions"]["code"], e["message"]) for e in body["errors"]] == [("BAD_USER_INPUT", message)]
+    async with sharing.fresh.engine.connect() as conn:
+        assert (await conn.execute(select(contributions))).all() == []
+
+
+async def test_a_person_outside_the_view_is_refused_like_a_ref_never_issued(sharing: Sharing) -> None:
+    police = sharing.police
+    outside = {"ref": police.ref(FAMILY), "date": "2026-10-01", "key": "k-outside-1"}  # not in the cohort
+    body = (await _report(police, OFFENCE, outside)).json()
+    assert [e["message"] for e in body["errors"]] == ["No person with this ref is in your view."]
+
+
+async def test_reports_that_disagree_are_kept_side_by_side_and_neither_counts(sharing: Sharing) -> None:
+    dwp, police = sharing.dwp, sharing.police
+    yes = {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "conflict-0001"}
+    assert (await _report(dwp, BENEFITS, yes)).json()["data"]["reportBenefitStatus"]["conflicting"] is False
+    no = {**yes, "on": False, "key": "conflict-0002"}
+    assert (await _report(dwp, BENEFITS, no)).json()["data"]["reportBenefitStatus"]["conflicting"] is True
+    assert not await _in_view(police, FAMILY)
+    async with sharing.fresh.engine.connect() as conn:
+        kept = (
+            (await conn.execute(select(contributions.c.flag).order_by(contributions.c.flag))).scalars().all()
+        )
+    assert kept == [False, True]
+
+
+async def test_a_report_whose_event_cannot_be_written_never_counts_and_its_retry_carries_it(
+    sharing: Sharing,
+) -> None:
+    dwp, police, engine = sharing.dwp, sharing.police, sharing.fresh.engine
+    sent = {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "ledger-down-0001"}
+    token = await dwp.token()  # before the ledger is refused: a token request is audited too
+    async with engine.begin() as conn:
+        await refuse_ledger_inserts(conn)
+    try:
+        refused = await dwp.post(BENEFITS, sent, token=token)
+    finally:
+        async with engine.begin() as conn:
+            await allow_ledger_inserts(conn)
+    assert (
+        refused.status_code == 503
+        and refused.json()["errors"][0]["extensions"]["code"] == "AUDIT_UNAVAILABLE"
+    )
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(contributions.c.state))).scalars().all() == ["pending"]
+        assert (await conn.execute(select(eligibility_intervals))).all() == []
+    assert not await _in_view(police, FAMILY)
+    retried = await dwp.post(BENEFITS, sent)
+    assert retried.json()["data"]["reportBenefitStatus"]["retried"] is True
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(contributions))).one()
+    assert (row.state, row.event_id) == ("recorded", retried.headers["x-audit-event-id"])
+    assert await _in_view(police, FAMILY)
