@@ -29,6 +29,7 @@ from resolvers.models import (
     OUTCOMES,
     addresses,
     assessments,
+    contributions,
     households,
     objections,
     people,
@@ -43,6 +44,8 @@ class SubjectAccessReport:
     held: dict[str, Any] | None  # None: the record has been erased; its disclosures remain
     disclosures: list[dict[str, Any]]
     requests: list[dict[str, Any]] = field(default_factory=list)  # the person's own requests (Arts 15-21)
+    # What partners reported about the person (two-way sharing), and whether it counts.
+    contributions: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class SubjectAccessReport:
             "held": self.held,
             "disclosures": self.disclosures,
             "requests": self.requests,
+            "contributions": self.contributions,
         }
 
 
@@ -82,9 +86,58 @@ async def subject_access_report(
         if record.agreement_id not in internal
     ]
     requests = await _requests(engine, person_id, agreements)
+    reported = await _contributions(engine, person_id, agreements)
     if held is None and not records and not requests:
         raise UnknownPersonError(f"no person with id {person_id}")
-    return SubjectAccessReport(person_id=person_id, held=held, disclosures=disclosures, requests=requests)
+    return SubjectAccessReport(
+        person_id=person_id, held=held, disclosures=disclosures, requests=requests, contributions=reported
+    )
+
+
+# What each indicator a partner may report is, in words for the person it is about.
+INDICATOR_WORDS: Final = {
+    "proven_offence": "a proven offence or caution",
+    "antisocial_behaviour_intervention": "an anti-social behaviour intervention",
+    "out_of_work_benefits": "out-of-work benefits",
+    "school_attendance": "school attendance",
+}
+
+
+async def _contributions(
+    engine: AsyncEngine, person_id: int, agreements: Mapping[str, Agreement]
+) -> list[dict[str, Any]]:
+    """What partners told the council about the person, oldest first: who, what, about which day, and
+    whether it counts (officers and clients are left out, as from the disclosures)."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(contributions)
+                .where(contributions.c.person_id == person_id)
+                .order_by(contributions.c.recorded_at, contributions.c.id)
+            )
+        ).all()
+    out = []
+    for row in rows:
+        agreement = agreements.get(row.agreement_id)
+        value = (
+            ("yes" if row.flag else "no")
+            if row.flag is not None
+            else f"{row.percent}%"
+            if row.percent is not None
+            else None
+        )
+        out.append(
+            {
+                "partner": agreement.partner if agreement else row.agreement_id,
+                "agreement": row.agreement_id,
+                "what": INDICATOR_WORDS.get(row.indicator, row.indicator),
+                "about_day": _day(row.observed_on),
+                "value": value,
+                "reported_on": row.recorded_at.date().isoformat(),
+                "counted": row.state == "recorded",
+            }
+        )
+    return out
 
 
 async def _requests(
@@ -234,6 +287,15 @@ def render_text(report: SubjectAccessReport) -> str:
             f"    Lawful basis: {'; '.join(d['lawful_basis']) or '-'}",
             f"    Fields: {', '.join(d['fields']) or '-'}",
         ]
+    lines += ["", f"What partners told the council about you ({len(report.contributions)})"]
+    if not report.contributions:
+        lines.append("  None.")
+    for c in report.contributions:
+        value = f": {c['value']}" if c["value"] else ""
+        counted = "" if c["counted"] else " (not counted: never confirmed)"
+        lines.append(
+            f"  {c['reported_on']}  {c['partner']}: {c['what']}{value}, dated {c['about_day']}{counted}"
+        )
     lines += ["", f"Requests ({len(report.requests)})"]
     if not report.requests:
         lines.append("  None.")

@@ -17,6 +17,7 @@ from gateway.cli.clients import clients
 from gateway.cli.database import db, seed
 from gateway.cli.demo import demo
 from gateway.cli.documents import documents
+from gateway.cli.eligibility import eligibility
 from gateway.cli.evidence import evidence_command
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
@@ -114,6 +115,7 @@ for command in (
     rights,
     retention,
     evidence_command,
+    eligibility,
     partner,
 ):
     main.add_command(command)

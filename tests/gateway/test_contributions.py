@@ -6,6 +6,8 @@ police's cohort on the DWP's report and out again on a later one.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
@@ -18,13 +20,16 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import create_app
+from gateway.audit import render_html, subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings
-from gateway.keys import SigningKeys
+from gateway.keys import SigningKeys, write_key_file
+from policies import load_agreements
 from resolvers.models import addresses, assessments, contributions, eligibility_intervals, households, people
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.support.ledger import Fresh, allow_ledger_inserts, fresh_database, refuse_ledger_inserts
 from tests.support.partners import Partner, enrol
+from tests.support.processes import GATEWAY, gateway_env
 
 FAMILY = 8_100_001  # assessed with two needs: in the DWP's view, not in the police's cohort
 OFFENCE = (
@@ -217,3 +222,73 @@ async def test_a_report_whose_event_cannot_be_written_never_counts_and_its_retry
         row = (await conn.execute(select(contributions))).one()
     assert (row.state, row.event_id) == ("recorded", retried.headers["x-audit-event-id"])
     assert await _in_view(police, FAMILY)
+
+
+async def test_the_council_sees_why_the_family_is_eligible_on_whose_evidence_and_since_when(
+    sharing: Sharing, tmp_path: Path, signing: SigningKeys
+) -> None:
+    dwp = sharing.dwp
+    sent = {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "explain-0001"}
+    answered = await _report(dwp, BENEFITS, sent)
+    write_key_file(tmp_path / "signing.jwk.json", [signing.active])
+    env = gateway_env(tmp_path, sharing.fresh.url)
+    command = [GATEWAY, "eligibility", "explain", str(FAMILY), "--on", FIXED_TODAY.isoformat()]
+    who = ["--acting-user", "dpo@council.test.invalid", "--case-reference", "EXPLAIN-1"]
+    shown = subprocess.run(
+        [*command, "--json", *who],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    made = json.loads(shown.stdout)
+    assert (made["eligible"], made["since"], made["outcomes_met"]) == (True, "2026-10-01", 3)
+    met = {o["outcome"]: o for o in made["outcomes"] if o["met"]}
+    assert set(met) == {"Improved mental and physical health", "Secure housing", "Financial stability"}
+    [benefits] = met["Financial stability"]["evidence"]
+    assert (benefits["source"], benefits["client"], benefits["event"], benefits["value"]) == (
+        "dwp-worklessness", dwp.client_id, answered.headers["x-audit-event-id"], True,
+    )  # fmt: skip
+    assert met["Secure housing"]["evidence"][0]["source"] == "the council's assessment"
+    assert made["assessor"] == {"assessed_on": "2026-05-01", "recorded_eligible": False}
+    assert made["eligible_periods"] == [{"from": "2026-10-01", "until": "2027-10-01"}]
+    # The read is in the ledger, naming the person, before the answer.
+    async with sharing.fresh.engine.connect() as conn:
+        read = (
+            await conn.execute(
+                select(
+                    audit_events.c.operation_name,
+                    audit_events.c.case_reference,
+                    audit_disclosures.c.person_id,
+                )
+                .join(audit_disclosures, audit_disclosures.c.event_id == audit_events.c.id)
+                .where(audit_events.c.endpoint == "cli")
+            )
+        ).all()
+    assert [tuple(r) for r in read] == [("eligibility explain", "EXPLAIN-1", FAMILY)]
+    text = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "  Financial stability: met since 2026-10-01" in text.stdout
+    assert "    on out_of_work_benefits = True dated 2026-10-01 from dwp-worklessness (client " in text.stdout
+
+
+async def test_a_subject_access_pack_lists_what_partners_told_the_council(sharing: Sharing) -> None:
+    dwp = sharing.dwp
+    await _report(
+        dwp, BENEFITS, {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "sar-0001"}
+    )
+    report = await subject_access_report(sharing.fresh.engine, FAMILY, agreements=load_agreements())
+    keys = ("partner", "what", "value", "about_day", "counted")
+    assert [{k: c[k] for k in keys} for c in report.contributions] == [
+        {"partner": "Department for Work and Pensions", "what": "out-of-work benefits", "value": "yes",
+         "about_day": "2026-10-01", "counted": True},
+    ]  # fmt: skip
+    html = render_html(report, council="Westminster City Council", today=FIXED_TODAY)
+    assert "What partners told the council about you" in html and "out-of-work benefits: yes" in html
+    # The request is in the recipients' table as what it was: nothing sent to the DWP.
+    assert "nothing: it told the council something about you (below)" in html
+    assert dwp.client_id not in html

@@ -209,7 +209,9 @@ async def test_a_person_no_partner_can_see_has_no_disclosures(
     text = render_text(report)
     assert "Cal Holloway-Quince" in text
     assert "Restriction of processing: yes" in text
-    assert text.endswith("Disclosures (0)\n  None.\n\nRequests (0)\n  None.\n")
+    assert text.endswith(
+        "Disclosures (0)\n  None.\n\nWhat partners told the council about you (0)\n  None.\n\nRequests (0)\n  None.\n"
+    )
 
 
 async def test_an_unknown_person_is_an_error(
