@@ -7,7 +7,6 @@ police's cohort on the DWP's report and out again on a later one.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
@@ -27,9 +26,10 @@ from gateway.keys import SigningKeys, write_key_file
 from policies import load_agreements
 from resolvers.models import addresses, assessments, contributions, eligibility_intervals, households, people
 from tests.conftest import FIXED_TODAY, REF_SECRET
+from tests.gateway.cli.conftest import run_gateway
 from tests.support.ledger import Fresh, allow_ledger_inserts, fresh_database, refuse_ledger_inserts
 from tests.support.partners import Partner, enrol
-from tests.support.processes import GATEWAY, gateway_env
+from tests.support.processes import gateway_env
 
 FAMILY = 8_100_001  # assessed with two needs: in the DWP's view, not in the police's cohort
 OFFENCE = (
@@ -232,17 +232,9 @@ async def test_the_council_sees_why_the_family_is_eligible_on_whose_evidence_and
     answered = await _report(dwp, BENEFITS, sent)
     write_key_file(tmp_path / "signing.jwk.json", [signing.active])
     env = gateway_env(tmp_path, sharing.fresh.url)
-    command = [GATEWAY, "eligibility", "explain", str(FAMILY), "--on", FIXED_TODAY.isoformat()]
+    command = ["eligibility", "explain", str(FAMILY), "--on", FIXED_TODAY.isoformat()]
     who = ["--acting-user", "dpo@council.test.invalid", "--case-reference", "EXPLAIN-1"]
-    shown = subprocess.run(
-        [*command, "--json", *who],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    shown = run_gateway(env, tmp_path, *command, "--json", *who)
     assert shown.returncode == 0, shown.stderr
     made = json.loads(shown.stdout)
     assert (made["eligible"], made["since"], made["outcomes_met"]) == (True, "2026-10-01", 3)
@@ -269,9 +261,7 @@ async def test_the_council_sees_why_the_family_is_eligible_on_whose_evidence_and
             )
         ).all()
     assert [tuple(r) for r in read] == [("eligibility explain", "EXPLAIN-1", FAMILY)]
-    text = subprocess.run(
-        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-    )
+    text = run_gateway(env, tmp_path, *command)
     assert "  Financial stability: met since 2026-10-01" in text.stdout
     assert "    on out_of_work_benefits = True dated 2026-10-01 from dwp-worklessness (client " in text.stdout
 

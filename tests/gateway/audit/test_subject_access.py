@@ -210,7 +210,8 @@ async def test_a_person_no_partner_can_see_has_no_disclosures(
     assert "Cal Holloway-Quince" in text
     assert "Restriction of processing: yes" in text
     assert text.endswith(
-        "Disclosures (0)\n  None.\n\nWhat partners told the council about you (0)\n  None.\n\nRequests (0)\n  None.\n"
+        "Disclosures (0)\n  None.\n\nWhat partners told the council about you (0)\n  None.\n\n"
+        "Requests (0)\n  None.\n"
     )
 
 
