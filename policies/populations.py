@@ -21,6 +21,7 @@ POPULATIONS: Final[dict[str, str]] = {
         "People in eligible families that are not receiving coordinated support."
     ),
     "children-10-to-17": "Children aged 10 to 17 on the day of the request.",
+    "school-age-children": "Children aged 4 to 17 on the day of the request.",
     "all-records": (
         "Every person on record. Only for agreements without listing: people are reached one at a "
         "time through a referral search."

@@ -76,6 +76,13 @@ def _children_10_to_17(today: date) -> ColumnElement[bool]:
     )
 
 
+def _school_age(today: date) -> ColumnElement[bool]:
+    return and_(
+        people.c.date_of_birth <= years_before(today, 4),
+        people.c.date_of_birth > years_before(today, 18),
+    )
+
+
 def _all_records(_: date) -> ColumnElement[bool]:
     return true()
 
@@ -86,6 +93,7 @@ POPULATION_CLAUSES: Final[dict[str, Callable[[date], ColumnElement[bool]]]] = {
     "assessed": _assessed,
     "eligible-without-coordinated-support": _eligible_without_support,
     "children-10-to-17": _children_10_to_17,
+    "school-age-children": _school_age,
     "all-records": _all_records,
 }
 if POPULATION_CLAUSES.keys() != POPULATIONS.keys():  # pragma: no cover - caught by the test suite too

@@ -56,7 +56,7 @@ def test_the_readme_example_returns_police_data_from_the_demo(running_demo: Demo
     assert set(files) == {
         "police-prevention", "dwp-worklessness", "ons-evaluation",
         "family-hub-outreach", "youth-justice", "mash-safeguarding", "public-health-planning",
-        "security-audit",
+        "school-attendance", "security-audit",
     }  # fmt: skip
     for path in files.values():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600

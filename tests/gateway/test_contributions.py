@@ -282,3 +282,54 @@ async def test_a_subject_access_pack_lists_what_partners_told_the_council(sharin
     # The request is in the recipients' table as what it was: nothing sent to the DWP.
     assert "nothing: it told the council something about you (below)" in html
     assert dwp.client_id not in html
+
+
+async def test_a_school_reports_a_terms_attendance_and_the_family_follows_it(
+    sharing: Sharing, settings: Settings
+) -> None:
+    """The school finds its pupil by family name and date of birth, and reports a term below 90%: with the
+    two needs the assessor recorded, the education outcome makes three, and the police see the family."""
+    engine = sharing.fresh.engine
+    child = FAMILY + 1
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(people).values(id=child, household_id=FAMILY, given_name="Tia", family_name="Reportley",
+                                  date_of_birth=date(2014, 9, 9), retention_until=date(2033, 1, 1))
+        )  # fmt: skip
+    school = await enrol(engine, sharing.police.http, "school-attendance", ref_secret=REF_SECRET,
+                         jwks_dir=settings.partner_jwks_dir)  # fmt: skip
+    find = (
+        "query Find($familyName: String!, $dateOfBirth: Date!) "
+        "{ findPeople(familyName: $familyName, dateOfBirth: $dateOfBirth) { ref } }"
+    )
+    found = await school.data(find, {"familyName": "Reportley", "dateOfBirth": "2014-09-09"})
+    ref = found["findPeople"]["ref"]
+    attendance = (
+        "mutation Term($ref: ID!, $term: String!, $percent: Float!, $key: String!) "
+        "{ reportAttendance(ref: $ref, term: $term, percent: $percent, idempotencyKey: $key) "
+        "{ ref indicator observedOn } }"
+    )
+    unfinished = await school.post(
+        attendance, {"ref": ref, "term": "2026-autumn", "percent": 80.0, "key": "term-0001"}
+    )
+    assert (
+        unfinished.json()["errors"][0]["message"] == "The day reported must be between 2000-01-01 and today."
+    )
+    bad_term = await school.post(
+        attendance, {"ref": ref, "term": "summer 2026", "percent": 80.0, "key": "term-0002"}
+    )
+    assert bad_term.json()["errors"][0]["message"] == "term must be a year and a season, such as 2026-autumn."
+    too_much = await school.post(
+        attendance, {"ref": ref, "term": "2026-summer", "percent": 101.0, "key": "term-0003"}
+    )
+    assert too_much.json()["errors"][0]["message"] == "percent must be between 0 and 100."
+    assert not await _in_view(sharing.police, FAMILY)
+    made = await school.data(
+        attendance, {"ref": ref, "term": "2026-summer", "percent": 86.5, "key": "term-0004"}
+    )
+    assert made["reportAttendance"] == {
+        "ref": ref,
+        "indicator": "school_attendance",
+        "observedOn": "2026-07-31",
+    }
+    assert await _in_view(sharing.police, FAMILY)

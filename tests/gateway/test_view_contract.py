@@ -45,6 +45,8 @@ def _expected_types(agreement: Agreement) -> set[str]:
         types.add("PeopleCount")
     if agreement.contributes:
         types.add("Contribution")
+    if "reportAttendance" in agreement.contributes:
+        types.add("Float")  # the term's attendance, in percent
     if (
         "dateOfBirth" not in agreement.fields
         and "dateOfBirth" not in agreement.match

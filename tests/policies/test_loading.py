@@ -16,6 +16,7 @@ SHIPPED_IDS = {
     "ons-evaluation",
     "police-prevention",
     "public-health-planning",
+    "school-attendance",
     "security-audit",
     "youth-justice",
 }
@@ -56,6 +57,8 @@ def test_shipped_agreements_all_load() -> None:
                      id="mash-safeguarding"),
         pytest.param("public-health-planning", "assessed", ("postcodeDistrict", "ageBand", "programmeStatus"),
                      (), True, True, "exclude", False, id="public-health-planning"),
+        pytest.param("school-attendance", "school-age-children", ("familyName", "dateOfBirth"),
+                     ("familyName", "dateOfBirth"), False, False, "exclude", False, id="school-attendance"),
     ],
 )  # fmt: skip
 def test_shipped_agreement_shares_what_design_table_says(

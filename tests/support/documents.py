@@ -39,6 +39,7 @@ PERSON_VIEWS: Final = [
     "youth-justice",
     "mash-safeguarding",
     "public-health-planning",
+    "school-attendance",
 ]
 ALL_VIEWS: Final = [*PERSON_VIEWS, "security-audit"]
 # How Hypothesis runs the document tests: derandomised (the same documents every run), no example

@@ -98,6 +98,8 @@ class Oracle:
             return a is not None and bool(a["eligible"]) and not bool(a["coordinated_support"])
         if population == "children-10-to-17":
             return 10 <= person.age_on(today) <= 17
+        if population == "school-age-children":
+            return 4 <= person.age_on(today) <= 17
         if population == "all-records":
             return True
         raise AssertionError(f"the oracle does not know population {population}")

@@ -385,7 +385,7 @@ def test_policies_check_prints_the_register_with_warnings_ahead_and_refusals(env
     register = {entry["id"]: entry for entry in json.loads(lapsed.stdout)}
     assert set(register) == {
         "police-prevention", "dwp-worklessness", "ons-evaluation", "family-hub-outreach",
-        "youth-justice", "mash-safeguarding", "public-health-planning", "security-audit",
+        "youth-justice", "mash-safeguarding", "public-health-planning", "school-attendance", "security-audit",
     }  # fmt: skip
     entry = register["police-prevention"]
     assert (entry["in_force"], entry["state"]) == (False, "refused: AGREEMENT_EXPIRED")

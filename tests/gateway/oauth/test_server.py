@@ -48,6 +48,7 @@ from tests.support.identity import OFFICER
 VERIFIED = ("police-prevention", "youth-justice", "mash-safeguarding")
 CREDENTIALS = (
     "ons-evaluation", "dwp-worklessness", "security-audit", "family-hub-outreach", "public-health-planning",
+    "school-attendance",
 )  # fmt: skip
 
 
