@@ -239,6 +239,7 @@ def _endpoints(
         today=today,
         admit=gateway.guard.rates.client,
     )
+    rules = load_eligibility(settings.eligibility_dir)  # a bad rule file stops start-up, like an agreement
     graphql = GraphQLEndpoint(
         engine=engine,
         views=gateway.views,
@@ -249,10 +250,10 @@ def _endpoints(
         refs=gateway.refs,
         today=today,
         max_body_bytes=settings.max_body_bytes,
-        ledger=SecurityLedger(engine, gateway.agreements),
+        ledger=SecurityLedger(engine, gateway.agreements, rules),
         notices=NoticeStore(engine),
         guard=gateway.guard,
-        contributions=ContributionStore(engine, load_eligibility(settings.eligibility_dir)),
+        contributions=ContributionStore(engine, rules),
         unaudited_for_benchmarks=gateway.ledger is None,
         compiled=compiled,
     )

@@ -68,6 +68,10 @@ LEDGER_FIELDS: Final[tuple[FieldSpec, ...]] = (
         "rightsRequests",
         "One person's own requests (access, rectification, erasure, restriction, objection).",
     ),
+    FieldSpec(
+        "eligibility",
+        "Why one person's family is eligible for the programme or not: outcomes, evidence, who reported it.",
+    ),
 )
 
 FIELDS_BY_NAME: Final[dict[str, FieldSpec]] = {spec.name: spec for spec in PERSON_FIELDS}

@@ -191,6 +191,13 @@ def ledger_query(agreement: Agreement) -> type:
             "rectification, erasure, restriction, objection. Reading them is recorded as a disclosure of "
             "that person.",
         )
+    if "eligibility" in agreement.fields:
+        namespace["eligibility"] = strawberry.field(
+            resolver=_eligibility_resolver(),
+            description="Why the family of the person with this council person id is eligible for the "
+            "programme on a day (default: today), or is not: each outcome, the evidence it rests on and who "
+            "reported it. Reading it is recorded as a disclosure of that person.",
+        )
     if "breakGlass" in agreement.fields:
         namespace["break_glass"] = strawberry.field(
             resolver=_break_glass_resolver(maximum, default),
@@ -452,3 +459,121 @@ def _disclosure(record: DisclosureRecord) -> PersonDisclosure:
         acting_user=record.acting_user,
         case_reference=record.case_reference,
     )
+
+
+# -- why a family is eligible (two-way sharing) ----------------------------------------------------
+
+
+@strawberry.type(description="One piece of evidence an outcome rests on, and where it came from.")
+class EligibilityEvidence:
+    indicator: str = strawberry.field(description="An assessed need (need_...) or a partner's indicator.")
+    observed_on: date
+    source: str = strawberry.field(description="The council's assessment, or the agreement it came under.")
+    value: str | None = strawberry.field(description="What was reported: true/false, or a percentage.")
+    about_person_id: strawberry.ID | None = strawberry.field(
+        description="The council person id it is about; null for the family as the assessor recorded it."
+    )
+    client_id: str | None
+    officer: str | None
+    event_id: strawberry.ID | None = strawberry.field(description="The request that reported it.")
+    recorded_at: datetime | None
+
+
+@strawberry.type(description="One outcome of the rule in force, met or not, and on what.")
+class EligibilityOutcome:
+    outcome: str
+    met: bool
+    since: date | None
+    evidence: list[EligibilityEvidence]
+    conflicts: list[EligibilityEvidence] = strawberry.field(
+        description="Reports of one day that disagree: kept, and not counted."
+    )
+
+
+@strawberry.type(description="Days from `from` up to, not including, `until` (null: no end foreseen).")
+class EligibilityPeriod:
+    from_: date = strawberry.field(name="from")
+    until: date | None
+
+
+@strawberry.type(description="Why a person's family is eligible for the programme on a day, or is not.")
+class EligibilityExplanation:
+    person_id: strawberry.ID
+    day: date
+    rule: str = strawberry.field(description="The rule in force on the day (policies/eligibility/).")
+    eligible: bool
+    since: date | None
+    outcomes_met: int
+    outcomes_needed: int
+    outcomes: list[EligibilityOutcome]
+    assessed_on: date | None = strawberry.field(description="The family's assessment, if any.")
+    assessor_recorded_eligible: bool | None = strawberry.field(
+        description="The assessor's own result, kept as recorded (the populations take either)."
+    )
+    eligible_periods: list[EligibilityPeriod]
+    pending_reports: int = strawberry.field(description="Reports still waiting for their request's event.")
+
+
+def _evidence(item: dict[str, Any]) -> EligibilityEvidence:
+    value = item.get("value")
+    return EligibilityEvidence(
+        indicator=item["indicator"],
+        observed_on=date.fromisoformat(item["observed_on"]),
+        source=item["source"],
+        value=None if value is None else str(value).lower() if isinstance(value, bool) else str(value),
+        about_person_id=None if item["about_person"] is None else strawberry.ID(str(item["about_person"])),
+        client_id=item.get("client"),
+        officer=item.get("officer"),
+        event_id=strawberry.ID(item["event"]) if item.get("event") else None,
+        recorded_at=datetime.fromisoformat(item["recorded_at"]) if item.get("recorded_at") else None,
+    )
+
+
+def _eligibility_resolver() -> Callable[..., Any]:
+    async def eligibility(
+        info: strawberry.Info, person_id: strawberry.ID, on: date | None = None
+    ) -> EligibilityExplanation | None:
+        context, reader = _reader(info)
+        if not _PERSON_ID.fullmatch(str(person_id)) or int(person_id) > _MAX_PERSON_ID:
+            raise BadUserInputError("personId must be a council person id (digits).")
+        internal = int(person_id)
+        assert context.decision.scope is not None
+        day = on or context.decision.scope.today
+        made = await reader.eligibility(internal, day)
+        if made is None:
+            return None
+        context.disclosures.append(
+            Disclosure(root=str(info.path.key), person_id=internal, fields=("eligibility",), withheld=())
+        )
+        assessor = made["assessor"]
+        return EligibilityExplanation(
+            person_id=strawberry.ID(str(internal)),
+            day=day,
+            rule=made["rule"]["id"],
+            eligible=made["eligible"],
+            since=date.fromisoformat(made["since"]) if made["since"] else None,
+            outcomes_met=made["outcomes_met"],
+            outcomes_needed=made["rule"]["outcomes_needed"],
+            outcomes=[
+                EligibilityOutcome(
+                    outcome=o["outcome"],
+                    met=o["met"],
+                    since=date.fromisoformat(o["since"]) if o["since"] else None,
+                    evidence=[_evidence(e) for e in o["evidence"]],
+                    conflicts=[_evidence(e) for e in o["conflicts"]],
+                )
+                for o in made["outcomes"]
+            ],
+            assessed_on=date.fromisoformat(assessor["assessed_on"]) if assessor else None,
+            assessor_recorded_eligible=assessor["recorded_eligible"] if assessor else None,
+            eligible_periods=[
+                EligibilityPeriod(
+                    from_=date.fromisoformat(p["from"]),
+                    until=date.fromisoformat(p["until"]) if p["until"] else None,
+                )
+                for p in made["eligible_periods"]
+            ],
+            pending_reports=made["pending_reports"],
+        )
+
+    return eligibility

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -158,6 +158,10 @@ class LedgerReader(Protocol):
     ) -> LedgerPage[BreakGlassEntry]: ...
 
     async def rights_requests(self, person_id: int) -> list[RightsRequestEntry]: ...
+
+    async def eligibility(self, person_id: int, day: date) -> dict[str, Any] | None:
+        """Why the person's family is eligible or not on `day` (resolvers.eligibility.explain's shape)."""
+        ...
 
     async def review_break_glass(
         self, break_glass_id: str, *, outcome: str, reviewer: str, note: str

@@ -28,6 +28,7 @@ from policies import Agreement, load_agreements
 from resolvers import RefCodec, seed_population
 from tests.support.databases import postgres_database, sqlite_database
 from tests.support.identity import RegisteredClient, TestIssuer, install_issuers, jwks, new_key
+from tests.support.ledger import drop_templates
 from tests.support.oracle import Oracle
 from tests.support.partners import Partner
 from tests.support.population import EdgeCases, add_edge_cases
@@ -38,6 +39,13 @@ SEED = 20261122
 SEEDED_PEOPLE = 3_000
 REF_SECRET = b"a test ref secret that is at least thirty-two bytes long"
 ISSUER = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _fresh_database_templates() -> AsyncIterator[None]:
+    """Fresh databases are copies of a template made once per process: dropped when the session ends."""
+    yield
+    await drop_templates()
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import LedgerQueries
 from gateway.guard.breakglass import BreakGlassError, break_glass_record, review_break_glass
 from gateway.guard.tables import break_glass
 from gateway.rights import list_requests
+from policies import Agreement
+from policies.eligibility import EligibilityRule
+from resolvers.eligibility import explain
 from schema.ledger_records import (
     BreakGlassEntry,
     InvalidCursorError,
@@ -22,6 +28,22 @@ from schema.ledger_records import (
 
 
 class SecurityLedger(LedgerQueries):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        agreements: Mapping[str, Agreement],
+        rules: Mapping[str, EligibilityRule] | None = None,
+    ) -> None:
+        """`rules`: the programme's eligibility rules, for `eligibility` (the console reads none)."""
+        super().__init__(engine, agreements)
+        self._rules = rules or {}
+
+    async def eligibility(self, person_id: int, day: date) -> dict[str, Any] | None:
+        if not any(rule.in_force_on(day) for rule in self._rules.values()):
+            return None  # no rule judged that day
+        async with self._engine.connect() as conn:
+            return await explain(conn, person_id, self._rules, day)
+
     async def rights_requests(self, person_id: int) -> list[RightsRequestEntry]:
         async with self._engine.connect() as conn:
             return await list_requests(conn, person_id=person_id)

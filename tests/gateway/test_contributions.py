@@ -333,3 +333,53 @@ async def test_a_school_reports_a_terms_attendance_and_the_family_follows_it(
         "observedOn": "2026-07-31",
     }
     assert await _in_view(sharing.police, FAMILY)
+
+
+WHY = (
+    "query Why($p: ID!) { eligibility(personId: $p) { personId rule eligible since outcomesMet "
+    "outcomesNeeded "
+    "outcomes { outcome met since evidence { indicator source value aboutPersonId clientId eventId } "
+    "conflicts { indicator value } } assessedOn assessorRecordedEligible eligiblePeriods { from until } "
+    "pendingReports } }"
+)
+
+
+async def test_the_security_view_explains_a_familys_eligibility_and_records_the_read(
+    sharing: Sharing, settings: Settings
+) -> None:
+    dwp = sharing.dwp
+    answered = await _report(
+        dwp, BENEFITS, {"ref": dwp.ref(FAMILY), "on": True, "asOf": "2026-10-01", "key": "why-0001"}
+    )
+    security = await enrol(sharing.fresh.engine, dwp.http, "security-audit", ref_secret=REF_SECRET,
+                           jwks_dir=settings.partner_jwks_dir)  # fmt: skip
+    response = await security.post(WHY, {"p": str(FAMILY)})
+    why = response.json()["data"]["eligibility"]
+    assert (why["personId"], why["rule"], why["eligible"], why["since"]) == (
+        str(FAMILY), "supporting-families-2022", True, "2026-10-01",
+    )  # fmt: skip
+    assert (why["outcomesMet"], why["outcomesNeeded"], why["pendingReports"]) == (3, 3, 0)
+    money = next(o for o in why["outcomes"] if o["outcome"] == "Financial stability")
+    assert money["evidence"] == [
+        {"indicator": "out_of_work_benefits", "source": "dwp-worklessness", "value": "true",
+         "aboutPersonId": str(FAMILY), "clientId": dwp.client_id,
+         "eventId": answered.headers["x-audit-event-id"]},
+    ]  # fmt: skip
+    housing = next(o for o in why["outcomes"] if o["outcome"] == "Secure housing")
+    assert (
+        housing["evidence"][0]["source"] == "the council's assessment"
+        and housing["evidence"][0]["aboutPersonId"] is None
+    )
+    assert (why["assessedOn"], why["assessorRecordedEligible"]) == ("2026-05-01", False)
+    assert why["eligiblePeriods"] == [{"from": "2026-10-01", "until": "2027-10-01"}]
+    async with sharing.fresh.engine.connect() as conn:
+        named = (
+            await conn.execute(
+                select(audit_disclosures.c.person_id, audit_disclosures.c.fields).where(
+                    audit_disclosures.c.event_id == response.headers["x-audit-event-id"]
+                )
+            )
+        ).all()
+    assert [tuple(n) for n in named] == [(FAMILY, "eligibility")]
+    nobody = await security.post(WHY, {"p": "99999999"})
+    assert nobody.json()["data"] == {"eligibility": None}

@@ -35,7 +35,7 @@ introspection: true
 def test_the_shipped_security_audit_agreement_is_a_ledger_agreement() -> None:
     agreement = load_agreements()["security-audit"]
     assert agreement.is_ledger
-    assert agreement.fields == ("auditEvents", "disclosures", "breakGlass", "rightsRequests")
+    assert agreement.fields == ("auditEvents", "disclosures", "breakGlass", "rightsRequests", "eligibility")
     assert agreement.requires == {"acting_user", "case_reference"}
     assert not load_agreements()["police-prevention"].is_ledger
 
@@ -98,5 +98,5 @@ def test_reading_the_ledger_needs_who_and_why() -> None:
     assert not refused.allowed and refused.rule == "requires.case_reference"
     allowed = evaluate(agreement, PurposeContext("analyst-7", "SEC-2026-11"), today=date(2026, 11, 22))
     assert allowed.allowed
-    assert allowed.fields == ("auditEvents", "disclosures", "breakGlass", "rightsRequests")
+    assert allowed.fields == ("auditEvents", "disclosures", "breakGlass", "rightsRequests", "eligibility")
     assert allowed.conditionally_withheld == ()

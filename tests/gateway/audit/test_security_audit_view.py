@@ -92,6 +92,7 @@ async def test_introspection_shows_the_ledger_and_no_person_types(
         "auditEvents",
         "breakGlass",
         "disclosures",
+        "eligibility",
         "rightsRequests",
     ]
     names = {t["name"] for t in data["__schema"]["types"]}

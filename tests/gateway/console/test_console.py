@@ -24,6 +24,7 @@ from gateway.guard.alerts import QUOTA_EXCEEDED, Alert
 from gateway.guard.tables import break_glass
 from gateway.keys import SigningKeys
 from gateway.rights import rights_requests
+from policies import load_agreements
 from resolvers.models import addresses, households, people
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.gateway.console.conftest import open_break_glass
@@ -214,7 +215,10 @@ async def test_every_page_is_recorded_before_it_is_shown_as_a_security_audit_rea
         assert event_id is not None, path
         event = await _event(engine, event_id)
         assert event.endpoint == "console" and event.client_id == "console" and event.outcome == "allowed"
-        assert (event.agreement_id, event.agreement_version) == ("security-audit", 5)
+        assert (event.agreement_id, event.agreement_version) == (
+            "security-audit",
+            load_agreements()["security-audit"].version,
+        )
         assert event.acting_user == ANALYST_EMAIL
         assert event.case_reference == "INV-2026-0042"
         assert event.officer_issuer == "demo sign-in (gateway demo only)"
