@@ -19,6 +19,19 @@ _INT_RE = re.compile(r"^[0-9]+$")
 _DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
+class PolicyFileError(Exception):
+    """A policy file (an agreement, the retention schedules, an eligibility rule) is not valid.
+    `str()` reads `file:line: key: reason`."""
+
+    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.reason = reason
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {key or '(file)'}: {reason}")
+
+
 class YamlShapeError(Exception):
     """A value is not of the expected shape. Carries the line (1-based) and the dotted key."""
 

@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from policies._yaml import Value, YamlShapeError, compose
+from policies._yaml import PolicyFileError, Value, YamlShapeError, compose
 from policies.access import ACCESS_KEYS, Access, parse_access
 from policies.console import ConsoleReaders, parse_console
 from policies.contributions import CONTRIBUTIONS
@@ -104,16 +104,8 @@ _LIMIT_KEYS = frozenset({"max_page_size", "lookup", *_NUMERIC_LIMITS})
 MAX_PAGE_SIZE_CEILING: Final = 500
 
 
-class AgreementFileError(Exception):
+class AgreementFileError(PolicyFileError):
     """An agreement file is not valid. `str()` reads `file:line: key: reason`."""
-
-    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
-        self.file = file
-        self.line = line
-        self.key = key
-        self.reason = reason
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {key or '(file)'}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Final, Literal
 
-from policies._yaml import Value, YamlShapeError, compose
+from policies._yaml import PolicyFileError, Value, YamlShapeError, compose
 
 ELIGIBILITY_DIR: Final[Path] = Path(__file__).parent / "eligibility"
 MAX_WINDOW_MONTHS: Final = 120
@@ -52,13 +52,8 @@ _RULE_KEYS = frozenset({"id", "name", "source", "in_force", "eligible_when", "ou
 _CONDITION_KEYS = frozenset({"assessment", "indicator", "within_months", "below", "is", "latest"})
 
 
-class EligibilityFileError(Exception):
+class EligibilityFileError(PolicyFileError):
     """A rule file is not valid. `str()` reads `file:line: key: reason`."""
-
-    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
-        self.file, self.line, self.key, self.reason = file, line, key, reason
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {key or '(file)'}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

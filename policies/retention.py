@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import yaml
 
-from policies._yaml import Value, YamlShapeError, compose
+from policies._yaml import PolicyFileError, Value, YamlShapeError, compose
 
 RETENTION_FILE: Final[Path] = Path(__file__).parent / "retention.yaml"
 LEGAL_HOLD: Final = "legal-hold"  # the person's own `legal_hold` flag, as a hold: always in force
@@ -41,16 +41,8 @@ _SCHEDULE_KEYS = frozenset({"notice", "counted_from", "keep_years"})
 _HOLD_KEYS = frozenset({"notice", "covers", "in_force"})
 
 
-class RetentionFileError(Exception):
+class RetentionFileError(PolicyFileError):
     """The retention file is not valid. `str()` reads `file:line: key: reason`."""
-
-    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
-        self.file = file
-        self.line = line
-        self.key = key
-        self.reason = reason
-        where = f"{file}:{line}" if line is not None else file
-        super().__init__(f"{where}: {key or '(file)'}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
