@@ -2,7 +2,8 @@
 # Remake the sample packs in this folder from a fresh demo population (synthetic people only):
 # serves the demo on 127.0.0.1:${PORT:-8765} in a scratch directory, has four partners read, records a
 # subject's requests (access; a postcode corrected, told to its past recipients; an objection to public
-# health), then writes the subject access pack and two evidence packs here. Run: make samples
+# health) and a DWP report about them, then writes the subject access pack, two evidence packs, a retention
+# dry run and the explanation of their family's eligibility here. Run: make samples
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="$(cd "$here/../.." && pwd)/.venv/bin"
@@ -36,6 +37,13 @@ request=$("$bin/gateway" rights record "$person" --kind rectification --basis "U
 "$bin/gateway" rights record "$person" --kind objection --agreement public-health-planning \
   --basis "UK GDPR Art 21" "${who[@]}" > /dev/null
 ask police-prevention --officer pc-4471 --case-reference CASE-2026-0002 --query-file "$docs/notifications.graphql"
+# The DWP tells the council the person receives out-of-work benefits (by the DWP's own ref for them).
+ref=$("$bin/python" -c "
+from pathlib import Path
+from resolvers import RefCodec, RefKind
+print(RefCodec(Path('var/ref-secret').read_bytes().strip(), 'dwp-worklessness').encode(RefKind.PERSON, $person))")
+ask dwp-worklessness --query-file "$docs/dwp-worklessness/report-benefits.graphql" \
+  --variables "{\"ref\": \"$ref\", \"receiving\": true, \"asOf\": \"$(date -u +%Y-%m-01)\", \"key\": \"dwp-sample-0001\"}"
 month_start="$(date -u +%Y-%m-01)"; today="$(date -u +%Y-%m-%d)"
 "$bin/gateway" sar "$person" --format html "${who[@]}" > "$here/subject-access-pack.html"
 for agreement in police-prevention public-health-planning; do
@@ -43,4 +51,5 @@ for agreement in police-prevention public-health-planning; do
     > "$here/evidence-$agreement.html"
 done
 "$bin/gateway" retention run "${who[@]}" > "$here/retention-dry-run.txt"
+"$bin/gateway" eligibility explain "$person" "${who[@]}" > "$here/eligibility-explained.txt"
 echo "wrote the samples for person $person into $here"

@@ -109,8 +109,8 @@ def _text(made: dict[str, Any]) -> str:
     verdict = "eligible" if made["eligible"] else "not eligible"
     since = f" since {made['since']}" if made["since"] else ""
     lines = [
-        f"person {made['person_id']} on {made['day']}: {verdict}{since}, {made['outcomes_met']} of the "
-        f"{rule['outcomes_needed']} outcomes needed under {rule['id']} ({rule['name']})",
+        f"person {made['person_id']} on {made['day']}: {verdict}{since}: {made['outcomes_met']} outcomes "
+        f"met, {rule['outcomes_needed']} needed under {rule['id']} ({rule['name']})",
     ]
     for outcome in made["outcomes"]:
         mark = "met" if outcome["met"] else "not met"

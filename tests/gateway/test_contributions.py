@@ -262,6 +262,10 @@ async def test_the_council_sees_why_the_family_is_eligible_on_whose_evidence_and
         ).all()
     assert [tuple(r) for r in read] == [("eligibility explain", "EXPLAIN-1", FAMILY)]
     text = run_gateway(env, tmp_path, *command)
+    assert text.stdout.startswith(
+        f"person {FAMILY} on 2026-11-22: eligible since 2026-10-01: 3 outcomes met, 3 needed under "
+        "supporting-families-2022 (Supporting Families programme (from October 2022))\n"
+    )
     assert "  Financial stability: met since 2026-10-01" in text.stdout
     assert "    on out_of_work_benefits = True dated 2026-10-01 from dwp-worklessness (client " in text.stdout
 
