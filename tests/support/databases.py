@@ -45,11 +45,13 @@ async def _admin_connection() -> asyncpg.Connection:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
+async def postgres_database(template: str | None = None) -> AsyncIterator[str]:
+    """A throwaway database, dropped afterwards; `template`: a copy of that database (no one connected)."""
     admin = await _admin_connection()
     name = f"gateway_test_{secrets.token_hex(6)}"
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        copied = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{copied}')
         yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

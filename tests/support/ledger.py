@@ -26,7 +26,7 @@ from gateway.config import Settings
 from gateway.db import create_engine, is_sqlite, upgrade
 from gateway.keys import SigningKeys
 from resolvers import seed_population
-from tests.support.databases import _admin_connection, postgres_admin_url
+from tests.support.databases import _admin_connection, postgres_admin_url, postgres_database
 from tests.support.partners import Partner, enrol
 from tests.support.population import EdgeCases, add_edge_cases
 
@@ -102,14 +102,8 @@ async def fresh_database(
             shutil.copyfile(str(make_url(template).database), copy)
             yield f"sqlite+aiosqlite:///{copy}"
             return
-        admin = await _admin_connection()
-        name = f"gateway_test_{secrets.token_hex(6)}"
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"')
-            yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+        async with postgres_database(template=str(make_url(template).database)) as copied:
+            yield copied
 
     async with url() as made:
         engine = create_engine(made)
