@@ -253,7 +253,7 @@ def _endpoints(
         ledger=SecurityLedger(engine, gateway.agreements, rules),
         notices=NoticeStore(engine),
         guard=gateway.guard,
-        contributions=ContributionStore(engine, rules),
+        contributions=ContributionStore(engine, rules, today),
         unaudited_for_benchmarks=gateway.ledger is None,
         compiled=compiled,
     )

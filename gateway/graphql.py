@@ -137,7 +137,8 @@ class Outcome:
     alert_id: str | None = None  # the security alert this request raised
     media_type: str = APPLICATION_JSON  # the answer's, as the Accept header chose it
     executed: bool = False  # the document ran: the answer has `data` (null, partial or whole)
-    contributed: bool = False  # a partner's report waits for this request's event to count
+    awaiting_event: bool = False  # the view recorded a partner's report or referral
+    contributed: bool = False  # ... and the answer is going out: the report counts once the event is written
 
     @property
     def code(self) -> str | None:
@@ -373,7 +374,7 @@ class GraphQLEndpoint:
                 "OBLIGATION_NOT_MET",
             )
         outcome.disclosures = disclosures
-        outcome.contributed = any(d.fields == CONTRIBUTION_FIELDS for d in disclosures)
+        outcome.contributed = outcome.awaiting_event
         return json_response(body)
 
     async def recorded(self, outcome: Outcome) -> None:
@@ -593,6 +594,15 @@ class GraphQLEndpoint:
             contributions=self._contributions if view.agreement.contributes else None,
             event_id=outcome.event_id,
         )
+        try:
+            return await self._run(view, query, payload, outcome, context)
+        finally:
+            # A report or referral was recorded: it counts once the event is written, if the answer leaves.
+            outcome.awaiting_event = outcome.awaiting_event or context.awaiting_event
+
+    async def _run(
+        self, view: View, query: str, payload: dict[str, Any], outcome: Outcome, context: ViewContext
+    ) -> tuple[dict[str, Any], list[Disclosure]]:
         if self._compiled and view.planner is not None:
             data = await view.planner.execute(
                 context,

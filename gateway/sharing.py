@@ -8,8 +8,9 @@ A report waits, pending, for its request's event: if the ledger cannot be writte
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,15 +18,25 @@ from gateway.db import utc
 from policies.eligibility import EligibilityRule
 from resolvers.contributions import KeyReusedError, make_evidence, store
 from resolvers.eligibility import refresh_households
+from resolvers.referrals import (
+    NewReferral,
+    ReferralKeyReusedError,
+    StoredReferral,
+    match_referrals,
+    store_referral,
+)
 from schema.contribution_records import ContributionRecord, IdempotencyKeyReusedError, NewContribution
 
 log = logging.getLogger(__name__)
 
 
 class ContributionStore:
-    def __init__(self, engine: AsyncEngine, rules: Mapping[str, EligibilityRule]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, rules: Mapping[str, EligibilityRule], today: Callable[[], date]
+    ) -> None:
         self._engine = engine
         self._rules = rules
+        self._today = today
 
     async def report(
         self,
@@ -53,11 +64,33 @@ class ContributionStore:
             conflicting=stored.conflicting, retried=stored.retried,
         )  # fmt: skip
 
+    async def refer(
+        self,
+        new: NewReferral,
+        *,
+        client_id: str,
+        agreement_id: str,
+        acting_user: str | None,
+        event_id: str,
+    ) -> StoredReferral:
+        try:
+            async with self._engine.begin() as conn:
+                stored = await store_referral(
+                    conn, new, client_id=client_id, agreement_id=agreement_id, acting_user=acting_user,
+                    event_id=event_id,
+                )  # fmt: skip
+        except ReferralKeyReusedError:
+            raise IdempotencyKeyReusedError from None
+        return replace(stored, recorded_at=_aware(stored.recorded_at))
+
     async def recorded(self, event_id: str) -> None:
-        """The request's event is written: its reports are evidence, their families judged again."""
+        """The request's event is written: its reports are evidence, their families judged again; its
+        referrals are matched (one matcher at a time, in a transaction of its own)."""
         async with self._engine.begin() as conn:
             households = await make_evidence(conn, event_id)
             await refresh_households(conn, households, self._rules)
+        async with self._engine.begin() as conn:
+            await match_referrals(conn, event_id, today=self._today())
 
 
 def _aware(moment: datetime) -> datetime:

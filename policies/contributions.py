@@ -12,14 +12,16 @@ from typing import Final, Literal
 
 from policies.eligibility import INDICATORS
 
-ValueKind = Literal["date", "flag", "term"]
+ValueKind = Literal["date", "flag", "term", "referral"]
 
 
 @dataclass(frozen=True, slots=True)
 class ContributionSpec:
     name: str  # the mutation
-    indicator: str  # what it reports (policies.eligibility.INDICATORS)
-    values: ValueKind  # date: an event on a day; flag: yes or no as of a day; term: a percentage for a term
+    indicator: str  # what it reports (policies.eligibility.INDICATORS), or the referral's kind
+    # date: an event on a day; flag: yes or no as of a day; term: a percentage for a term; referral: a
+    # person the partner names (name, date of birth, address), whom the council may not yet know
+    values: ValueKind
     description: str
 
 
@@ -43,7 +45,16 @@ CONTRIBUTIONS: Final[dict[str, ContributionSpec]] = {
             "Report the child's school attendance, in percent, for a term (`2026-autumn`: a term is named "
             "by its year and season, autumn, spring or summer, and dated its last day).",
         ),
+        ContributionSpec(
+            "reportTwoYearOldOfferEligible", "two_year_old_offer", "referral",
+            "Refer a child eligible for the funded childcare offer for two-year-olds, by name, date of birth "
+            "and address: the council matches the child to its records, or opens one, or has an officer "
+            "decide when a match is uncertain. The answer is the same whichever it is.",
+        ),
     )
 }  # fmt: skip
-if any(spec.indicator not in INDICATORS for spec in CONTRIBUTIONS.values()):  # pragma: no cover
+REFERRALS: Final = frozenset(name for name, spec in CONTRIBUTIONS.items() if spec.values == "referral")
+if any(
+    s.indicator not in INDICATORS for s in CONTRIBUTIONS.values() if s.values != "referral"
+):  # pragma: no cover
     raise RuntimeError("a contribution reports an indicator the eligibility rules do not know")

@@ -15,7 +15,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resolvers.models import contributions, people
+from resolvers.models import contributions, people, referrals
 
 PENDING, RECORDED = "pending", "recorded"
 
@@ -50,6 +50,11 @@ async def store(
     """Record a report pending its event, or find the first one made with this key. A report found still
     pending (its request's event was never written) now waits for this request's event instead."""
     mine = and_(contributions.c.client_id == client_id, contributions.c.idempotency_key == idempotency_key)
+    referred = select(referrals.c.id).where(
+        referrals.c.client_id == client_id, referrals.c.idempotency_key == idempotency_key
+    )
+    if (await conn.execute(referred)).first() is not None:
+        raise KeyReusedError  # the key named a referral: one key, one thing
     found = (await conn.execute(select(contributions).where(mine))).first()
     if found is None:
         household = (

@@ -22,6 +22,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
     func,
@@ -93,6 +94,7 @@ people = Table(
     Column("legal_hold", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_people_name_dob", func.lower(people.c.family_name), people.c.date_of_birth)
+Index("ix_people_date_of_birth", people.c.date_of_birth)  # a referral's candidates: born the same day
 
 assessments = Table(
     "assessments",
@@ -177,4 +179,76 @@ eligibility_intervals = Table(
     Column("valid_from", Date, nullable=False),
     Column("valid_until", Date, nullable=True),  # the first day it no longer holds; NULL: no end foreseen
     PrimaryKeyConstraint("household_id", "kind", "valid_from", name="pk_eligibility_intervals"),
+)
+
+# A partner's referral of someone the council may not yet know (the DWP's two-year-old offer): what it
+# sent, its provenance, and what became of it once its request's event was written: matched to the one
+# person it is, a record opened for someone the council did not know, or left for an officer to decide
+# (review) and then linked. Never a second record for someone already known, silently.
+PENDING_REFERRAL, MATCHED, OPENED, REVIEW, LINKED = "pending", "matched", "opened", "review", "linked"
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("given_name", String(100), nullable=False),
+    Column("family_name", String(100), nullable=False),
+    Column("date_of_birth", Date, nullable=False),
+    Column("address_line1", String(200), nullable=False),
+    Column("town", String(100), nullable=False),
+    Column("postcode", String(8), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("agreement_id", String(64), nullable=False),
+    Column("acting_user", String(200), nullable=True),
+    Column("event_id", String(32), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("person_id", Integer, ForeignKey("people.id"), nullable=True, index=True),
+    Column("candidates", String(400), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    UniqueConstraint("client_id", "idempotency_key", name="uq_referrals_client_id"),
+)
+
+# A partner's batch of reports: one job, its rows and each row's result. The rows' reports wait under the
+# batch's one audit event (event_id, known ahead), written when the last row is done.
+RUNNING, SEALING, DONE, STOPPED = "running", "sealing", "done", "stopped"
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("agreement_id", String(64), nullable=False),
+    Column("acting_user", String(200), nullable=True),
+    Column("officer_issuer", String(300), nullable=True),
+    Column("case_reference", String(200), nullable=True),
+    Column("format", String(8), nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("stop_code", String(64), nullable=True),
+    Column("event_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("client_id", "idempotency_key", name="uq_batches_client_id"),
+)
+batch_rows = Table(
+    "batch_rows",
+    metadata,
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("row_no", Integer, nullable=False),
+    Column("body", Text, nullable=True),
+    Column("status", String(16), nullable=True),
+    Column("code", String(64), nullable=True),
+    Column("message", String(300), nullable=True),
+    Column("result_id", String(32), nullable=True),
+    Column("person_id", Integer, nullable=True),
+    PrimaryKeyConstraint("batch_id", "row_no", name="pk_batch_rows"),
 )

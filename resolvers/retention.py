@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Row, delete, exists, select
+from sqlalchemy import Row, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies.eligibility import EligibilityRule, load_eligibility
@@ -24,19 +24,21 @@ from resolvers.eligibility import refresh_households
 from resolvers.models import (
     addresses,
     assessments,
+    batch_rows,
     contributions,
     eligibility_intervals,
     households,
     objections,
     people,
     person_records,
+    referrals,
     restrictions,
 )
 
 _Row = Row[*tuple[Any, ...]]
 
 # Tables keyed by person (a foreign key to people.id): emptied for a person before the person goes.
-PERSON_TABLES = (objections, restrictions, person_records, contributions)
+PERSON_TABLES = (objections, restrictions, person_records, contributions, referrals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ async def purge_people(
     )
     for table in PERSON_TABLES:
         await conn.execute(delete(table).where(table.c.person_id.in_(ids)))
+    # A batch's row keeps its result, not whom it was about.
+    await conn.execute(update(batch_rows).where(batch_rows.c.person_id.in_(ids)).values(person_id=None))
     gone = (await conn.execute(delete(people).where(people.c.id.in_(ids)))).rowcount
     empty = sorted(
         (

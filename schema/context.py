@@ -48,6 +48,7 @@ class ViewContext:
     notices: NoticeReader | None = None  # only for views over person records (Art 19 notifications)
     contributions: ContributionWriter | None = None  # only for views whose agreement `contributes`
     event_id: str | None = None  # the request's audit event, known ahead: what a contribution waits for
+    awaiting_event: bool = False  # a report or referral was recorded: it counts once the event is written
 
     def disclosed_in(self, data: dict[str, object] | None) -> list[Disclosure]:
         """Disclosures whose root field reached the response (an error nulls a root field whole)."""

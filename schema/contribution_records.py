@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
+from resolvers.referrals import NewReferral, StoredReferral
+
 
 class IdempotencyKeyReusedError(Exception):
     """This client used the idempotency key before, for a different report."""
@@ -48,3 +50,13 @@ class ContributionWriter(Protocol):
         acting_user: str | None,
         event_id: str,
     ) -> ContributionRecord: ...
+
+    async def refer(
+        self,
+        new: NewReferral,
+        *,
+        client_id: str,
+        agreement_id: str,
+        acting_user: str | None,
+        event_id: str,
+    ) -> StoredReferral: ...

@@ -24,6 +24,7 @@ import strawberry
 from policies import Agreement
 from policies.contributions import CONTRIBUTIONS, ContributionSpec
 from resolvers import RefKind, get_person
+from resolvers.referrals import NewReferral, StoredReferral
 from schema.context import Disclosure, ViewContext
 from schema.contribution_records import ContributionRecord, IdempotencyKeyReusedError, NewContribution
 from schema.errors import BadUserInputError, ViewError
@@ -33,6 +34,14 @@ EARLIEST: Final = datetime.date(2000, 1, 1)
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,200}$")
 _TERM = re.compile(r"^(?P<year>20[0-9]{2})-(?P<season>autumn|spring|summer)$")
 _TERM_ENDS: Final = {"autumn": (12, 31), "spring": (4, 30), "summer": (7, 31)}
+
+
+# Names: letters of any alphabet, with the spaces, hyphens, apostrophes and full stops names have.
+_NAME = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*$")
+# An address line or town: letters, digits, spaces and the punctuation addresses have; no control characters.
+_LINE = re.compile(r"^[\w ,.'\u2019/&()-]+$")
+_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$")
+_REFERRAL_MAX_AGE_YEARS: Final = 3
 
 
 class IdempotencyKeyReusedInputError(ViewError):
@@ -49,6 +58,15 @@ class Contribution:
     conflicting: bool = strawberry.field(
         description="Another report of the same day says otherwise: both are kept, neither counts."
     )
+    retried: bool = strawberry.field(description="This key was used before: this is the first answer.")
+
+
+@strawberry.type(
+    description="A referral the council received. It says nothing of whether the council knew the person."
+)
+class Referral:
+    id: strawberry.ID
+    received_at: datetime.datetime
     retried: bool = strawberry.field(description="This key was used before: this is the first answer.")
 
 
@@ -79,7 +97,7 @@ def _mutation(spec: ContributionSpec) -> Any:
             return await _report(info, spec, ref, as_of, out_of_work_benefits, None, None, idempotency_key)
 
         resolver = as_of
-    else:
+    elif spec.values == "term":
 
         async def for_a_term(
             info: strawberry.Info, ref: strawberry.ID, term: str, percent: float, idempotency_key: str
@@ -87,7 +105,28 @@ def _mutation(spec: ContributionSpec) -> Any:
             return await _report(info, spec, ref, _term_end(term), None, percent, term, idempotency_key)
 
         resolver = for_a_term
+    else:
+
+        async def referral(
+            info: strawberry.Info, given_name: str, family_name: str, date_of_birth: datetime.date,
+            address_line1: str, town: str, postcode: str, idempotency_key: str,
+        ) -> Referral:  # fmt: skip
+            made = await refer(
+                _context(info), spec, given_name=given_name, family_name=family_name,
+                date_of_birth=date_of_birth, address_line1=address_line1, town=town, postcode=postcode,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
+            return Referral(id=strawberry.ID(made.id), received_at=made.recorded_at, retried=made.retried)
+
+        resolver = referral
     return strawberry.mutation(resolver=resolver, name=spec.name, description=spec.description)
+
+
+def _context(info: strawberry.Info) -> ViewContext:
+    context = info.context
+    if not isinstance(context, ViewContext) or context.contributions is None:  # pragma: no cover
+        raise TypeError("the view was executed without a contribution writer")
+    return context
 
 
 def _term_end(term: str) -> datetime.date:
@@ -108,14 +147,33 @@ async def _report(
     term: str | None,
     idempotency_key: str,
 ) -> Contribution:
-    context = info.context
-    if not isinstance(context, ViewContext) or context.contributions is None:  # pragma: no cover
-        raise TypeError("the view was executed without a contribution writer")
+    context = _context(info)
+    record = await report(
+        context, spec, str(info.path.key), ref=ref, observed_on=observed_on, flag=flag, percent=percent,
+        term=term, idempotency_key=idempotency_key,
+    )  # fmt: skip
+    return _contribution(context, record)
+
+
+async def report(
+    context: ViewContext,
+    spec: ContributionSpec,
+    root: str,
+    *,
+    ref: str,
+    observed_on: datetime.date,
+    flag: bool | None,
+    percent: float | None,
+    term: str | None,
+    idempotency_key: str,
+) -> ContributionRecord:
+    """Validate and record one report (a mutation's, or a batch row's), named in the request's event under
+    `root`: the disclosure of the person the ref names."""
+    assert context.contributions is not None
     decision = context.decision
     assert decision.scope is not None and decision.agreement_id is not None
     today = decision.scope.today
-    if not _KEY.match(idempotency_key):
-        raise BadUserInputError("idempotencyKey must be 8 to 200 letters, digits, '.', '_', ':' or '-'.")
+    _check_key(idempotency_key)
     if not EARLIEST <= observed_on <= today:
         raise BadUserInputError(f"The day reported must be between {EARLIEST.isoformat()} and today.")
     if percent is not None and not 0 <= percent <= 100:
@@ -149,9 +207,82 @@ async def _report(
     except IdempotencyKeyReusedError:
         raise IdempotencyKeyReusedInputError("This idempotencyKey was used for a different report.") from None
     context.disclosures.append(
-        Disclosure(root=str(info.path.key), person_id=record.person_id, fields=(FIELD,), withheld=())
+        Disclosure(root=root, person_id=record.person_id, fields=(FIELD,), withheld=())
     )
-    return _contribution(context, record)
+    context.awaiting_event = True
+    return record
+
+
+async def refer(
+    context: ViewContext,
+    spec: ContributionSpec,
+    *,
+    given_name: str,
+    family_name: str,
+    date_of_birth: datetime.date,
+    address_line1: str,
+    town: str,
+    postcode: str,
+    idempotency_key: str,
+) -> StoredReferral:
+    """Validate and record one referral. Whether the council knows the person is decided once the request's
+    event is written, and never told: every accepted referral is answered alike, and its event names no
+    one (the person is matched afterwards; the referral's row holds the event it came in)."""
+    assert context.contributions is not None
+    decision = context.decision
+    assert decision.scope is not None and decision.agreement_id is not None
+    today = decision.scope.today
+    _check_key(idempotency_key)
+    names = [_text("givenName", given_name, 100, _NAME), _text("familyName", family_name, 100, _NAME)]
+    line1, place = _text("addressLine1", address_line1, 200, _LINE), _text("town", town, 100, _LINE)
+    code = _postcode(postcode)
+    if not _add_years(today, -_REFERRAL_MAX_AGE_YEARS) < date_of_birth <= today:
+        raise BadUserInputError(
+            f"dateOfBirth must be a child's under {_REFERRAL_MAX_AGE_YEARS}, and not after today."
+        )
+    what = [spec.name, *names, date_of_birth.isoformat(), line1, place, code]
+    new = NewReferral(
+        kind=spec.indicator, given_name=names[0], family_name=names[1], date_of_birth=date_of_birth,
+        address_line1=line1, town=place, postcode=code, idempotency_key=idempotency_key,
+        fingerprint=hashlib.sha256(json.dumps(what).encode()).hexdigest(),
+    )  # fmt: skip
+    try:
+        made = await context.contributions.refer(
+            new, client_id=str(context.client_id), agreement_id=decision.agreement_id,
+            acting_user=context.acting_user, event_id=str(context.event_id),
+        )  # fmt: skip
+    except IdempotencyKeyReusedError:
+        raise IdempotencyKeyReusedInputError("This idempotencyKey was used for a different report.") from None
+    context.awaiting_event = True
+    return made
+
+
+def _check_key(idempotency_key: str) -> None:
+    if not _KEY.match(idempotency_key):
+        raise BadUserInputError("idempotencyKey must be 8 to 200 letters, digits, '.', '_', ':' or '-'.")
+
+
+def _text(name: str, value: str, longest: int, pattern: re.Pattern[str]) -> str:
+    """Spaces collapsed; refused when empty, too long, or holding what no name or address line holds."""
+    clean = " ".join(value.split())
+    if not clean or len(clean) > longest or not pattern.match(clean):
+        what = "a name's letters, spaces and punctuation" if pattern is _NAME else "an address's characters"
+        raise BadUserInputError(f"{name} must be 1 to {longest} of {what}.")
+    return clean
+
+
+def _postcode(value: str) -> str:
+    compact = "".join(value.split()).upper()
+    if not _POSTCODE.match(compact):
+        raise BadUserInputError("postcode must be a UK postcode, such as W10 4CC.")
+    return f"{compact[:-3]} {compact[-3:]}"
+
+
+def _add_years(day: datetime.date, years: int) -> datetime.date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year + years, day=28)
 
 
 def _contribution(context: ViewContext, record: ContributionRecord) -> Contribution:

@@ -34,6 +34,7 @@ from resolvers.models import (
     objections,
     people,
     person_records,
+    referrals,
     restrictions,
 )
 
@@ -100,6 +101,7 @@ INDICATOR_WORDS: Final = {
     "antisocial_behaviour_intervention": "an anti-social behaviour intervention",
     "out_of_work_benefits": "out-of-work benefits",
     "school_attendance": "school attendance",
+    "two_year_old_offer": "a referral for the two-year-old childcare offer (name, date of birth, address)",
 }
 
 
@@ -137,6 +139,28 @@ async def _contributions(
                 "counted": row.state == "recorded",
             }
         )
+    async with engine.connect() as conn:
+        referred = (
+            await conn.execute(
+                select(referrals)
+                .where(referrals.c.person_id == person_id)
+                .order_by(referrals.c.recorded_at, referrals.c.id)
+            )
+        ).all()
+    for row in referred:
+        agreement = agreements.get(row.agreement_id)
+        out.append(
+            {
+                "partner": agreement.partner if agreement else row.agreement_id,
+                "agreement": row.agreement_id,
+                "what": INDICATOR_WORDS.get(row.kind, row.kind),
+                "about_day": _day(row.recorded_at.date()),
+                "value": None,
+                "reported_on": row.recorded_at.date().isoformat(),
+                "counted": True,
+            }
+        )
+    out.sort(key=lambda c: c["reported_on"])
     return out
 
 

@@ -22,6 +22,7 @@ from gateway.cli.evidence import evidence_command
 from gateway.cli.keys import keys
 from gateway.cli.partner import partner
 from gateway.cli.policies import policies
+from gateway.cli.referrals import referrals
 from gateway.cli.retention import retention
 from gateway.cli.rights import rights
 from gateway.cli.schema import schema
@@ -116,6 +117,7 @@ for command in (
     retention,
     evidence_command,
     eligibility,
+    referrals,
     partner,
 ):
     main.add_command(command)

@@ -7,8 +7,6 @@ police's cohort on the DWP's report and out again on a later one.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,22 +14,20 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.app import create_app
 from gateway.audit import render_html, subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings
 from gateway.keys import SigningKeys, write_key_file
 from policies import load_agreements
-from resolvers.models import addresses, assessments, contributions, eligibility_intervals, households, people
+from resolvers.models import contributions, eligibility_intervals, people
 from tests.conftest import FIXED_TODAY, REF_SECRET
 from tests.gateway.cli.conftest import run_gateway
-from tests.support.ledger import Fresh, allow_ledger_inserts, fresh_database, refuse_ledger_inserts
+from tests.support.ledger import allow_ledger_inserts, refuse_ledger_inserts
 from tests.support.partners import Partner, enrol
 from tests.support.processes import gateway_env
+from tests.support.sharing import FAMILY, Sharing
 
-FAMILY = 8_100_001  # assessed with two needs: in the DWP's view, not in the police's cohort
 OFFENCE = (
     "mutation Offence($ref: ID!, $date: Date!, $key: String!) { "
     "reportProvenOffence(ref: $ref, date: $date, idempotencyKey: $key) "
@@ -42,50 +38,6 @@ BENEFITS = (
     "reportBenefitStatus(ref: $ref, outOfWorkBenefits: $on, asOf: $asOf, idempotencyKey: $key) "
     "{ id ref indicator observedOn recordedAt conflicting retried } }"
 )
-
-
-@dataclass
-class Sharing:
-    fresh: Fresh
-    police: Partner
-    dwp: Partner
-
-
-@pytest.fixture
-async def sharing(
-    database_url: str, tmp_path: Path, settings: Settings, signing: SigningKeys
-) -> AsyncIterator[Sharing]:
-    async with fresh_database(database_url, tmp_path, today=FIXED_TODAY, people=40) as fresh:
-        await _family(fresh.engine)
-        app = create_app(
-            settings, engine=fresh.engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http:
-            made = [
-                await enrol(fresh.engine, http, a, ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir)
-                for a in ("police-prevention", "dwp-worklessness")
-            ]
-            yield Sharing(fresh, *made)
-        if app.state.gateway.ledger is not None:
-            await app.state.gateway.ledger.close()
-
-
-async def _family(engine: AsyncEngine) -> None:
-    n = FAMILY
-    address = {"id": n, "uprn": str(310_000_000_000 + n), "line1": f"{n} Report Road", "town": "London",
-               "postcode": "W10 4CC"}  # fmt: skip
-    person = {"id": n, "household_id": n, "given_name": "Cas", "family_name": "Reportley",
-              "date_of_birth": date(1980, 2, 2), "retention_until": date(2031, 1, 1)}  # fmt: skip
-    async with engine.begin() as conn:
-        await conn.execute(insert(addresses).values(**address))
-        await conn.execute(insert(households).values(id=n, address_id=n))
-        await conn.execute(insert(people).values(**person))
-        await conn.execute(
-            insert(assessments).values(id=n, household_id=n, assessed_on=date(2026, 5, 1), eligible=False,
-                                       need_housing=True, need_health=True)
-        )  # fmt: skip
 
 
 async def _in_view(partner: Partner, person: int) -> bool:

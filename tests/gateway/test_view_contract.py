@@ -45,6 +45,8 @@ def _expected_types(agreement: Agreement) -> set[str]:
         types.add("PeopleCount")
     if agreement.contributes:
         types.add("Contribution")
+    if "reportTwoYearOldOfferEligible" in agreement.contributes:
+        types.add("Referral")
     if "reportAttendance" in agreement.contributes:
         types.add("Float")  # the term's attendance, in percent
     if (

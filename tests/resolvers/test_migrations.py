@@ -30,9 +30,10 @@ EXPECTED_TABLES = {
     "audit_chains", "audit_events", "audit_disclosures", "audit_checkpoints", "audit_retention",
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
     "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests", "agreement_versions",
-    "notifications", "person_records", "contributions", "eligibility_intervals",
+    "notifications", "person_records", "contributions", "eligibility_intervals", "referrals", "batches",
+    "batch_rows",
 }  # fmt: skip
-EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob"}
+EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob", "ix_people_date_of_birth"}
 
 
 def _target() -> MetaData:
@@ -94,7 +95,7 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
         uniques = await conn.run_sync(
             lambda sync: {
                 name: {u["name"] for u in inspect(sync).get_unique_constraints(name)}
-                for name in ("addresses", "assessments", "contributions")
+                for name in ("addresses", "assessments", "contributions", "referrals", "batches")
             }
         )
     partitions = {t for t in tables if t.startswith(PARTITIONED_TABLES) and "_y" in t}
@@ -104,12 +105,14 @@ async def test_tables_and_indexes_exist_by_name(engine: AsyncEngine, database_ur
         "addresses": {"uq_addresses_uprn"},
         "assessments": {"uq_assessments_household_id"},
         "contributions": {"uq_contributions_client_id"},
+        "referrals": {"uq_referrals_client_id"},
+        "batches": {"uq_batches_client_id"},
     }
 
 
 async def test_the_database_is_at_the_head_revision(engine: AsyncEngine) -> None:
     head = _head()
-    assert head == "0013"
+    assert head == "0014"
     assert await current_revision(engine) == head
 
 

@@ -1,0 +1,258 @@
+"""Referrals as rows: a partner names someone the council may not yet know (the DWP's two-year-old offer).
+
+A referral is recorded pending its request's audit event, like a contribution; once the event is written
+it is matched against the council's records, under a lock so that two referrals of the same new child
+cannot both open a record:
+- one person with the same names, date of birth and postcode: `matched` to that person;
+- nobody born that day who shares a name or the postcode: a record is `opened` (a household at the
+  address, the person, a Family Hub record counting from today);
+- anything else (a near match, two exact ones): `review`, with the people it might be, for an officer to
+  decide (`decide`): the same person (`linked`) or someone new (`opened`). Never a duplicate silently.
+
+Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from sqlalchemy import func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from policies.eligibility import add_months
+from resolvers.models import (
+    LINKED,
+    MATCHED,
+    OPENED,
+    PENDING_REFERRAL,
+    REVIEW,
+    addresses,
+    contributions,
+    households,
+    people,
+    person_records,
+    referrals,
+)
+
+OPENED_CLASS: Final = "family-hub"  # a referred child's record: kept six years from the last contact
+OPENED_KEEP_MONTHS: Final = 72
+_NOT_LETTERS = re.compile(r"[^a-z]")
+
+
+class ReferralKeyReusedError(Exception):
+    """The client used this idempotency key before, for something else."""
+
+
+class ReferralDecisionError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class NewReferral:
+    kind: str
+    given_name: str
+    family_name: str
+    date_of_birth: date
+    address_line1: str
+    town: str
+    postcode: str  # normalised: upper case, one space before the inward code
+    idempotency_key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReferral:
+    id: str
+    recorded_at: datetime
+    retried: bool
+
+
+async def store_referral(
+    conn: AsyncConnection,
+    new: NewReferral,
+    *,
+    client_id: str,
+    agreement_id: str,
+    acting_user: str | None,
+    event_id: str,
+) -> StoredReferral:
+    """Record a referral pending its event, or find the first one made with this key (a pending one now
+    waits for this request's event instead)."""
+    mine = (referrals.c.client_id == client_id) & (referrals.c.idempotency_key == new.idempotency_key)
+    taken = select(contributions.c.id).where(
+        contributions.c.client_id == client_id, contributions.c.idempotency_key == new.idempotency_key
+    )
+    if (await conn.execute(taken)).first() is not None:
+        raise ReferralKeyReusedError  # the key named a report: one key, one thing
+    found = (await conn.execute(select(referrals).where(mine))).first()
+    if found is None:
+        made, now = uuid.uuid4().hex, datetime.now(UTC)
+        row = {
+            "id": made, "kind": new.kind, "given_name": new.given_name,
+            "family_name": new.family_name, "date_of_birth": new.date_of_birth,
+            "address_line1": new.address_line1, "town": new.town, "postcode": new.postcode,
+            "client_id": client_id, "agreement_id": agreement_id, "acting_user": acting_user,
+            "event_id": event_id, "recorded_at": now, "state": PENDING_REFERRAL,
+            "idempotency_key": new.idempotency_key, "fingerprint": new.fingerprint,
+        }  # fmt: skip
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(referrals).values(**row))
+        except IntegrityError:
+            found = (await conn.execute(select(referrals).where(mine))).first()
+            if found is None:  # pragma: no cover - not a race on the key after all
+                raise
+        else:
+            return StoredReferral(made, now, retried=False)
+    first = found._mapping
+    if first["fingerprint"] != new.fingerprint:
+        raise ReferralKeyReusedError
+    if first["state"] == PENDING_REFERRAL:
+        await conn.execute(update(referrals).where(mine).values(event_id=event_id))
+    return StoredReferral(str(first["id"]), first["recorded_at"], retried=True)
+
+
+async def match_referrals(conn: AsyncConnection, event_id: str, *, today: date) -> list[str]:
+    """The referrals made in the request whose event was just written, each matched, opened or left for
+    review. Returns what became of each, in order (for tests and counts: never shown to the partner)."""
+    await _serialise(conn)
+    pending = await conn.execute(
+        select(referrals)
+        .where(referrals.c.event_id == event_id, referrals.c.state == PENDING_REFERRAL)
+        .order_by(referrals.c.recorded_at, referrals.c.id)
+    )
+    states: list[str] = []
+    for row in pending.all():
+        states.append(await _match(conn, dict(row._mapping), today=today))
+    return states
+
+
+async def _serialise(conn: AsyncConnection) -> None:
+    """One matcher at a time, so that two referrals of the same new child cannot both open a record."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('referral_matching'))"))
+    else:
+        # SQLite: a writer from the first statement, so nobody else opens a record between our read and ours.
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _match(conn: AsyncConnection, referral: dict[str, Any], *, today: date) -> str:
+    exact, near = await candidates(conn, referral)
+    if len(exact) == 1:
+        state, person_id, maybe = MATCHED, exact[0], None
+    elif not exact and not near:
+        state, person_id, maybe = OPENED, await open_record(conn, referral, today=today), None
+    else:
+        state, person_id, maybe = REVIEW, None, ",".join(str(i) for i in sorted(exact + near))[:400]
+    await conn.execute(
+        update(referrals)
+        .where(referrals.c.id == referral["id"])
+        .values(state=state, person_id=person_id, candidates=maybe, decided_at=datetime.now(UTC))
+    )
+    return state
+
+
+async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """People born the same day: those with the same names and postcode, and those sharing a name or the
+    postcode (a near match: a spelling, a move, a sibling's record)."""
+    born = await conn.execute(
+        select(people.c.id, people.c.given_name, people.c.family_name, addresses.c.postcode)
+        .join(households, households.c.id == people.c.household_id)
+        .join(addresses, addresses.c.id == households.c.address_id)
+        .where(people.c.date_of_birth == referral["date_of_birth"])
+    )
+    given, family = name_key(referral["given_name"]), name_key(referral["family_name"])
+    postcode = postcode_key(referral["postcode"])
+    exact: list[int] = []
+    near: list[int] = []
+    for person_id, their_given, their_family, their_postcode in born:
+        same = (name_key(their_given) == given, name_key(their_family) == family)
+        here = postcode_key(their_postcode) == postcode
+        if all(same) and here:
+            exact.append(person_id)
+        elif any(same) or here:
+            near.append(person_id)
+    return exact, near
+
+
+async def open_record(conn: AsyncConnection, referral: dict[str, Any], *, today: date) -> int:
+    """A new record for someone the council did not know: an address, a household there, the person."""
+    address_id = await _next_id(conn, addresses.c.id)
+    household_id = await _next_id(conn, households.c.id)
+    person_id = await _next_id(conn, people.c.id)
+    await conn.execute(
+        insert(addresses).values(
+            id=address_id,
+            line1=referral["address_line1"],
+            town=referral["town"],
+            postcode=referral["postcode"],
+        )
+    )
+    await conn.execute(insert(households).values(id=household_id, address_id=address_id))
+    await conn.execute(
+        insert(people).values(
+            id=person_id, household_id=household_id, given_name=referral["given_name"],
+            family_name=referral["family_name"], date_of_birth=referral["date_of_birth"],
+            retention_until=add_months(today, OPENED_KEEP_MONTHS),
+        )
+    )  # fmt: skip
+    await conn.execute(
+        insert(person_records).values(person_id=person_id, record_class=OPENED_CLASS, counted_from=today)
+    )
+    return person_id
+
+
+async def _next_id(conn: AsyncConnection, column: Any) -> int:
+    return int((await conn.execute(select(func.coalesce(func.max(column), 0)))).scalar_one()) + 1
+
+
+async def decide(
+    conn: AsyncConnection, referral_id: str, *, person_id: int | None, officer: str, today: date
+) -> tuple[str, int]:
+    """An officer's decision on a referral under review: it is `person_id` (linked), or someone new (a
+    record opened). Returns the state and the person."""
+    await _serialise(conn)
+    row = (await conn.execute(select(referrals).where(referrals.c.id == referral_id))).first()
+    if row is None:
+        raise ReferralDecisionError("UNKNOWN_REFERRAL", "no referral has this id")
+    referral = dict(row._mapping)
+    if referral["state"] != REVIEW:
+        raise ReferralDecisionError("NOT_IN_REVIEW", f"this referral is {referral['state']}, not in review")
+    if person_id is None:
+        state, person_id = OPENED, await open_record(conn, referral, today=today)
+    else:
+        if (await conn.execute(select(people.c.id).where(people.c.id == person_id))).first() is None:
+            raise ReferralDecisionError("UNKNOWN_PERSON", "no person has this id")
+        state = LINKED
+    await conn.execute(
+        update(referrals)
+        .where(referrals.c.id == referral_id)
+        .values(state=state, person_id=person_id, decided_at=datetime.now(UTC), decided_by=officer)
+    )
+    return state, person_id
+
+
+async def list_referrals(conn: AsyncConnection, *, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+    query = select(referrals).order_by(referrals.c.recorded_at, referrals.c.id)
+    if states:
+        query = query.where(or_(*(referrals.c.state == s for s in states)))
+    return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+def name_key(name: str) -> str:
+    """A name as matching compares it: accents, case, spaces, hyphens and apostrophes set aside."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return _NOT_LETTERS.sub("", plain.casefold())
+
+
+def postcode_key(postcode: str) -> str:
+    return re.sub(r"\s+", "", postcode).upper()
