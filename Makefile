@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install browser lint typecheck check-schema bench samples clean
+.PHONY: demo test install browser lint typecheck check-schema bench bench-batch samples clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -58,6 +58,10 @@ test: install browser lint typecheck check-schema
 # GATEWAY_TEST_POSTGRES_URL; needs wrk and taskset: apt-get install wrk). Other benchmarks: bench/.
 bench: install
 	$(BIN)/python -m bench.speed
+
+# A partner's batch of 10,000 reports, on PostgreSQL and SQLite: its progress and time (bench/batch.py).
+bench-batch: install
+	$(BIN)/python -m bench.batch
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,8 @@ from gateway.audit import (
     seal_orphans,
     witness_for,
 )
+from gateway.batches import BatchEndpoint
+from gateway.bulk import BatchRunner
 from gateway.config import Settings, council_today
 from gateway.console import Console, require_demo_allowed
 from gateway.db import create_engine, require_current_schema
@@ -158,9 +160,10 @@ def create_app(
         routes=routes,
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(gateway, ledger_engine, owned, witness),
+        lifespan=_lifespan(gateway, ledger_engine, owned, witness, endpoints.batches.runner),
     )
     app.state.gateway = gateway
+    app.state.batches = endpoints.batches.runner  # for tests and the benchmark: follow a job to its end
     return app
 
 
@@ -240,6 +243,7 @@ def _endpoints(
         admit=gateway.guard.rates.client,
     )
     rules = load_eligibility(settings.eligibility_dir)  # a bad rule file stops start-up, like an agreement
+    contributions = ContributionStore(engine, rules, today)
     graphql = GraphQLEndpoint(
         engine=engine,
         views=gateway.views,
@@ -253,10 +257,22 @@ def _endpoints(
         ledger=SecurityLedger(engine, gateway.agreements, rules),
         notices=NoticeStore(engine),
         guard=gateway.guard,
-        contributions=ContributionStore(engine, rules, today),
+        contributions=contributions,
         unaudited_for_benchmarks=gateway.ledger is None,
         compiled=compiled,
     )
+    batches = BatchEndpoint(
+        engine=engine,
+        graphql=graphql,
+        runner=BatchRunner(
+            engine=engine, ledger=gateway.ledger, agreements=gateway.agreements, refs=gateway.refs,
+            contributions=contributions, today=today, chunk_rows=settings.batch_chunk_rows,
+            lease_seconds=settings.batch_lease_seconds,
+        ),
+        issuer=settings.issuer,
+        max_rows=settings.max_batch_rows,
+        max_bytes=settings.max_batch_bytes,
+    )  # fmt: skip
     auditor = RequestAuditor(
         gateway.ledger, gateway.telemetry, telemetry_key=derive_key(secret, "telemetry-document-hash")
     )
@@ -272,6 +288,7 @@ def _endpoints(
     return Endpoints(
         oauth=oauth,
         graphql=graphql,
+        batches=batches,
         auditor=auditor,
         agreements=gateway.agreements,
         engine=engine,
@@ -286,7 +303,7 @@ def _endpoints(
 
 
 def _lifespan(
-    gateway: Gateway, ledger_engine: AsyncEngine, owned: _Owned, witness: Witness | None
+    gateway: Gateway, ledger_engine: AsyncEngine, owned: _Owned, witness: Witness | None, batches: BatchRunner
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -304,7 +321,9 @@ def _lifespan(
         # What start-up made (modules, schemas, agreements) lives as long as the process: kept out of
         # the collector's view, so that a full collection under load does not walk it all again.
         gc.freeze()
+        await batches.resume()  # partners' batches whose process stopped part-way go on here
         yield
+        await batches.close()  # a job left part-way is taken up by the next process, once its lease runs out
         await gateway.guard.close()  # writes the refusal summaries still open
         await gateway.revocations.close()
         await gateway.state.close()

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=300, ge=60, le=600, description="At most ten minutes")
     token_leeway_seconds: int = Field(default=30, ge=0, le=120)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # A partner's batch of reports (POST /batches): its size, its rows, and how its job is worked through.
+    max_batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_batch_rows: int = Field(default=10_000, ge=1, le=100_000)
+    batch_chunk_rows: int = Field(default=500, ge=1, le=10_000, description="Rows per step of a job")
+    batch_lease_seconds: int = Field(
+        default=30, ge=1, le=3_600, description="A stopped process's job is taken up after this"
+    )
     max_query_tokens: int = Field(default=2_000, ge=100, le=50_000)
     db_pool_size: int = Field(default=10, ge=1, le=100)
     db_statement_timeout_ms: int = Field(

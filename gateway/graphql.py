@@ -145,7 +145,7 @@ class Outcome:
         return self.error_codes[0] if self.error_codes else None
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
     def __init__(self, response: JSONResponse, code: str) -> None:
         self.response = response
         self.code = code
@@ -198,7 +198,7 @@ class GraphQLEndpoint:
         outcome = Outcome(media_type=accepted or APPLICATION_JSON)
         try:
             response = await self._handle(request, outcome, acceptable=accepted is not None)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             response = refusal.response
             outcome.error_codes = [refusal.code]
         except Exception as error:
@@ -232,7 +232,7 @@ class GraphQLEndpoint:
         outcome = Outcome(media_type=accepted_media_type(request) or APPLICATION_JSON)
         try:
             claims, _ = self._token(request)
-        except _Refusal:
+        except Refusal:
             return outcome
         outcome.client_id, outcome.token_jti = claims.client_id, claims.jti
         outcome.agreement = self._agreement_of(claims)
@@ -243,6 +243,36 @@ class GraphQLEndpoint:
         return view.agreement if view is not None else None
 
     async def _handle(self, request: Request, outcome: Outcome, *, acceptable: bool) -> JSONResponse:
+        view, claims, dpop_nonce = await self._caller(request, outcome, url=self._url)
+        if not acceptable:
+            raise _bad_request(
+                406, "NOT_ACCEPTABLE", f"Accept {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}."
+            )
+        if request.url.query:
+            # URLs end up in proxies' and servers' logs: nothing may travel in them.
+            raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
+        payload = await self._payload(request)
+        outcome.operation_name = _operation_name(payload)
+        query = await self._document(payload, claims.client_id, view.agreement)
+        outcome.document_sha256 = _sha256(query)
+        decision = self._decide(request, outcome, view, claims)
+        response = await self._answer(view, decision, query, payload, outcome)
+        if dpop_nonce is not None:
+            response.headers["DPoP-Nonce"] = dpop_nonce
+        return response
+
+    async def authorise(
+        self, request: Request, outcome: Outcome, *, url: str
+    ) -> tuple[View, Decision, str | None]:
+        """Who is calling and under which view and decision, established exactly as for /graphql (token,
+        proof of possession at `url`, client state, rate limits, purpose), for another endpoint of the
+        partner's (its batches); raises `Refusal`. Returns the view, the decision and the next DPoP nonce."""
+        view, claims, dpop_nonce = await self._caller(request, outcome, url=url)
+        return view, self._decide(request, outcome, view, claims), dpop_nonce
+
+    async def _caller(
+        self, request: Request, outcome: Outcome, *, url: str
+    ) -> tuple[View, AccessClaims, str | None]:
         _single_headers(request)
         claims, raw = self._token(request)
         outcome.client_id = claims.client_id
@@ -266,19 +296,11 @@ class GraphQLEndpoint:
             )
         view = self._view_for(bound_to)
         outcome.agreement = view.agreement
-        dpop_nonce = await self._possession(request, claims, raw, view.agreement)
+        dpop_nonce = await self._possession(request, claims, raw, view.agreement, url=url)
         await self._guard.watch.request(claims.client_id, view.agreement)
-        if not acceptable:
-            raise _bad_request(
-                406, "NOT_ACCEPTABLE", f"Accept {GRAPHQL_RESPONSE_JSON} or {APPLICATION_JSON}."
-            )
-        if request.url.query:
-            # URLs end up in proxies' and servers' logs: nothing may travel in them.
-            raise _bad_request(400, "BAD_REQUEST", "Send nothing in the URL: put the operation in the body.")
-        payload = await self._payload(request)
-        outcome.operation_name = _operation_name(payload)
-        query = await self._document(payload, claims.client_id, view.agreement)
-        outcome.document_sha256 = _sha256(query)
+        return view, claims, dpop_nonce
+
+    def _decide(self, request: Request, outcome: Outcome, view: View, claims: AccessClaims) -> Decision:
         headers = _purpose_headers(request)
         outcome.purpose = _purpose_context(headers, claims.officer)
         # The officer the partner's identity provider named; a header may repeat it, never change it.
@@ -291,16 +313,13 @@ class GraphQLEndpoint:
         outcome.decision = decision
         if not decision.allowed:
             assert decision.code is not None
-            raise _Refusal(
+            raise Refusal(
                 graphql_error_response(
                     _DENY_STATUS[decision.code], decision.code, _sentence(decision.reason)
                 ),
                 decision.code,
             )
-        response = await self._answer(view, decision, query, payload, outcome)
-        if dpop_nonce is not None:
-            response.headers["DPoP-Nonce"] = dpop_nonce
-        return response
+        return decision
 
     # -- 5: the answer, within break-glass, quota and obligations ----------------------------------
 
@@ -369,7 +388,7 @@ class GraphQLEndpoint:
         )
         if missing:
             log.error("obligations not met", extra={"obligations": missing, "client_id": outcome.client_id})
-            raise _Refusal(
+            raise Refusal(
                 graphql_error_response(500, "OBLIGATION_NOT_MET", "The request could not be completed."),
                 "OBLIGATION_NOT_MET",
             )
@@ -405,7 +424,7 @@ class GraphQLEndpoint:
                 )
             )
         except AuditUnavailableError:
-            raise _Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
+            raise Refusal(audit_unavailable(), "AUDIT_UNAVAILABLE") from None
 
     async def _break_glass(self, view: View, outcome: Outcome, disclosures: list[Disclosure]) -> int | None:
         """Raise the alert before anything leaves, and open a window for the one protected person this
@@ -459,7 +478,7 @@ class GraphQLEndpoint:
         return claims, raw.strip()
 
     async def _possession(
-        self, request: Request, claims: AccessClaims, raw: str, agreement: Agreement
+        self, request: Request, claims: AccessClaims, raw: str, agreement: Agreement, *, url: str
     ) -> str | None:
         """For a DPoP-bound token, the proof that the caller holds its key; the next nonce to use."""
         if claims.jkt is None:
@@ -472,7 +491,7 @@ class GraphQLEndpoint:
             return None
         try:
             proof = await self._dpop.check(
-                request.headers.getlist("dpop"), method=request.method, url=self._url, access_token=raw
+                request.headers.getlist("dpop"), method=request.method, url=url, access_token=raw
             )
         except DPoPError as error:
             raise _dpop_refusal(error.error, error.description, self._dpop.nonce()) from None
@@ -486,7 +505,7 @@ class GraphQLEndpoint:
         view = self._views.get(agreement_id)
         if view is None:
             # A token for an agreement that is no longer loaded: refuse, never fall back.
-            raise _Refusal(
+            raise Refusal(
                 graphql_error_response(403, "FORBIDDEN", "No agreement is in force for this client."),
                 "FORBIDDEN",
             )
@@ -638,7 +657,7 @@ class GraphQLEndpoint:
             error.original_error and is_unavailable(error.original_error) for error in result.errors or []
         ):
             # Part of the answer could not be read: send none of it, and say why.
-            raise _Refusal(database_unavailable(), "DATABASE_UNAVAILABLE")
+            raise Refusal(database_unavailable(), "DATABASE_UNAVAILABLE")
         errors = [self._public_error(error, outcome) for error in result.errors or []]
         outcome.operation_name = context.operation_name or outcome.operation_name
         body: dict[str, Any] = {}
@@ -669,7 +688,7 @@ class GraphQLEndpoint:
         return public.as_dict(error)
 
 
-def _dpop_refusal(error: str, description: str, nonce: str | None) -> _Refusal:
+def _dpop_refusal(error: str, description: str, nonce: str | None) -> Refusal:
     headers = {"WWW-Authenticate": dpop_challenge(error, description, realm=REALM)}
     if nonce is not None:
         headers["DPoP-Nonce"] = nonce
@@ -678,12 +697,12 @@ def _dpop_refusal(error: str, description: str, nonce: str | None) -> _Refusal:
         if error == "use_dpop_nonce"
         else ("The DPoP proof is not valid.")
     )
-    return _Refusal(
+    return Refusal(
         graphql_error_response(401, "UNAUTHENTICATED", message, headers=headers), "UNAUTHENTICATED"
     )
 
 
-def _unauthenticated(message: str, error: str | None, description: str | None = None) -> _Refusal:
+def _unauthenticated(message: str, error: str | None, description: str | None = None) -> Refusal:
     """401 with both challenges (RFC 6750 and RFC 9449 7.1): the client picks the one it uses."""
     details = "".join(
         f', {name}="{value}"'
@@ -691,7 +710,7 @@ def _unauthenticated(message: str, error: str | None, description: str | None = 
         if value
     )
     challenges = f'{dpop_challenge(None, None, realm=REALM)}{details}, Bearer realm="{REALM}"{details}'
-    return _Refusal(
+    return Refusal(
         graphql_error_response(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenges}),
         "UNAUTHENTICATED",
     )
@@ -727,8 +746,8 @@ def throttled_response(throttled: Throttled, media_type: str = APPLICATION_JSON)
     )
 
 
-def _throttled(throttled: Throttled) -> _Refusal:
-    return _Refusal(throttled_response(throttled), throttled.code)
+def _throttled(throttled: Throttled) -> Refusal:
+    return Refusal(throttled_response(throttled), throttled.code)
 
 
 def audit_unavailable(media_type: str = APPLICATION_JSON) -> JSONResponse:
@@ -741,8 +760,8 @@ def audit_unavailable(media_type: str = APPLICATION_JSON) -> JSONResponse:
     )
 
 
-def _bad_request(status: int, code: str, message: str) -> _Refusal:
-    return _Refusal(graphql_error_response(status, code, message), code)
+def _bad_request(status: int, code: str, message: str) -> Refusal:
+    return Refusal(graphql_error_response(status, code, message), code)
 
 
 def _single_headers(request: Request) -> None:

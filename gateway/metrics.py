@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 MULTIPROCESS_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-ENDPOINTS: Final = frozenset({"graphql", "token", "introspect", "revoke"})
+ENDPOINTS: Final = frozenset({"graphql", "batches", "token", "introspect", "revoke"})
 OUTCOMES: Final = frozenset({"allowed", "denied", "error", "disconnected", "audit_unavailable"})
 RATE_SCOPES: Final = frozenset({"client", "address", "quota"})
 _CODE: Final = re.compile(r"[A-Za-z_]{1,40}")

@@ -22,17 +22,22 @@ from typing import Final
 # What the application role may do on each table: every table the migrations create is listed
 # (tests/gateway/test_database_roles.py holds the list to the migrated schema).
 APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
-    # The council's records: read only.
-    "addresses": ("SELECT",),
-    "households": ("SELECT",),
-    "people": ("SELECT",),
+    # The council's records: read, and appended to only to open the record of a child a partner referred
+    # whom the council did not know (resolvers.referrals): never changed or removed by this role.
+    "addresses": ("SELECT", "INSERT"),
+    "households": ("SELECT", "INSERT"),
+    "people": ("SELECT", "INSERT"),
     # Read for subject access; `gateway retention run` purges as the migrator, never as this role.
-    "person_records": ("SELECT",),
+    "person_records": ("SELECT", "INSERT"),
     "assessments": ("SELECT",),
     # Two-way sharing: partners' contributions (made pending, then recorded once their event is written)
     # and the eligibility timelines the gateway recomputes for the families they are about.
     "contributions": ("SELECT", "INSERT", "UPDATE"),
     "eligibility_intervals": ("SELECT", "INSERT", "DELETE"),
+    # Referrals (matched, or decided by an officer) and partners' batches with each row's result.
+    "referrals": ("SELECT", "INSERT", "UPDATE"),
+    "batches": ("SELECT", "INSERT", "UPDATE"),
+    "batch_rows": ("SELECT", "INSERT", "UPDATE"),
     # Data subjects' requests: recorded through the gateway, with the objections and restrictions
     # they put in effect and lift.
     "objections": ("SELECT", "INSERT", "DELETE"),

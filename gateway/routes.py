@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.audit import AUDIT_HEADER, EventDraft, RequestAuditor, micros_since
+from gateway.batches import BatchEndpoint
 from gateway.graphql import GraphQLEndpoint, Outcome, throttled_response
 from gateway.graphql import audit_unavailable as graphql_unavailable
 from gateway.guard import Guard, Throttled
@@ -55,6 +56,7 @@ class Endpoints:
 
     oauth: AuthorizationServer
     graphql: GraphQLEndpoint
+    batches: BatchEndpoint
     auditor: RequestAuditor
     agreements: Mapping[str, Agreement]
     engine: AsyncEngine
@@ -78,6 +80,9 @@ def build_routes(endpoints: Endpoints) -> list[Route]:
         ),
         Route(REVOCATION_PATH, _AnyMethod(handlers.oauth_endpoint("revoke", endpoints.oauth.revoke))),
         Route("/graphql", _AnyMethod(handlers.graphql_any_method)),
+        Route("/batches", _AnyMethod(handlers.batches)),
+        Route("/batches/{batch_id}", _AnyMethod(handlers.batches)),
+        Route("/batches/{batch_id}/results", _AnyMethod(handlers.batches)),
         Route("/.well-known/jwks.json", handlers.jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", handlers.server_metadata, methods=["GET"]),
         Route("/healthz", handlers.healthz, methods=["GET"]),
@@ -186,6 +191,25 @@ class _Handlers:
         if sealed.status_code < 500:
             await self._e.graphql.recorded(outcome)  # its event written: a partner's report now counts
         return sealed
+
+    async def batches(self, request: Request) -> Response:
+        """A partner's batch upload, or a read of its job: audited like /graphql (endpoint `batches`)."""
+        started = time.perf_counter()
+        address = client_address(request, self._e.trusted_proxies)
+        response, outcome = await self._e.batches.handle(request)
+        draft = replace(graphql_event(outcome, address, started), endpoint="batches")
+        if outcome.summarise is not None:
+            return self._summarised(outcome.summarise, draft, response)
+        if 400 <= outcome.status < 500 and outcome.client_id is None:
+            throttled = await self._address_throttled(address)
+            if throttled is not None:
+                outcome.status, outcome.error_codes = 429, [throttled.code]
+                refused = throttled_response(throttled)
+                return self._summarised(f"batches:address:{address}", replace(draft, http_status=429,
+                                        outcome="denied", error_code=throttled.code), refused)  # fmt: skip
+        return await self._e.auditor.seal(
+            draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
+        )
 
     def _graphql_throttled(
         self, throttled: Throttled, outcome: Outcome, address: str | None, started: float

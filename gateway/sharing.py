@@ -8,11 +8,12 @@ A report waits, pending, for its request's event: if the ledger cannot be writte
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import utc
 from policies.eligibility import EligibilityRule
@@ -32,11 +33,28 @@ log = logging.getLogger(__name__)
 
 class ContributionStore:
     def __init__(
-        self, engine: AsyncEngine, rules: Mapping[str, EligibilityRule], today: Callable[[], date]
+        self,
+        engine: AsyncEngine,
+        rules: Mapping[str, EligibilityRule],
+        today: Callable[[], date],
+        conn: AsyncConnection | None = None,
     ) -> None:
         self._engine = engine
         self._rules = rules
         self._today = today
+        self._conn = conn
+
+    def within(self, conn: AsyncConnection) -> ContributionStore:
+        """This store recording in the caller's transaction (a batch's chunk: one commit for its rows)."""
+        return ContributionStore(self._engine, self._rules, self._today, conn)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        async with self._engine.begin() as conn:
+            yield conn
 
     async def report(
         self,
@@ -48,7 +66,7 @@ class ContributionStore:
         event_id: str,
     ) -> ContributionRecord:
         try:
-            async with self._engine.begin() as conn:
+            async with self._transaction() as conn:
                 stored = await store(
                     conn, person_id=new.person_id, indicator=new.indicator, observed_on=new.observed_on,
                     flag=new.flag, percent=new.percent, term=new.term, client_id=client_id,
@@ -74,7 +92,7 @@ class ContributionStore:
         event_id: str,
     ) -> StoredReferral:
         try:
-            async with self._engine.begin() as conn:
+            async with self._transaction() as conn:
                 stored = await store_referral(
                     conn, new, client_id=client_id, agreement_id=agreement_id, acting_user=acting_user,
                     event_id=event_id,

@@ -295,3 +295,111 @@ def _contribution(context: ViewContext, record: ContributionRecord) -> Contribut
         conflicting=record.conflicting,
         retried=record.retried,
     )
+
+
+# -- a batch's rows: each a report or referral by its mutation's name and arguments ------------------
+
+# The arguments each kind of report takes, by their GraphQL names (a CSV's columns, an NDJSON row's keys).
+ROW_ARGUMENTS: Final[dict[str, tuple[str, ...]]] = {
+    "date": ("ref", "date"),
+    "flag": ("ref", "outOfWorkBenefits", "asOf"),
+    "term": ("ref", "term", "percent"),
+    "referral": ("givenName", "familyName", "dateOfBirth", "addressLine1", "town", "postcode"),
+}
+ROW_COLUMNS: Final = (
+    "report",
+    *dict.fromkeys(a for args in ROW_ARGUMENTS.values() for a in args),
+    "idempotencyKey",
+)
+
+
+class UnknownReportError(ViewError):
+    code = "UNKNOWN_REPORT"
+
+
+async def submit_row(
+    context: ViewContext, agreement: Agreement, row: dict[str, object], *, default_key: str
+) -> tuple[str, int | None]:
+    """One row of a batch, as its mutation would take it: the report's or referral's id, and the person
+    a report is about (None for a referral). Raises a ViewError with the row's code and message."""
+    agreement_reports = agreement.contributes
+    name = row.get("report")
+    if not isinstance(name, str) or name not in agreement_reports:
+        raise UnknownReportError(f"report must be one of your agreement's: {', '.join(agreement_reports)}.")
+    spec = CONTRIBUTIONS[name]
+    wanted = ROW_ARGUMENTS[spec.values]
+    if set(row) - {"report", "idempotencyKey", *wanted}:
+        raise BadUserInputError(f"{name} takes {', '.join(wanted)} and idempotencyKey, and nothing else.")
+    key = row.get("idempotencyKey", default_key)
+    if not isinstance(key, str):
+        raise BadUserInputError("idempotencyKey must be text.")
+    if spec.values == "referral":
+        made = await refer(
+            context, spec, given_name=_row_text(row, "givenName"), family_name=_row_text(row, "familyName"),
+            date_of_birth=_row_date(row, "dateOfBirth"), address_line1=_row_text(row, "addressLine1"),
+            town=_row_text(row, "town"), postcode=_row_text(row, "postcode"), idempotency_key=key,
+        )  # fmt: skip
+        return made.id, None
+    ref = _row_text(row, "ref")
+    if spec.values == "date":
+        args: dict[str, Any] = {
+            "observed_on": _row_date(row, "date"),
+            "flag": None,
+            "percent": None,
+            "term": None,
+        }
+    elif spec.values == "flag":
+        args = {"observed_on": _row_date(row, "asOf"), "flag": _row_flag(row, "outOfWorkBenefits"),
+                "percent": None, "term": None}  # fmt: skip
+    else:
+        term = _row_text(row, "term")
+        args = {
+            "observed_on": _term_end(term),
+            "flag": None,
+            "percent": _row_number(row, "percent"),
+            "term": term,
+        }
+    record = await report(context, spec, "batch", ref=ref, idempotency_key=key, **args)
+    return record.id, record.person_id
+
+
+def _row_value(row: dict[str, object], name: str) -> object:
+    value = row.get(name)
+    if value is None or value == "":
+        raise BadUserInputError(f"{name} is required.")
+    return value
+
+
+def _row_text(row: dict[str, object], name: str) -> str:
+    value = _row_value(row, name)
+    if not isinstance(value, str):
+        raise BadUserInputError(f"{name} must be text.")
+    return value
+
+
+def _row_date(row: dict[str, object], name: str) -> datetime.date:
+    value = _row_value(row, name)
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        try:
+            return datetime.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise BadUserInputError(f"{name} must be a date, such as 2026-10-01.")
+
+
+def _row_flag(row: dict[str, object], name: str) -> bool:
+    value = _row_value(row, name)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise BadUserInputError(f"{name} must be true or false.")
+
+
+def _row_number(row: dict[str, object], name: str) -> float:
+    value = _row_value(row, name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,2})?", value):
+        return float(value)
+    raise BadUserInputError(f"{name} must be a number, such as 87.5.")

@@ -1,14 +1,16 @@
-"""`gateway partner token|query`: a reference partner client, so that an integrator sees one working.
+"""`gateway partner token|query|batch`: a reference partner client, so that an integrator sees one working.
 
 From a client file it authenticates with `private_key_jwt` (a fresh assertion for each request, as
 RFC 7523 wants them single-use), proves possession of its DPoP key (answering `use_dpop_nonce` by
 trying once more with the nonce it was given), exchanges an officer's token for a gateway token where
 the agreement wants a verified officer (RFC 8693), and sends one GraphQL operation. It talks to the
-gateway over HTTP only, as a partner's system would; it shares no code with the server's checks.
+gateway over HTTP only, as a partner's system would; it shares no code with the server's checks. `batch`
+uploads a file of reports and follows its job to the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -77,24 +79,38 @@ class PartnerClient:
         token: dict[str, Any],
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        access_token = token["access_token"]
         body: dict[str, Any] = {"query": document}
         if variables:
             body["variables"] = variables
+        content = json.dumps(body).encode()
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        return self.send("POST", self._client.graphql_endpoint, token=token, content=content, headers=sent)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        token: dict[str, Any],
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request to the gateway with the token (and a DPoP proof for `url`, where it is bound)."""
+        access_token = token["access_token"]
         for attempt in (1, 2):
             sent = dict(headers or {})
             if token.get("token_type") == "DPoP":
                 sent["Authorization"] = f"DPoP {access_token}"
                 sent["DPoP"] = make_proof(
                     self._client.dpop_key,
-                    method="POST",
-                    url=self._client.graphql_endpoint,
+                    method=method,
+                    url=url,
                     access_token=access_token,
                     nonce=self._nonce,
                 )
             else:
                 sent["Authorization"] = f"Bearer {access_token}"
-            response = self._http.post(self._client.graphql_endpoint, json=body, headers=sent)
+            response = self._http.request(method, url, content=content, headers=sent)
             self._nonce = response.headers.get("DPoP-Nonce", self._nonce)
             if (
                 response.status_code == 401
@@ -216,6 +232,81 @@ def partner_query(
         errors = _json(response).get("errors") or [{}]
         code = errors[0].get("extensions", {}).get("code", "")
         fail(f"the gateway answered {response.status_code} {code}: {errors[0].get('message', '')}")
+
+
+@partner.command(
+    "batch",
+    help="Upload a batch of reports (NDJSON or CSV) and follow its job to the end; prints the job as JSON, "
+    "and with --results each row's result.",
+)
+@_client_file
+@click.argument("batch_file", type=click.Path(path_type=Path))
+@click.option("--key", default=None, help="The upload's Idempotency-Key (default: from its content).")
+@click.option("--results", "show_results", is_flag=True, help="Print each row's result (NDJSON) too.")
+@_officer
+@_subject
+@click.option("--case-reference", default=None)
+@click.option("--acting-user", default=None, help="Only where the agreement takes an asserted officer.")
+def partner_batch(
+    client_file: Path,
+    batch_file: Path,
+    key: str | None,
+    show_results: bool,
+    officer: str | None,
+    subject_token_file: Path | None,
+    case_reference: str | None,
+    acting_user: str | None,
+) -> None:
+    try:
+        content = batch_file.read_bytes()
+    except OSError as error:
+        fail(f"cannot read {batch_file} ({error.strerror or type(error).__name__})")
+    media = "text/csv" if batch_file.suffix.lower() == ".csv" else "application/x-ndjson"
+    # The same file sent again is the same job: its key is its content's, unless one is given.
+    key = key or "file-" + hashlib.sha256(content).hexdigest()[:40]
+    client = read_client_file(client_file)
+    base = client.issuer + "/batches"
+    headers = {
+        name: value
+        for name, value in (("X-Case-Reference", case_reference), ("X-Acting-User", acting_user))
+        if value
+    }
+    with _gateway(client) as http:
+        partner_client = PartnerClient(client, http)
+        token = _token(partner_client, client, officer, subject_token_file)
+        try:
+            answered = partner_client.send(
+                "POST", base, token=token, content=content,
+                headers={**headers, "Content-Type": media, "Idempotency-Key": key},
+            )  # fmt: skip
+            job = _answered(answered)
+            while job.get("state") in ("running", "sealing"):
+                time.sleep(0.5)
+                job = _answered(
+                    partner_client.send("GET", f"{base}/{job['id']}", token=token, headers=headers)
+                )
+                click.echo(
+                    f"{job['state']}: {job['processed']} of {job['rows']} rows ({job['percent']}%)", err=True
+                )
+            results = (
+                partner_client.send("GET", f"{base}/{job['id']}/results", token=token, headers=headers).text
+                if show_results
+                else ""
+            )
+        except httpx.HTTPError as error:
+            fail(f"cannot reach {base} ({type(error).__name__})")
+    click.echo(json.dumps(job, indent=2))
+    if results:
+        click.echo(results, nl=False)
+
+
+def _answered(response: httpx.Response) -> dict[str, Any]:
+    body = _json(response)
+    if response.status_code >= 400:
+        errors = body.get("errors") or [{}]
+        code = errors[0].get("extensions", {}).get("code", "")
+        fail(f"the gateway answered {response.status_code} {code}: {errors[0].get('message', '')}")
+    return body
 
 
 @partner.command(

@@ -131,6 +131,32 @@ class Partner:
             return response
         return response
 
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """A request to `path` (its batches) with the token and a DPoP proof for that URL."""
+        token = token or await self.token()
+        for _ in range(2):
+            auth = {
+                "Authorization": f"DPoP {token}",
+                "DPoP": proof(self.dpop_key, method, self.base + path, token=token, nonce=self.nonce),
+            }
+            sent = {**auth, **PURPOSE, **(headers or {})}
+            response = await self.http.request(method, path, content=content, headers=sent)
+            self.nonce = response.headers.get("dpop-nonce", self.nonce)
+            if response.status_code == 401 and 'error="use_dpop_nonce"' in response.headers.get(
+                "www-authenticate", ""
+            ):
+                continue
+            return response
+        return response
+
     async def trust(self, query: str) -> bool:
         """Register `query` for this client where its agreement needs it; whether it is registered."""
         if self.engine is None or not _trusted_only(self.agreement):

@@ -5,6 +5,7 @@ the DWP sees and the police do not (yet). The `sharing` fixture is offered to te
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -30,10 +32,19 @@ class Sharing:
     fresh: Fresh
     police: Partner
     dwp: Partner
+    app: Starlette
 
 
 @pytest.fixture
 async def sharing(
+    database_url: str, tmp_path: Path, settings: Settings, signing: SigningKeys
+) -> AsyncIterator[Sharing]:
+    async with open_sharing(database_url, tmp_path, settings, signing) as made:
+        yield made
+
+
+@asynccontextmanager
+async def open_sharing(
     database_url: str, tmp_path: Path, settings: Settings, signing: SigningKeys
 ) -> AsyncIterator[Sharing]:
     async with fresh_database(database_url, tmp_path, today=FIXED_TODAY, people=40) as fresh:
@@ -41,16 +52,21 @@ async def sharing(
         app = create_app(
             settings, engine=fresh.engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY
         )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http:
-            made = [
-                await enrol(fresh.engine, http, a, ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir)
-                for a in ("police-prevention", "dwp-worklessness")
-            ]
-            yield Sharing(fresh, *made)
-        if app.state.gateway.ledger is not None:
-            await app.state.gateway.ledger.close()
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            ) as http:
+                made = [
+                    await enrol(
+                        fresh.engine, http, a, ref_secret=REF_SECRET, jwks_dir=settings.partner_jwks_dir
+                    )
+                    for a in ("police-prevention", "dwp-worklessness")
+                ]
+                yield Sharing(fresh, *made, app=app)
+        finally:
+            await app.state.batches.close()
+            if app.state.gateway.ledger is not None:
+                await app.state.gateway.ledger.close()
 
 
 async def _family(engine: AsyncEngine) -> None:
