@@ -108,9 +108,13 @@ async def _one(database_url: str, *, rows: int, people: int, directory: Path) ->
             print(
                 f"  upload: {len(body) / 1e6:.2f} MB, {job['rows']:,} rows, answered 202 in {uploaded:.2f} s"
             )
+            shown = None
             while job["state"] in ("running", "sealing"):
                 await asyncio.sleep(0.5)
                 job = (await dwp.send("GET", f"/batches/{job['id']}")).json()
+                if (job["state"], job["processed"]) == shown:
+                    continue  # polled, and nothing moved: printed when it does
+                shown = (job["state"], job["processed"])
                 print(f"  {time.perf_counter() - sent:6.1f} s  {job['state']:<8} {job['processed']:>6,} rows "
                       f"({job['percent']:>3}%)  accepted {job['accepted']:,}  "
                       f"rejected {job['rejected']:,}")  # fmt: skip

@@ -157,13 +157,20 @@ class BatchEndpoint:
             )  # fmt: skip
         except BatchError as refused:
             raise _refused(refused.status, refused.code, refused.message) from None
-        if new:
-            self.runner.start(job["id"])
-        else:
-            self.runner.resume_if_stale(job)
+        # Started once this request's event is written (`recorded`); an upload answered 503 leaves its job to
+        # the upload sent again, the next read of it, or the next start-up.
+        outcome.batch_id = job["id"]
         return json_response(
             progress(job), status=202 if new else 200, headers={"Location": f"{PATH}/{job['id']}"}
         )
+
+    async def recorded(self, outcome: Outcome) -> None:
+        """The request's event is written: the upload's job may start (or go on, if its process stopped)."""
+        if outcome.batch_id is None:
+            return
+        job = await find_batch(self._engine, outcome.batch_id, str(outcome.client_id))
+        if job is not None:
+            self.runner.resume_if_stale(job)
 
     async def _read(self, outcome: Outcome, batch_id: str, *, results: bool) -> Response:
         job = (

@@ -139,6 +139,9 @@ class Outcome:
     executed: bool = False  # the document ran: the answer has `data` (null, partial or whole)
     awaiting_event: bool = False  # the view recorded a partner's report or referral
     contributed: bool = False  # ... and the answer is going out: the report counts once the event is written
+    batch_id: str | None = (
+        None  # an upload's job (gateway.batches): started once this request's event is written
+    )
 
     @property
     def code(self) -> str | None:

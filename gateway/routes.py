@@ -207,9 +207,12 @@ class _Handlers:
                 refused = throttled_response(throttled)
                 return self._summarised(f"batches:address:{address}", replace(draft, http_status=429,
                                         outcome="denied", error_code=throttled.code), refused)  # fmt: skip
-        return await self._e.auditor.seal(
+        sealed = await self._e.auditor.seal(
             draft, response, started=started, unavailable=graphql_unavailable, client_verified=True
         )
+        if sealed.status_code < 400:
+            await self._e.batches.recorded(outcome)  # its event written: an upload's job may start
+        return sealed
 
     def _graphql_throttled(
         self, throttled: Throttled, outcome: Outcome, address: str | None, started: float

@@ -337,3 +337,33 @@ async def test_a_batch_made_while_the_client_is_disabled_stops_and_its_rows_say_
         assert (await conn.execute(select(people.c.id))).scalars().all() == before
     assert (job.state, job.stop_code, job.rejected) == ("stopped", "CLIENT_DISABLED", 1)
     assert rows == [("rejected", "CLIENT_DISABLED")]
+
+
+async def test_an_upload_whose_event_cannot_be_written_starts_no_work_until_it_is_sent_again(
+    sharing: Sharing,
+) -> None:
+    dwp, engine, runner = sharing.dwp, sharing.fresh.engine, sharing.app.state.batches
+    token = await dwp.token()
+    body = _ndjson([_benefits(dwp, 1)])
+    async with engine.begin() as conn:
+        await refuse_ledger_inserts(conn)
+    try:
+        refused = await dwp.send(
+            "POST",
+            "/batches",
+            content=body,
+            headers={**NDJSON, "Idempotency-Key": "unsealed-01"},
+            token=token,
+        )
+        assert refused.status_code == 503
+        async with engine.connect() as conn:
+            [(batch_id, processed)] = (await conn.execute(select(batches.c.id, batches.c.processed))).all()
+        await runner.wait(batch_id)
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(batches.c.processed))).scalar_one() == processed == 0
+            assert (await conn.execute(select(contributions))).all() == []
+    finally:
+        async with engine.begin() as conn:
+            await allow_ledger_inserts(conn)
+    job = await _finished(sharing, dwp, await _upload(dwp, body, "unsealed-01"))
+    assert (job["id"], job["state"], job["accepted"]) == (batch_id, "done", 1)
