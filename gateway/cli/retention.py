@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import click
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.cli.audit import record_command, who_option, why_option
@@ -32,9 +34,12 @@ from policies.retention import (
     RetentionFileError,
     RetentionPolicy,
     RetentionTally,
+    add_years,
     decide,
     load_retention,
 )
+from resolvers.models import referrals
+from resolvers.referrals import OPENED_CLASS
 from resolvers.retention import PersonRecords, lock_people_records, purge_people, read_people_records
 
 DEFAULT_BATCH: int = 500
@@ -50,6 +55,10 @@ class RetentionRun:
     households: int = 0  # purged: left with nobody
     addresses: int = 0  # purged: used by no household any more
     batches: int = 0  # committed
+    # Partners' referrals never linked to a person (left for review), past the schedule of the record they
+    # would have opened (resolvers.referrals.OPENED_CLASS), counted from when they were received.
+    referrals_due: int = 0
+    referrals_purged: int = 0
 
     def as_json(self, *, today: date, applied: bool) -> dict[str, object]:
         return {
@@ -59,7 +68,20 @@ class RetentionRun:
             "households_purged": self.households,
             "addresses_purged": self.addresses,
             "batches": self.batches,
+            "undecided_referrals_due": self.referrals_due,
+            "undecided_referrals_purged": self.referrals_purged,
         }
+
+
+def _undecided_referrals(policy: RetentionPolicy, today: date) -> Any:
+    """Referrals never linked to anyone, received before the schedule's term would let them go."""
+    schedule = policy.schedules.get(OPENED_CLASS)
+    if schedule is None:
+        return None  # no schedule for such records: never purged
+    received_before = add_years(today, -schedule.keep_years) + timedelta(days=1)
+    return (referrals.c.person_id.is_(None)) & (
+        referrals.c.recorded_at < datetime.combine(received_before, time.min, tzinfo=UTC)
+    )
 
 
 def _decide(person: PersonRecords, *, policy: RetentionPolicy, today: date) -> RetentionDecision:
@@ -138,6 +160,20 @@ async def apply_run(
     for start in range(0, len(planned.due), batch_size):
         batch = planned.due[start : start + batch_size]
         await purge_batch(engine, batch, planned=planned, policy=policy, today=today)
+    undecided = _undecided_referrals(policy, today)
+    if undecided is not None:
+        async with engine.begin() as conn:
+            planned.referrals_purged = (await conn.execute(delete(referrals).where(undecided))).rowcount
+
+
+async def _count_undecided(
+    engine: AsyncEngine, planned: RetentionRun, policy: RetentionPolicy, today: date
+) -> None:
+    undecided = _undecided_referrals(policy, today)
+    if undecided is not None:
+        async with engine.connect() as conn:
+            found = await conn.execute(select(func.count()).select_from(referrals).where(undecided))
+            planned.referrals_due = int(found.scalar_one())
 
 
 @click.group(help="Retention schedules (policies/retention.yaml): who is past them, and purging them.")
@@ -175,6 +211,7 @@ def retention_run(
             operation = "retention run --apply" if apply_ else "retention run"
             await record_command(settings, engine, operation, acting_user, case_reference)
             planned = await plan_run(engine, policy=policy, today=today)
+            await _count_undecided(engine, planned, policy, today)
             if not apply_:
                 return planned
             try:
@@ -218,6 +255,11 @@ def _report(done: RetentionRun, *, today: date, applied: bool, source: str) -> s
         f"unclassified (never purged; no record a schedule explains): {unclassified['people']}"
         + (f" (records of a class with no schedule: {without})" if without else "")
     )
+    if done.referrals_due:
+        lines.append(
+            f"referrals never linked to anyone, past the {OPENED_CLASS} schedule: {done.referrals_due}"
+            + (f" (deleted {done.referrals_purged})" if applied else "")
+        )
     if tally["gone_since_plan"]:
         lines.append(f"gone since the plan (removed by someone else): {tally['gone_since_plan']}")
     if not applied:

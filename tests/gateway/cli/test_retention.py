@@ -27,7 +27,7 @@ from gateway.rights import notifications, rights_requests
 from policies import load_agreements
 from policies.retention import LEGAL_HOLD, RetentionPolicy, add_years, load_retention
 from resolvers import seed_population
-from resolvers.models import addresses, assessments, households, objections, people, person_records
+from resolvers.models import addresses, assessments, households, objections, people, person_records, referrals
 from tests.gateway.cli.conftest import run_gateway
 from tests.support.processes import gateway_env
 from tests.support.retention import Households, count_rows, exists, fresh_engine
@@ -421,3 +421,43 @@ def test_the_policy_the_command_reads_is_the_shipped_one_by_default(tmp_path: Pa
 
     assert load_retention(Settings().retention_file) == load_retention()
     assert isinstance(load_retention(), RetentionPolicy)
+
+
+async def test_referrals_never_linked_to_anyone_go_when_the_record_they_would_open_would_have(
+    cli: Cli,
+) -> None:
+    """A referral left in review holds a child's name, birthday and address: kept as long as the Family Hub
+    record it would have opened (six years from its receipt), then deleted by the run like a record."""
+    async with cli.engine.begin() as conn:
+        await seed_population(conn, people_count=20, seed=11, today=cli.today)
+        someone = (await conn.execute(select(people.c.id).limit(1))).scalar_one()
+        received = {
+            "due": datetime.combine(add_years(cli.today, -6), datetime.min.time(), tzinfo=UTC),
+            "kept": datetime.combine(
+                add_years(cli.today, -6) + timedelta(days=1), datetime.min.time(), tzinfo=UTC
+            ),
+            "linked": datetime.combine(add_years(cli.today, -10), datetime.min.time(), tzinfo=UTC),
+        }
+        for name, at in received.items():
+            await conn.execute(
+                insert(referrals).values(
+                    id=name.ljust(32, "0"), kind="two_year_old_offer", given_name="Ada",
+                    family_name="Oldref", date_of_birth=date(2020, 1, 1), address_line1="1 Old Road",
+                    town="London", postcode="W2 1AA",
+                    client_id="dwp", agreement_id="dwp-worklessness", event_id="e" * 32, recorded_at=at,
+                    state="linked" if name == "linked" else "review",
+                    person_id=someone if name == "linked" else None, idempotency_key=f"old-{name}-key",
+                    fingerprint="f" * 64,
+                )
+            )  # fmt: skip
+    dry = cli.run("--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert (planned["undecided_referrals_due"], planned["undecided_referrals_purged"]) == (1, 0)
+    text_run = cli.run()
+    assert "referrals never linked to anyone, past the family-hub schedule: 1\n" in text_run.stdout
+    applied = cli.run("--apply", "--json")
+    assert json.loads(applied.stdout)["undecided_referrals_purged"] == 1
+    async with cli.engine.connect() as conn:
+        left = sorted((await conn.execute(select(referrals.c.id))).scalars())
+    assert [i.rstrip("0") for i in left] == ["kept", "linked"]
