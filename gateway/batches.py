@@ -37,8 +37,7 @@ from gateway.bulk import (
     progress,
     row_results,
 )
-from gateway.db import is_unavailable
-from gateway.graphql import GraphQLEndpoint, Outcome, Refusal, database_unavailable
+from gateway.graphql import GraphQLEndpoint, Outcome, Refusal, answered
 from gateway.http import (
     CLIENT_CLOSED_REQUEST,
     CLIENT_DISCONNECTED,
@@ -83,20 +82,9 @@ class BatchEndpoint:
         outcome.operation_name = (
             "upload batch" if batch_id is None else "batch results" if results else "batch progress"
         )
-        try:
-            response = await self._handle(request, outcome, batch_id, results=results)
-        except Refusal as refusal:
-            response, outcome.error_codes = refusal.response, [refusal.code]
-        except Exception as error:
-            if is_unavailable(error):
-                log.warning("database unavailable", extra={"error_type": type(error).__name__})
-                response, code = database_unavailable(), "DATABASE_UNAVAILABLE"
-            else:
-                log.error("batch endpoint failed", exc_info=True, extra={"client_id": outcome.client_id})
-                response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
-                code = "INTERNAL_SERVER_ERROR"
-            outcome.error_codes = [code]
-        outcome.status = response.status_code
+        response = await answered(
+            self._handle(request, outcome, batch_id, results=results), outcome, endpoint="batch"
+        )
         return response, outcome
 
     async def _handle(

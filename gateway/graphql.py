@@ -24,7 +24,7 @@ import re
 import secrets
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
@@ -32,7 +32,7 @@ from typing import Any, Final
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
@@ -199,21 +199,10 @@ class GraphQLEndpoint:
         """Never raises: whatever happens, the outcome keeps what was verified before it happened."""
         accepted = accepted_media_type(request)
         outcome = Outcome(media_type=accepted or APPLICATION_JSON)
-        try:
-            response = await self._handle(request, outcome, acceptable=accepted is not None)
-        except Refusal as refusal:
-            response = refusal.response
-            outcome.error_codes = [refusal.code]
-        except Exception as error:
-            if is_unavailable(error):
-                log.warning("database unavailable", extra={"error_type": type(error).__name__})
-                response, code = database_unavailable(), "DATABASE_UNAVAILABLE"
-            else:
-                log.error("graphql endpoint failed", exc_info=True, extra={"client_id": outcome.client_id})
-                response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
-                code = "INTERNAL_SERVER_ERROR"
-            outcome.error_codes = [code]
-        outcome.status = response.status_code
+        response = await answered(
+            self._handle(request, outcome, acceptable=accepted is not None), outcome, endpoint="graphql"
+        )
+        assert isinstance(response, JSONResponse)  # every answer of this endpoint, refusals included
         if (
             400 <= outcome.status < 500
             and outcome.status != 401
@@ -689,6 +678,27 @@ class GraphQLEndpoint:
                 },
             )
         return public.as_dict(error)
+
+
+async def answered(step: Awaitable[Response], outcome: Outcome, *, endpoint: str) -> Response:
+    """An endpoint's answer, never an exception: a refusal, an unavailable database (503) or a fault of ours
+    (500, logged by cause) becomes the answer, its code in the outcome with the status."""
+    try:
+        response = await step
+    except Refusal as refusal:
+        response = refusal.response
+        outcome.error_codes = [refusal.code]
+    except Exception as error:
+        if is_unavailable(error):
+            log.warning("database unavailable", extra={"error_type": type(error).__name__})
+            response, code = database_unavailable(), "DATABASE_UNAVAILABLE"
+        else:
+            log.error(f"{endpoint} endpoint failed", exc_info=True, extra={"client_id": outcome.client_id})
+            response = graphql_error_response(500, "INTERNAL_SERVER_ERROR", "Unexpected error.")
+            code = "INTERNAL_SERVER_ERROR"
+        outcome.error_codes = [code]
+    outcome.status = response.status_code
+    return response
 
 
 def _dpop_refusal(error: str, description: str, nonce: str | None) -> Refusal:

@@ -197,13 +197,10 @@ async def report(
     new = NewContribution(
         person_id=person_id, indicator=spec.indicator, observed_on=observed_on, flag=flag,
         percent=None if percent is None else round(percent, 2), term=term, idempotency_key=idempotency_key,
-        fingerprint=hashlib.sha256(json.dumps(what).encode()).hexdigest(),
+        fingerprint=_fingerprint(what),
     )  # fmt: skip
     try:
-        record = await context.contributions.report(
-            new, client_id=str(context.client_id), agreement_id=decision.agreement_id,
-            acting_user=context.acting_user, event_id=str(context.event_id),
-        )  # fmt: skip
+        record = await context.contributions.report(new, **_provenance(context))
     except IdempotencyKeyReusedError:
         raise IdempotencyKeyReusedInputError("This idempotencyKey was used for a different report.") from None
     context.disclosures.append(
@@ -229,9 +226,8 @@ async def refer(
     event is written, and never told: every accepted referral is answered alike, and its event names no
     one (the person is matched afterwards; the referral's row holds the event it came in)."""
     assert context.contributions is not None
-    decision = context.decision
-    assert decision.scope is not None and decision.agreement_id is not None
-    today = decision.scope.today
+    assert context.decision.scope is not None
+    today = context.decision.scope.today
     _check_key(idempotency_key)
     names = [_text("givenName", given_name, 100, _NAME), _text("familyName", family_name, 100, _NAME)]
     line1, place = _text("addressLine1", address_line1, 200, _LINE), _text("town", town, 100, _LINE)
@@ -244,17 +240,28 @@ async def refer(
     new = NewReferral(
         kind=spec.indicator, given_name=names[0], family_name=names[1], date_of_birth=date_of_birth,
         address_line1=line1, town=place, postcode=code, idempotency_key=idempotency_key,
-        fingerprint=hashlib.sha256(json.dumps(what).encode()).hexdigest(),
+        fingerprint=_fingerprint(what),
     )  # fmt: skip
     try:
-        made = await context.contributions.refer(
-            new, client_id=str(context.client_id), agreement_id=decision.agreement_id,
-            acting_user=context.acting_user, event_id=str(context.event_id),
-        )  # fmt: skip
+        made = await context.contributions.refer(new, **_provenance(context))
     except IdempotencyKeyReusedError:
         raise IdempotencyKeyReusedInputError("This idempotencyKey was used for a different report.") from None
     context.awaiting_event = True
     return made
+
+
+def _fingerprint(what: list[Any]) -> str:
+    """Of what is reported: the same key with another fingerprint is refused."""
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def _provenance(context: ViewContext) -> dict[str, Any]:
+    """Who reported, under which agreement, for which officer, in which request."""
+    assert context.decision.agreement_id is not None
+    return {
+        "client_id": str(context.client_id), "agreement_id": context.decision.agreement_id,
+        "acting_user": context.acting_user, "event_id": str(context.event_id),
+    }  # fmt: skip
 
 
 def _check_key(idempotency_key: str) -> None:

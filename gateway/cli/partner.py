@@ -215,11 +215,7 @@ def partner_query(
         if not isinstance(parsed, dict):
             fail("--variables must be a JSON object")
     client = read_client_file(client_file)
-    headers = {
-        name: value
-        for name, value in (("X-Case-Reference", case_reference), ("X-Acting-User", acting_user))
-        if value
-    }
+    headers = _purpose(case_reference, acting_user)
     with _gateway(client) as http:
         partner_client = PartnerClient(client, http)
         token = _token(partner_client, client, officer, subject_token_file)
@@ -266,11 +262,7 @@ def partner_batch(
     key = key or "file-" + hashlib.sha256(content).hexdigest()[:40]
     client = read_client_file(client_file)
     base = client.issuer + "/batches"
-    headers = {
-        name: value
-        for name, value in (("X-Case-Reference", case_reference), ("X-Acting-User", acting_user))
-        if value
-    }
+    headers = _purpose(case_reference, acting_user)
     with _gateway(client) as http:
         partner_client = PartnerClient(client, http)
         token = _token(partner_client, client, officer, subject_token_file)
@@ -298,6 +290,11 @@ def partner_batch(
     click.echo(json.dumps(job, indent=2))
     if results:
         click.echo(results, nl=False)
+
+
+def _purpose(case_reference: str | None, acting_user: str | None) -> dict[str, str]:
+    pairs = (("X-Case-Reference", case_reference), ("X-Acting-User", acting_user))
+    return {name: value for name, value in pairs if value}
 
 
 def _answered(response: httpx.Response) -> dict[str, Any]:
