@@ -109,7 +109,7 @@ async def _one(database_url: str, *, rows: int, people: int, directory: Path) ->
                 f"  upload: {len(body) / 1e6:.2f} MB, {job['rows']:,} rows, answered 202 in {uploaded:.2f} s"
             )
             shown = None
-            while job["state"] in ("running", "sealing"):
+            while job["state"] in ("received", "running", "sealing"):
                 await asyncio.sleep(0.5)
                 job = (await dwp.send("GET", f"/batches/{job['id']}")).json()
                 if (job["state"], job["processed"]) == shown:

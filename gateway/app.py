@@ -160,7 +160,9 @@ def create_app(
         routes=routes,
         middleware=[Middleware(TracingMiddleware, telemetry=telemetry)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(gateway, ledger_engine, owned, witness, endpoints.batches.runner),
+        lifespan=_lifespan(
+            gateway, ledger_engine, owned, witness, endpoints.batches.runner, endpoints.sharing
+        ),
     )
     app.state.gateway = gateway
     app.state.batches = endpoints.batches.runner  # for tests and the benchmark: follow a job to its end
@@ -289,6 +291,7 @@ def _endpoints(
         oauth=oauth,
         graphql=graphql,
         batches=batches,
+        sharing=contributions,
         auditor=auditor,
         agreements=gateway.agreements,
         engine=engine,
@@ -303,7 +306,12 @@ def _endpoints(
 
 
 def _lifespan(
-    gateway: Gateway, ledger_engine: AsyncEngine, owned: _Owned, witness: Witness | None, batches: BatchRunner
+    gateway: Gateway,
+    ledger_engine: AsyncEngine,
+    owned: _Owned,
+    witness: Witness | None,
+    batches: BatchRunner,
+    sharing: ContributionStore,
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -321,7 +329,9 @@ def _lifespan(
         # What start-up made (modules, schemas, agreements) lives as long as the process: kept out of
         # the collector's view, so that a full collection under load does not walk it all again.
         gc.freeze()
-        await batches.resume()  # partners' batches whose process stopped part-way go on here
+        # What a stopped process left: reports and referrals whose event was written, batches part-way.
+        await sharing.sweep()
+        await batches.resume()
         yield
         await batches.close()  # a job left part-way is taken up by the next process, once its lease runs out
         await gateway.guard.close()  # writes the refusal summaries still open

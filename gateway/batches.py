@@ -156,9 +156,7 @@ class BatchEndpoint:
         """The request's event is written: the upload's job may start (or go on, if its process stopped)."""
         if outcome.batch_id is None:
             return
-        job = await find_batch(self._engine, outcome.batch_id, str(outcome.client_id))
-        if job is not None:
-            self.runner.resume_if_stale(job)
+        await self.runner.accepted(outcome.batch_id)
 
     async def _read(self, outcome: Outcome, batch_id: str, *, results: bool) -> Response:
         job = (

@@ -36,12 +36,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.audit import AuditUnavailableError, EventDraft, LedgerWriter
 from gateway.audit.tables import audit_events
 from gateway.db import is_unavailable, utc
+from gateway.http import InvalidJsonError, parse_json
 from gateway.oauth.clients import clients
 from gateway.sharing import ContributionStore
 from gateway.telemetry import trace_id_hex
 from policies import Agreement, PurposeContext, evaluate
 from resolvers import RefCodec
-from resolvers.models import DONE, RUNNING, SEALING, STOPPED, batch_rows, batches
+from resolvers.models import DONE, RECEIVED, RUNNING, SEALING, STOPPED, batch_rows, batches
 from schema import ViewContext
 from schema.contributions import FIELD, ROW_COLUMNS, submit_row
 from schema.errors import ViewError
@@ -68,8 +69,11 @@ def parse_rows(body: bytes, fmt: str, *, max_rows: int) -> list[str]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise BatchError(400, "BAD_BATCH", "The batch is not UTF-8 text.") from None
+    if "\x00" in text:
+        raise BatchError(400, "BAD_BATCH", "The batch holds NUL characters (is it UTF-16? send UTF-8).")
     if fmt == "ndjson":
-        rows = [line for line in text.splitlines() if line.strip()]
+        # Split at line feeds only: JSON strings may hold U+2028 and other characters Python also breaks at.
+        rows = [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
     else:
         rows = _csv_rows(text, max_rows)
     if not rows:
@@ -137,9 +141,10 @@ async def create_batch(engine: AsyncEngine, upload: Upload) -> tuple[dict[str, A
                 "acting_user": upload.acting_user, "officer_issuer": upload.officer_issuer,
                 "case_reference": upload.case_reference, "format": upload.format,
                 "content_sha256": upload.content_sha256, "idempotency_key": upload.idempotency_key,
-                "row_count": len(upload.rows), "processed": 0, "accepted": 0, "rejected": 0, "state": RUNNING,
-                "stop_code": None, "event_id": uuid.uuid4().hex, "created_at": datetime.now(UTC),
-                "finished_at": None, "lease_until": None,
+                "row_count": len(upload.rows), "processed": 0, "accepted": 0, "rejected": 0,
+                "state": RECEIVED, "stop_code": None, "event_id": uuid.uuid4().hex,
+                "created_at": datetime.now(UTC), "finished_at": None, "lease_until": None,
+                "lease_owner": None,
             }  # fmt: skip
             try:
                 async with conn.begin_nested():
@@ -248,6 +253,7 @@ class BatchRunner:
         self._chunk = chunk_rows
         self._lease = timedelta(seconds=lease_seconds)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._me = uuid.uuid4().hex  # this runner, as the lease names it
         self.on_chunk: Callable[[str], Awaitable[None]] | None = None  # tests: stop a job part-way
 
     def start(self, batch_id: str) -> None:
@@ -286,6 +292,18 @@ class BatchRunner:
         if job["state"] in (RUNNING, SEALING) and (lease is None or lease < datetime.now(UTC)):
             self.start(job["id"])
 
+    async def accepted(self, batch_id: str) -> None:
+        """The upload's own event is written: its job may run (until then it is only `received`, and no
+        process takes it up: the partner was told the upload failed, and sends it again)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.state == RECEIVED)
+                .values(state=RUNNING)
+            )
+            job = (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()
+        self.resume_if_stale(dict(job._mapping))
+
     async def wait(self, batch_id: str) -> None:
         """Until this process's work on the job ends (tests, and the benchmark)."""
         task = self._tasks.get(batch_id)
@@ -303,14 +321,15 @@ class BatchRunner:
         try:
             if not await self._claim(batch_id):
                 return  # another process holds it
-            try:
-                await self._work(batch_id)
-            finally:
-                await self._release(batch_id)
+            await self._work(batch_id)
+            await self._release(batch_id)
         except asyncio.CancelledError:
+            # Shutdown: let the job go at once, for the next process to take up.
+            await asyncio.shield(self._release(batch_id))
             raise
         except Exception as error:
-            # The lease runs out and the job is taken up again; nothing about its rows is logged.
+            # Kept under the lease until it runs out (a row, a chunk or the database at fault is not tried
+            # again at once), then taken up again; nothing about its rows is logged.
             unavailable = is_unavailable(error)
             log.log(
                 logging.WARNING if unavailable else logging.ERROR,
@@ -329,13 +348,18 @@ class BatchRunner:
                     batches.c.state.in_((RUNNING, SEALING)),
                     or_(batches.c.lease_until.is_(None), batches.c.lease_until < now),
                 )
-                .values(lease_until=now + self._lease)
+                .values(lease_until=now + self._lease, lease_owner=self._me)
             )
         return taken.rowcount == 1
 
     async def _release(self, batch_id: str) -> None:
+        """Let the job go, if this runner still holds it (another may have taken it up since)."""
         async with self._engine.begin() as conn:
-            await conn.execute(update(batches).where(batches.c.id == batch_id).values(lease_until=None))
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.lease_owner == self._me)
+                .values(lease_until=None, lease_owner=None)
+            )
 
     async def _work(self, batch_id: str) -> None:
         while True:
@@ -343,6 +367,8 @@ class BatchRunner:
                 job = dict(
                     (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()._mapping
                 )
+            if job["lease_owner"] != self._me:
+                return  # another process took it up (this one was slower than its lease): it goes on
             if job["state"] == RUNNING:
                 await self._chunk_of(job)
                 if self.on_chunk is not None:
@@ -372,6 +398,9 @@ class BatchRunner:
         # The chunk's reports and its results in one transaction: all of it is done, or none (and a chunk
         # done again gives the same results, each row's key finding its first answer).
         async with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # Begun now, not at the first write: the driver would otherwise commit each row's savepoint.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
             done: list[_Done] = []
             if stop is not None or agreement is None:
                 code = stop or "FORBIDDEN"
@@ -436,8 +465,8 @@ class BatchRunner:
         body: str | None,
     ) -> _Done:
         try:
-            row = json.loads(body or "")
-        except ValueError:
+            row = parse_json((body or "").encode())
+        except InvalidJsonError:
             return _Done(number, REJECTED, "BAD_ROW", "The row is not a JSON object.")
         if not isinstance(row, dict) or "_cells" in row:
             return _Done(
@@ -450,12 +479,33 @@ class BatchRunner:
             made, person = await submit_row(context, agreement, row, default_key=default_key)
         except ViewError as refused:
             return _Done(number, REJECTED, refused.code, str(refused)[:300])
+        except (ArithmeticError, RecursionError, TypeError, ValueError) as error:
+            # A value no check foresaw: this row is refused, the rest go on (logged by type, not content).
+            log.warning("a batch row could not be read", extra={"error_type": type(error).__name__})
+            return _Done(number, REJECTED, "BAD_ROW", "The row holds a value that cannot be read.")
         return _Done(number, ACCEPTED, result_id=made, person_id=person)
 
     async def _record(
         self, conn: AsyncConnection, job: Mapping[str, Any], done: list[_Done], *, stopped: str | None
     ) -> None:
-        """The chunk's results and the job's progress; the lease renewed."""
+        """The chunk's results and the job's progress, the lease renewed: only rows no other process recorded
+        meanwhile, counted once (the job's row locked first, on PostgreSQL, so two cannot interleave)."""
+        locked = select(batches.c.id).where(batches.c.id == job["id"])
+        await conn.execute(locked.with_for_update() if conn.dialect.name == "postgresql" else locked)
+        recorded = set(
+            (
+                await conn.execute(
+                    select(batch_rows.c.row_no).where(
+                        batch_rows.c.batch_id == job["id"],
+                        batch_rows.c.row_no.in_([d.row_no for d in done]),
+                        batch_rows.c.status.is_not(None),
+                    )
+                )
+            ).scalars()
+        )
+        done = [d for d in done if d.row_no not in recorded]
+        if not done:
+            return
         accepted = sum(1 for d in done if d.status == ACCEPTED)
         await conn.execute(
             update(batch_rows)

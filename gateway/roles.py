@@ -36,6 +36,8 @@ APP_PRIVILEGES: Final[dict[str, tuple[str, ...]]] = {
     "eligibility_intervals": ("SELECT", "INSERT", "DELETE"),
     # Referrals (matched, or decided by an officer) and partners' batches with each row's result.
     "referrals": ("SELECT", "INSERT", "UPDATE"),
+    "report_keys": ("SELECT", "INSERT"),
+    "id_high_water": ("SELECT", "INSERT", "UPDATE"),  # ids given to records it opens, never reused
     "batches": ("SELECT", "INSERT", "UPDATE"),
     "batch_rows": ("SELECT", "INSERT", "UPDATE"),
     # Data subjects' requests: recorded through the gateway, with the objections and restrictions

@@ -37,6 +37,7 @@ from gateway.keys import SigningKeys
 from gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gateway.metrics import Metrics
 from gateway.oauth import INTROSPECTION_PATH, REVOCATION_PATH, TOKEN_PATH, AuthorizationServer, TokenOutcome
+from gateway.sharing import ContributionStore
 from gateway.telemetry import trace_id_hex
 from policies import Agreement
 
@@ -57,6 +58,7 @@ class Endpoints:
     oauth: AuthorizationServer
     graphql: GraphQLEndpoint
     batches: BatchEndpoint
+    sharing: ContributionStore  # partners' reports and referrals: what start-up finishes of a stopped process
     auditor: RequestAuditor
     agreements: Mapping[str, Agreement]
     engine: AsyncEngine

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import utc
 from policies.eligibility import EligibilityRule
-from resolvers.contributions import KeyReusedError, make_evidence, store
+from resolvers.contributions import KeyReusedError, make_evidence, make_written_evidence, store
 from resolvers.eligibility import refresh_households
 from resolvers.referrals import (
+    MATCH_GROUP,
     NewReferral,
     ReferralKeyReusedError,
     StoredReferral,
@@ -107,8 +108,27 @@ class ContributionStore:
         async with self._engine.begin() as conn:
             households = await make_evidence(conn, event_id)
             await refresh_households(conn, households, self._rules)
+        await self._match(event_id)
+
+    async def _match(self, event_id: str | None) -> int:
+        """Referrals matched a group at a time, each group its own short transaction (on SQLite the one
+        writer's lock is held for a group, never for a whole batch's referrals)."""
+        matched = 0
+        while True:
+            async with self._engine.begin() as conn:
+                done = await match_referrals(conn, event_id, today=self._today(), limit=MATCH_GROUP)
+            matched += len(done)
+            if len(done) < MATCH_GROUP:
+                return matched
+
+    async def sweep(self) -> tuple[int, int]:
+        """What a stopped process left pending though its event was written: reports made evidence (their
+        families judged again) and referrals matched. At start-up and by `gateway eligibility refresh`.
+        Returns (reports, referrals)."""
         async with self._engine.begin() as conn:
-            await match_referrals(conn, event_id, today=self._today())
+            households, made = await make_written_evidence(conn)
+            await refresh_households(conn, households, self._rules)
+        return made, await self._match(None)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, column, exists, insert, or_, select, table, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resolvers.models import contributions, people, referrals
+from resolvers.models import CONTRIBUTION_KEY, contributions, people, report_keys
 
 PENDING, RECORDED = "pending", "recorded"
 
@@ -50,11 +50,6 @@ async def store(
     """Record a report pending its event, or find the first one made with this key. A report found still
     pending (its request's event was never written) now waits for this request's event instead."""
     mine = and_(contributions.c.client_id == client_id, contributions.c.idempotency_key == idempotency_key)
-    referred = select(referrals.c.id).where(
-        referrals.c.client_id == client_id, referrals.c.idempotency_key == idempotency_key
-    )
-    if (await conn.execute(referred)).first() is not None:
-        raise KeyReusedError  # the key named a referral: one key, one thing
     found = (await conn.execute(select(contributions).where(mine))).first()
     if found is None:
         household = (
@@ -70,11 +65,14 @@ async def store(
         }  # fmt: skip
         try:
             async with conn.begin_nested():
+                # One key, one thing: taken here by a report or a referral, whichever came first.
+                key = {"client_id": client_id, "idempotency_key": idempotency_key, "kind": CONTRIBUTION_KEY}
+                await conn.execute(insert(report_keys).values(**key))
                 await conn.execute(contributions.insert().values(**row))
         except IntegrityError:
             found = (await conn.execute(select(contributions).where(mine))).first()
-            if found is None:  # pragma: no cover - not a race on the key after all
-                raise
+            if found is None:
+                raise KeyReusedError from None  # the key names a referral
         else:
             return Stored(row, await _conflicting(conn, row), retried=False)
     first = dict(found._mapping)
@@ -105,3 +103,19 @@ async def make_evidence(conn: AsyncConnection, event_id: str) -> list[int]:
         .returning(contributions.c.household_id)
     )
     return sorted({row.household_id for row in made})
+
+
+_EVENTS = table("audit_events", column("id"))  # the ledger's, by name: only whether an event is written
+
+
+async def make_written_evidence(conn: AsyncConnection) -> tuple[list[int], int]:
+    """Every report still pending whose request's event is written (a process stopped between the two)
+    made evidence: the families they are about, and how many."""
+    made = await conn.execute(
+        update(contributions)
+        .where(contributions.c.state == PENDING, exists().where(_EVENTS.c.id == contributions.c.event_id))
+        .values(state=RECORDED)
+        .returning(contributions.c.household_id)
+    )
+    households = [row.household_id for row in made]
+    return sorted(set(households)), len(households)

@@ -204,7 +204,7 @@ referrals = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Column("state", String(16), nullable=False, index=True),
     Column("person_id", Integer, ForeignKey("people.id"), nullable=True, index=True),
-    Column("candidates", String(400), nullable=True),
+    Column("candidates", Text, nullable=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
     Column("decided_by", String(200), nullable=True),
     Column("idempotency_key", String(200), nullable=False),
@@ -212,9 +212,28 @@ referrals = Table(
     UniqueConstraint("client_id", "idempotency_key", name="uq_referrals_client_id"),
 )
 
+# One idempotency key of a client names one thing it sent: a report (contributions) or a referral.
+CONTRIBUTION_KEY, REFERRAL_KEY = "contribution", "referral"
+report_keys = Table(
+    "report_keys",
+    metadata,
+    Column("client_id", String(64), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    PrimaryKeyConstraint("client_id", "idempotency_key", name="pk_report_keys"),
+)
+
+# The highest id ever given to a person, household or address, purged ones included (resolvers.referrals).
+id_high_water = Table(
+    "id_high_water",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_id", Integer, nullable=False),
+)
+
 # A partner's batch of reports: one job, its rows and each row's result. The rows' reports wait under the
 # batch's one audit event (event_id, known ahead), written when the last row is done.
-RUNNING, SEALING, DONE, STOPPED = "running", "sealing", "done", "stopped"
+RECEIVED, RUNNING, SEALING, DONE, STOPPED = "received", "running", "sealing", "done", "stopped"
 batches = Table(
     "batches",
     metadata,
@@ -237,6 +256,7 @@ batches = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(64), nullable=True),
     UniqueConstraint("client_id", "idempotency_key", name="uq_batches_client_id"),
 )
 batch_rows = Table(

@@ -19,10 +19,10 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, insert, or_, select, text, update
+from sqlalchemy import and_, column, exists, func, insert, or_, select, table, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,18 +32,19 @@ from resolvers.models import (
     MATCHED,
     OPENED,
     PENDING_REFERRAL,
+    REFERRAL_KEY,
     REVIEW,
     addresses,
-    contributions,
     households,
+    id_high_water,
     people,
     person_records,
     referrals,
+    report_keys,
 )
 
 OPENED_CLASS: Final = "family-hub"  # a referred child's record: kept six years from the last contact
 OPENED_KEEP_MONTHS: Final = 72
-_NOT_LETTERS = re.compile(r"[^a-z]")
 
 
 class ReferralKeyReusedError(Exception):
@@ -88,11 +89,6 @@ async def store_referral(
     """Record a referral pending its event, or find the first one made with this key (a pending one now
     waits for this request's event instead)."""
     mine = (referrals.c.client_id == client_id) & (referrals.c.idempotency_key == new.idempotency_key)
-    taken = select(contributions.c.id).where(
-        contributions.c.client_id == client_id, contributions.c.idempotency_key == new.idempotency_key
-    )
-    if (await conn.execute(taken)).first() is not None:
-        raise ReferralKeyReusedError  # the key named a report: one key, one thing
     found = (await conn.execute(select(referrals).where(mine))).first()
     if found is None:
         made, now = uuid.uuid4().hex, datetime.now(UTC)
@@ -106,11 +102,14 @@ async def store_referral(
         }  # fmt: skip
         try:
             async with conn.begin_nested():
+                # One key, one thing: taken here by a report or a referral, whichever came first.
+                key = {"client_id": client_id, "idempotency_key": new.idempotency_key, "kind": REFERRAL_KEY}
+                await conn.execute(insert(report_keys).values(**key))
                 await conn.execute(insert(referrals).values(**row))
         except IntegrityError:
             found = (await conn.execute(select(referrals).where(mine))).first()
-            if found is None:  # pragma: no cover - not a race on the key after all
-                raise
+            if found is None:
+                raise ReferralKeyReusedError from None  # the key names a report
         else:
             return StoredReferral(made, now, retried=False)
     first = found._mapping
@@ -121,15 +120,24 @@ async def store_referral(
     return StoredReferral(str(first["id"]), first["recorded_at"], retried=True)
 
 
-async def match_referrals(conn: AsyncConnection, event_id: str, *, today: date) -> list[str]:
-    """The referrals made in the request whose event was just written, each matched, opened or left for
-    review. Returns what became of each, in order (for tests and counts: never shown to the partner)."""
+_EVENTS: Final = table("audit_events", column("id"))  # the ledger's, by name: only whether one is written
+MATCH_GROUP: Final = 100  # referrals matched per transaction: the lock is held briefly, however many
+
+
+async def match_referrals(
+    conn: AsyncConnection, event_id: str | None, *, today: date, limit: int = MATCH_GROUP
+) -> list[str]:
+    """Up to `limit` referrals still pending whose request's event is written (those of `event_id`, or with
+    None, those whose event the ledger holds), each matched, opened or left for review. Call first in its
+    transaction, and again until it returns fewer than `limit`. Returns what became of each (for tests and
+    counts: never shown to the partner)."""
     await _serialise(conn)
-    pending = await conn.execute(
-        select(referrals)
-        .where(referrals.c.event_id == event_id, referrals.c.state == PENDING_REFERRAL)
-        .order_by(referrals.c.recorded_at, referrals.c.id)
-    )
+    query = select(referrals).where(referrals.c.state == PENDING_REFERRAL)
+    if event_id is not None:
+        query = query.where(referrals.c.event_id == event_id)
+    else:
+        query = query.where(exists().where(_EVENTS.c.id == referrals.c.event_id))
+    pending = await conn.execute(query.order_by(referrals.c.recorded_at, referrals.c.id).limit(limit))
     states: list[str] = []
     for row in pending.all():
         states.append(await _match(conn, dict(row._mapping), today=today))
@@ -152,7 +160,7 @@ async def _match(conn: AsyncConnection, referral: dict[str, Any], *, today: date
     elif not exact and not near:
         state, person_id, maybe = OPENED, await open_record(conn, referral, today=today), None
     else:
-        state, person_id, maybe = REVIEW, None, ",".join(str(i) for i in sorted(exact + near))[:400]
+        state, person_id, maybe = REVIEW, None, ",".join(str(i) for i in sorted(exact + near))
     await conn.execute(
         update(referrals)
         .where(referrals.c.id == referral["id"])
@@ -162,22 +170,42 @@ async def _match(conn: AsyncConnection, referral: dict[str, Any], *, today: date
 
 
 async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[list[int], list[int]]:
-    """People born the same day: those with the same names and postcode, and those sharing a name or the
-    postcode (a near match: a spelling, a move, a sibling's record)."""
-    born = await conn.execute(
-        select(people.c.id, people.c.given_name, people.c.family_name, addresses.c.postcode)
+    """Who the referral might be. Exact: born that day, the same names and postcode. Near: born that day
+    sharing a name or the postcode (a spelling, a move, a sibling's record), or the same family name and
+    given name born within a year of it (a mistyped or swapped day and month)."""
+    born = referral["date_of_birth"]
+    typo = timedelta(days=366)
+    found = await conn.execute(
+        select(
+            people.c.id,
+            people.c.given_name,
+            people.c.family_name,
+            people.c.date_of_birth,
+            addresses.c.postcode,
+        )
         .join(households, households.c.id == people.c.household_id)
         .join(addresses, addresses.c.id == households.c.address_id)
-        .where(people.c.date_of_birth == referral["date_of_birth"])
+        .where(
+            or_(
+                people.c.date_of_birth == born,
+                and_(
+                    func.lower(people.c.family_name) == referral["family_name"].lower(),
+                    people.c.date_of_birth.between(born - typo, born + typo),
+                ),
+            )
+        )
     )
     given, family = name_key(referral["given_name"]), name_key(referral["family_name"])
     postcode = postcode_key(referral["postcode"])
     exact: list[int] = []
     near: list[int] = []
-    for person_id, their_given, their_family, their_postcode in born:
+    for person_id, their_given, their_family, their_birthday, their_postcode in found:
         same = (name_key(their_given) == given, name_key(their_family) == family)
         here = postcode_key(their_postcode) == postcode
-        if all(same) and here:
+        if their_birthday != born:
+            if all(same):
+                near.append(person_id)
+        elif all(same) and here:
             exact.append(person_id)
         elif any(same) or here:
             near.append(person_id)
@@ -185,10 +213,11 @@ async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[l
 
 
 async def open_record(conn: AsyncConnection, referral: dict[str, Any], *, today: date) -> int:
-    """A new record for someone the council did not know: an address, a household there, the person."""
-    address_id = await _next_id(conn, addresses.c.id)
-    household_id = await _next_id(conn, households.c.id)
-    person_id = await _next_id(conn, people.c.id)
+    """A new record for someone the council did not know: an address, a household there, the person, each
+    with an id never given before (not even to someone since purged)."""
+    address_id = await next_id(conn, addresses.c.id)
+    household_id = await next_id(conn, households.c.id)
+    person_id = await next_id(conn, people.c.id)
     await conn.execute(
         insert(addresses).values(
             id=address_id,
@@ -211,8 +240,29 @@ async def open_record(conn: AsyncConnection, referral: dict[str, Any], *, today:
     return person_id
 
 
-async def _next_id(conn: AsyncConnection, column: Any) -> int:
-    return int((await conn.execute(select(func.coalesce(func.max(column), 0)))).scalar_one()) + 1
+async def next_id(conn: AsyncConnection, column: Any) -> int:
+    """An id for a new row of `column`'s table, above every id it holds and every id it ever held."""
+    name = column.table.name
+    held = int((await conn.execute(select(func.coalesce(func.max(column), 0)))).scalar_one())
+    made = max(held, await _high_water(conn, name)) + 1
+    await raise_high_water(conn, name, made)
+    return made
+
+
+async def _high_water(conn: AsyncConnection, name: str) -> int:
+    found = await conn.execute(select(id_high_water.c.last_id).where(id_high_water.c.name == name))
+    return int(found.scalar_one_or_none() or 0)
+
+
+async def raise_high_water(conn: AsyncConnection, name: str, last_id: int) -> None:
+    """Remember that `last_id` was given in `name` (a record opened, or purged: never given again)."""
+    if last_id <= await _high_water(conn, name):
+        return
+    changed = await conn.execute(
+        update(id_high_water).where(id_high_water.c.name == name).values(last_id=last_id)
+    )
+    if changed.rowcount == 0:
+        await conn.execute(insert(id_high_water).values(name=name, last_id=last_id))
 
 
 async def decide(
@@ -249,9 +299,10 @@ async def list_referrals(conn: AsyncConnection, *, states: Sequence[str] = ()) -
 
 
 def name_key(name: str) -> str:
-    """A name as matching compares it: accents, case, spaces, hyphens and apostrophes set aside."""
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return _NOT_LETTERS.sub("", plain.casefold())
+    """A name as matching compares it: case, accents (combining marks), spaces, hyphens, apostrophes and
+    full stops set aside; every letter of every alphabet kept (Анна is not Мария, nor 李)."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in decomposed if c.isalpha() and not unicodedata.combining(c))
 
 
 def postcode_key(postcode: str) -> str:

@@ -34,6 +34,7 @@ from resolvers.models import (
     referrals,
     restrictions,
 )
+from resolvers.referrals import raise_high_water
 
 _Row = Row[*tuple[Any, ...]]
 
@@ -136,6 +137,8 @@ async def purge_people(
         await conn.execute(delete(table).where(table.c.person_id.in_(ids)))
     # A batch's row keeps its result, not whom it was about.
     await conn.execute(update(batch_rows).where(batch_rows.c.person_id.in_(ids)).values(person_id=None))
+    # A purged id is never given again (a referred child's new record): it names this person in the ledger.
+    await raise_high_water(conn, people.name, max(ids))
     gone = (await conn.execute(delete(people).where(people.c.id.in_(ids)))).rowcount
     empty = sorted(
         (
@@ -156,6 +159,10 @@ async def purge_people(
     await refresh_households(conn, sorted(set(household_ids) - set(empty)), rules or load_eligibility())
     await conn.execute(delete(eligibility_intervals).where(eligibility_intervals.c.household_id.in_(empty)))
     await conn.execute(delete(assessments).where(assessments.c.household_id.in_(empty)))
+    if empty:
+        await raise_high_water(conn, households.name, max(empty))
+    if address_ids:
+        await raise_high_water(conn, addresses.name, max(address_ids))
     emptied = (await conn.execute(delete(households).where(households.c.id.in_(empty)))).rowcount
     unused = (
         await conn.execute(

@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -271,7 +272,7 @@ def _check_key(idempotency_key: str) -> None:
 
 def _text(name: str, value: str, longest: int, pattern: re.Pattern[str]) -> str:
     """Spaces collapsed; refused when empty, too long, or holding what no name or address line holds."""
-    clean = " ".join(value.split())
+    clean = " ".join(unicodedata.normalize("NFC", value).split())  # é typed as e and an accent is é
     if not clean or len(clean) > longest or not pattern.match(clean):
         what = "a name's letters, spaces and punctuation" if pattern is _NAME else "an address's characters"
         raise BadUserInputError(f"{name} must be 1 to {longest} of {what}.")

@@ -7,7 +7,8 @@ and when the family is in and out on this evidence. The read names the person in
 
 `refresh` is for after a rule file changes, or a gateway stopped between writing a request's event and
 making its reports evidence: it makes evidence of every pending report whose event is in the ledger,
-and works out again every family's timeline that has a report.
+matches every pending referral whose event is in the ledger (a gateway does both at start-up too), and
+works out again every family's timeline that has a report.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from datetime import datetime
 from typing import Any
 
 import click
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from gateway.audit.tables import audit_events
 from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import council_today
+from gateway.sharing import ContributionStore
 from policies.eligibility import EligibilityFileError, load_eligibility
-from resolvers.contributions import PENDING, RECORDED
 from resolvers.eligibility import explain, refresh_households
 from resolvers.models import contributions
 
@@ -67,7 +67,8 @@ def explain_command(
 
 
 @eligibility.command(
-    "refresh", help="Make evidence of reports whose event is written; rework every timeline."
+    "refresh",
+    help="Make evidence of reports, and match referrals, whose event is written; rework every timeline.",
 )
 @who_option
 @why_option
@@ -75,25 +76,21 @@ def refresh_command(acting_user: str | None, case_reference: str | None) -> None
     settings = load_settings()
     rules = _rules(settings.eligibility_dir)
 
-    async def refreshed() -> tuple[int, int]:
+    async def refreshed() -> tuple[int, int, int]:
         async with open_database(settings) as engine:
             await record_command(settings, engine, "eligibility refresh", acting_user, case_reference)
+            recorded, referred = await ContributionStore(engine, rules, council_today).sweep()
             async with engine.begin() as conn:
-                written = select(audit_events.c.id).where(audit_events.c.id == contributions.c.event_id)
-                made = await conn.execute(
-                    update(contributions)
-                    .where(contributions.c.state == PENDING, written.exists())
-                    .values(state=RECORDED)
-                )
                 households = (
                     (await conn.execute(select(contributions.c.household_id).distinct())).scalars().all()
                 )
                 await refresh_households(conn, households, rules)
-            return made.rowcount, len(households)
+            return recorded, referred, len(households)
 
-    recorded, families = run(refreshed)
+    recorded, referred, families = run(refreshed)
     click.echo(
-        f"made evidence of {recorded} pending report(s); worked out {families} family timeline(s) again"
+        f"made evidence of {recorded} pending report(s); matched {referred} pending referral(s); "
+        f"worked out {families} family timeline(s) again"
     )
 
 

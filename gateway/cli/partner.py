@@ -272,7 +272,7 @@ def partner_batch(
                 headers={**headers, "Content-Type": media, "Idempotency-Key": key},
             )  # fmt: skip
             job = _answered(answered)
-            while job.get("state") in ("running", "sealing"):
+            while job.get("state") in ("received", "running", "sealing"):
                 time.sleep(0.5)
                 job = _answered(
                     partner_client.send("GET", f"{base}/{job['id']}", token=token, headers=headers)

@@ -4,7 +4,8 @@ A referral is matched once its request's event is written (resolvers.referrals):
 to a record opened for someone new, or left for review when the match is uncertain. `list` shows them
 (who sent them, when, what became of them; `--state review` for the officer's queue); `decide` settles one
 under review: `--person ID` (it is that person) or `--new` (someone the council did not know). Each command
-writes its event first; a decision names the person it links or opens.
+writes its event first; a decision names the person it links, and one that opens a record writes a second
+event naming the person opened.
 """
 
 from __future__ import annotations
@@ -81,12 +82,19 @@ def decide_command(
             )  # fmt: skip
             try:
                 async with engine.begin() as conn:
-                    return await decide(
+                    state, person = await decide(
                         conn, referral_id, person_id=person_id, officer=acting_user or "cli",
                         today=council_today(),
                     )  # fmt: skip
             except ReferralDecisionError as refused:
                 fail(f"{refused} ({refused.code})")
+            if person_id is None:
+                # The record opened is known only now: a second event names it, as the first named a link.
+                await record_command(
+                    settings, engine, f"referrals decide {referral_id[:32]}: opened person {person}",
+                    acting_user, case_reference, disclosures=((person, ("referral",)),),
+                )  # fmt: skip
+            return state, person
 
     state, person = run(decided)
     click.echo(f"referral {referral_id}: {state} to person {person}")

@@ -50,12 +50,11 @@ def test_the_dwp_uploads_a_batch_and_follows_it_to_the_end(running_demo: Demo, r
         "--acting-user", "dwp-analyst-7", *CASE,
     )  # fmt: skip
     assert sent.returncode == 0, sent.stderr
-    job_text, _, results_text = sent.stdout.partition("}\n{")
-    job = json.loads(job_text + "}")
+    job, end = json.JSONDecoder().raw_decode(sent.stdout)  # the job, then each row's result (NDJSON)
     assert {k: job[k] for k in ("state", "rows", "processed", "accepted", "rejected", "percent")} == {
         "state": "done", "rows": 5, "processed": 5, "accepted": 4, "rejected": 1, "percent": 100,
     }  # fmt: skip
-    results = [json.loads(line) for line in ("{" + results_text).splitlines()]
+    results = [json.loads(line) for line in sent.stdout[end:].strip().splitlines()]
     assert [(r["row"], r["status"], r.get("code")) for r in results] == [
         (1, "accepted", None), (2, "accepted", None), (3, "accepted", None),
         (4, "rejected", "BAD_USER_INPUT"), (5, "accepted", None),

@@ -7,6 +7,7 @@ an upload sent again is the same job, and nothing counts until the batch's event
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -16,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from gateway import bulk
+from gateway import sharing as sharing_module
 from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.config import Settings
 from gateway.keys import SigningKeys
@@ -179,6 +182,7 @@ async def test_a_csv_batch_is_the_same_as_ndjson(sharing: Sharing) -> None:
         (b'report,ref\r\n"open quote\r\n', {"Content-Type": "text/csv"}, 400, "BAD_BATCH"),
         (b"{}\n", {"Content-Type": "application/json"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
         (b"{}\n" * 7, NDJSON, 413, "BATCH_TOO_LARGE"),
+        ('{"report": "reportBenefitStatus"}\n'.encode("utf-16-le"), NDJSON, 400, "BAD_BATCH"),
     ],
 )
 async def test_a_bad_upload_is_refused_whole_with_its_code_and_makes_no_job(
@@ -359,11 +363,123 @@ async def test_an_upload_whose_event_cannot_be_written_starts_no_work_until_it_i
         async with engine.connect() as conn:
             [(batch_id, processed)] = (await conn.execute(select(batches.c.id, batches.c.processed))).all()
         await runner.wait(batch_id)
-        async with engine.connect() as conn:
-            assert (await conn.execute(select(batches.c.processed))).scalar_one() == processed == 0
-            assert (await conn.execute(select(contributions))).all() == []
     finally:
         async with engine.begin() as conn:
             await allow_ledger_inserts(conn)
+    # Not even the next start-up takes it up: the partner was told it failed.
+    assert await runner.resume() == 0
+    await runner.wait(batch_id)
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(batches.c.processed, batches.c.state))).one() == (
+            processed,
+            "received",
+        )
+        assert processed == 0 and (await conn.execute(select(contributions))).all() == []
     job = await _finished(sharing, dwp, await _upload(dwp, body, "unsealed-01"))
     assert (job["id"], job["state"], job["accepted"]) == (batch_id, "done", 1)
+
+
+async def test_a_row_no_check_foresaw_is_refused_alone_and_a_line_is_split_only_at_line_feeds(
+    sharing: Sharing,
+) -> None:
+    dwp = sharing.dwp
+    rows: list[Any] = [
+        b"[" * 100_000,  # nested past the parser's depth
+        {**_benefits(dwp, 1), "outOfWorkBenefits": 10**400},
+        {**_benefits(dwp, 2), "idempotencyKey": "line\u2028separated"},  # one row, though Python splits there
+        _benefits(dwp, 3),
+    ]
+    job = await _finished(sharing, dwp, await _upload(dwp, _ndjson(rows), "odd-rows-0001"))
+    assert (job["state"], job["rows"], job["accepted"], job["rejected"]) == ("done", 4, 1, 3)
+    assert [(r["row"], r["status"], r.get("code")) for r in await _results(dwp, job["id"])] == [
+        (1, "rejected", "BAD_ROW"), (2, "rejected", "BAD_USER_INPUT"), (3, "rejected", "BAD_USER_INPUT"),
+        (4, "accepted", None),
+    ]  # fmt: skip
+
+
+async def test_a_chunk_that_fails_part_way_leaves_nothing_of_itself(
+    small_steps: Sharing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its reports and its results are one transaction (on SQLite too): a chunk that fails on its third row
+    has recorded neither the first two rows' reports nor their results, and is done again later."""
+    sharing, dwp, engine = small_steps, small_steps.dwp, small_steps.fresh.engine
+    calls = 0
+    real = bulk.submit_row
+
+    async def third_fails(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("the database went away mid-chunk")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "submit_row", third_fails)
+    refs = await _all_refs(dwp)
+    rows = [_benefits(dwp, 1 + n, person=refs[n]) for n in range(CHUNK)]
+    answered = await _upload(dwp, _ndjson(rows), "failing-chunk-1")
+    await sharing.app.state.batches.wait(answered.json()["id"])
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(contributions))).all() == []
+        assert (await conn.execute(select(batch_rows.c.status))).scalars().all() == [None] * CHUNK
+        job = (await conn.execute(select(batches.c.processed, batches.c.lease_until))).one()
+    assert job.processed == 0 and job.lease_until is not None  # kept until its lease runs out, then again
+    monkeypatch.setattr(bulk, "submit_row", real)
+    async with engine.begin() as conn:
+        await conn.execute(update(batches).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+    done = await _finished(sharing, dwp, await dwp.send("GET", f"/batches/{answered.json()['id']}"))
+    assert (done["state"], done["accepted"]) == ("done", CHUNK)
+
+
+async def test_two_processes_on_one_job_do_each_row_once_and_count_it_once(
+    small_steps: Sharing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process slower than its lease: another takes the job up meanwhile. Each row's result is recorded
+    once, the counts add up, and the slow one stops when it sees the job is no longer its own."""
+    sharing, dwp, engine = small_steps, small_steps.dwp, small_steps.fresh.engine
+    runner = sharing.app.state.batches
+    real = bulk.submit_row
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.35)  # four rows: longer than the one-second lease
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "submit_row", slow)
+    refs = await _all_refs(dwp)
+    rows = [_benefits(dwp, 1 + n, person=refs[n]) for n in range(2 * CHUNK)]
+    answered = await _upload(dwp, _ndjson(rows), "two-runners-01")
+    batch_id = answered.json()["id"]
+    other = copy.copy(runner)
+    other._tasks, other._me = {}, "another-process"
+    await asyncio.sleep(1.1)
+    assert await other.resume() == 1
+    await asyncio.gather(runner.wait(batch_id), other.wait(batch_id))
+    for _ in range(20):  # whichever finishes, the job is done
+        job = (await dwp.send("GET", f"/batches/{batch_id}")).json()
+        if job["state"] == "done":
+            break
+        await asyncio.gather(runner.wait(batch_id), other.wait(batch_id))
+    assert {k: job[k] for k in ("state", "processed", "accepted", "percent")} == {
+        "state": "done", "processed": 2 * CHUNK, "accepted": 2 * CHUNK, "percent": 100,
+    }  # fmt: skip
+    assert [r["row"] for r in await _results(dwp, batch_id)] == list(range(1, 2 * CHUNK + 1))
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(contributions))).scalar_one() == 2 * CHUNK
+
+
+async def test_a_batchs_referrals_are_matched_a_group_at_a_time_every_one_of_them(
+    sharing: Sharing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matched in short transactions (on SQLite the one writer's lock is held for a group, not a batch)."""
+    monkeypatch.setattr(sharing_module, "MATCH_GROUP", 2)
+    dwp, engine = sharing.dwp, sharing.fresh.engine
+    rows = [
+        {"report": "reportTwoYearOldOfferEligible", "givenName": name, "familyName": "Grouped",
+         "dateOfBirth": f"2024-0{n + 1}-15", "addressLine1": f"{n} Group Road", "town": "London",
+         "postcode": f"W{n + 2} 1AA"}
+        for n, name in enumerate(("Ada", "Bea", "Cas", "Dee", "Eve"))
+    ]  # fmt: skip
+    job = await _finished(sharing, dwp, await _upload(dwp, _ndjson(rows), "grouped-0001"))
+    assert (job["state"], job["accepted"]) == ("done", 5)
+    async with engine.connect() as conn:
+        states = (await conn.execute(select(referrals.c.state))).scalars().all()
+    assert states == ["opened"] * 5

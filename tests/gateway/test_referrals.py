@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import subject_access_report
 from gateway.audit.tables import audit_disclosures, audit_events
 from gateway.keys import SigningKeys, write_key_file
+from gateway.sharing import ContributionStore
 from policies import load_agreements
+from policies.eligibility import load_eligibility
 from resolvers.models import addresses, contributions, households, people, person_records, referrals
+from resolvers.retention import purge_people
 from tests.conftest import FIXED_TODAY
 from tests.gateway.cli.conftest import run_gateway
 from tests.gateway.test_contributions import BENEFITS
@@ -174,11 +178,18 @@ async def test_an_uncertain_match_waits_for_an_officer_who_links_it_or_opens_a_r
         decided = await conn.execute(
             select(audit_events.c.operation_name).where(audit_events.c.endpoint == "cli")
         )
-        # Each command's event is written first, a refused decision's too.
+        # Each command's event is written first, a refused decision's too; a record opened is named after.
         assert sorted(decided.scalars()) == sorted([
             "referrals list", f"referrals decide {found[0]['id']}", f"referrals decide {found[1]['id']}",
+            f"referrals decide {found[1]['id']}: opened person {reportleys[-1]}",
             f"referrals decide {found[1]['id']}", "referrals decide " + "0" * 32,
         ])  # fmt: skip
+        opened_named = await conn.execute(
+            select(audit_disclosures.c.person_id)
+            .join(audit_events, audit_events.c.id == audit_disclosures.c.event_id)
+            .where(audit_events.c.operation_name.like("%: opened person %"))
+        )
+        assert opened_named.scalars().all() == [reportleys[-1]]
 
 
 async def test_retries_keys_and_bad_referrals(sharing: Sharing) -> None:
@@ -254,3 +265,96 @@ async def test_the_same_new_child_referred_at_once_many_times_gets_one_record(sh
     [opened] = await _people_named(engine, "Newcombe")
     assert sorted(r["state"] for r in await _referrals(engine)) == ["matched"] * 5 + ["opened"]
     assert {r["person_id"] for r in await _referrals(engine)} == {opened}
+
+
+async def test_a_purged_childs_id_is_never_given_to_the_next_child_opened(sharing: Sharing) -> None:
+    """Refs and the ledger name people by id: a record opened after a purge must not take a purged id, or
+    a partner's ref for the purged child would find the new one, and the new child's subject access report
+    would list the other's disclosures."""
+    engine = sharing.fresh.engine
+    await _refer(sharing.dwp, "refer-purged-01", given="Ada", family="Firstchild")
+    [first] = await _people_named(engine, "Firstchild")
+    async with engine.begin() as conn:
+        highest = (await conn.execute(select(func.max(people.c.id)))).scalar_one()
+        assert first == highest
+        await purge_people(conn, [first])
+    await _refer(sharing.dwp, "refer-purged-02", given="Ben", family="Secondchild", born="2025-01-01")
+    [second] = await _people_named(engine, "Secondchild")
+    assert second > first
+
+
+async def test_names_in_any_alphabet_are_told_apart_and_a_mistyped_birthday_is_not_a_new_child(
+    sharing: Sharing,
+) -> None:
+    engine = sharing.fresh.engine
+    await _known_child(engine)
+    # Twins whose names are in Cyrillic: the second is not matched to the first (their names differ).
+    await _refer(sharing.dwp, "refer-cyrillic-1", given="Анна", family="Иванова")
+    await _refer(sharing.dwp, "refer-cyrillic-2", given="Мария", family="Иванова")
+    # The known child, her birthday mistyped by a day: an officer decides, no second record.
+    await _refer(
+        sharing.dwp, "refer-typo-0001", given="Bea", family="Reportley", born="2024-03-04",
+        line1=f"{FAMILY} Report Road", postcode="W10 4CC",
+    )  # fmt: skip
+    # A name typed with a combining accent is the same name as the precomposed one.
+    accented = await _refer(
+        sharing.dwp,
+        "refer-accent-01",
+        given="Jose\u0301",
+        family="Acute",
+        born="2024-01-10",
+        postcode="NW1 1AA",
+    )
+    assert "errors" not in accented.json(), accented.json()
+    found = await _referrals(engine)
+    [anna] = await _people_named(engine, "Иванова")
+    assert [(r["state"], r["person_id"], r["candidates"]) for r in found] == [
+        ("opened", anna, None), ("review", None, str(anna)), ("review", None, str(KNOWN_CHILD)),
+        ("opened", found[3]["person_id"], None),
+    ]  # fmt: skip
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(select(people.c.given_name).where(people.c.family_name == "Acute"))
+        ).scalar_one()
+    assert stored == "Jos\u00e9"
+
+
+async def test_one_key_names_one_thing_even_when_a_report_and_a_referral_race_for_it(
+    sharing: Sharing,
+) -> None:
+    dwp, engine = sharing.dwp, sharing.fresh.engine
+    token = await dwp.token()
+    for n in range(4):
+        key = f"refer-race-key-{n}"
+        answered = await asyncio.gather(
+            dwp.post(REFER, {**NEW_CHILD, "key": key}, token=token),
+            dwp.post(
+                BENEFITS, {"ref": dwp.ref(FAMILY), "on": True, "asOf": f"2026-10-0{n + 1}", "key": key},
+                token=token,
+            ),
+        )  # fmt: skip
+        codes = sorted(
+            ("errors" in r.json() and r.json()["errors"][0]["extensions"]["code"]) or "ok" for r in answered
+        )
+        assert codes == ["IDEMPOTENCY_KEY_REUSED", "ok"], [r.json() for r in answered]
+    async with engine.connect() as conn:
+        made = (await conn.execute(select(func.count()).select_from(contributions))).scalar_one()
+    assert made + len(await _referrals(engine)) == 4
+
+
+async def test_a_referral_left_pending_by_a_stopped_process_is_matched_by_the_next(
+    sharing: Sharing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = sharing.fresh.engine
+
+    async def stopped(self: ContributionStore, event_id: str | None) -> int:
+        raise RuntimeError("the process stopped here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ContributionStore, "_match", stopped)
+        answered = await _refer(sharing.dwp, "refer-stopped-1")
+    assert answered.status_code == 200
+    assert [r["state"] for r in await _referrals(engine)] == ["pending"]
+    reports, referred = await ContributionStore(engine, load_eligibility(), lambda: FIXED_TODAY).sweep()
+    assert (reports, referred) == (0, 1)
+    assert [r["state"] for r in await _referrals(engine)] == ["opened"]

@@ -31,7 +31,7 @@ EXPECTED_TABLES = {
     "revoked_tokens", "replay_guard", "shared_counters", "shared_sets", "trusted_documents", "break_glass",
     "console_sessions", "alert_acknowledgements", "restrictions", "rights_requests", "agreement_versions",
     "notifications", "person_records", "contributions", "eligibility_intervals", "referrals", "batches",
-    "batch_rows",
+    "batch_rows", "report_keys", "id_high_water",
 }  # fmt: skip
 EXPECTED_INDEXES = {"ix_people_household_id", "ix_people_name_dob", "ix_people_date_of_birth"}
 

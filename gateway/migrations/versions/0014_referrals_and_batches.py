@@ -44,7 +44,7 @@ def upgrade() -> None:
             sa.ForeignKey("people.id", name="fk_referrals_person_id_people"),
             nullable=True,
         ),
-        sa.Column("candidates", sa.String(400), nullable=True),  # review: the people it might be
+        sa.Column("candidates", sa.Text, nullable=True),  # review: the people it might be, comma-separated
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("decided_by", sa.String(200), nullable=True),  # an officer's decision; NULL: matched
         sa.Column("idempotency_key", sa.String(200), nullable=False),
@@ -52,6 +52,26 @@ def upgrade() -> None:
         sa.UniqueConstraint("client_id", "idempotency_key", name="uq_referrals_client_id"),
     )
     op.create_index("ix_referrals_person_id", "referrals", ["person_id"])
+    # One idempotency key names one thing a client sent, a report or a referral, whichever table keeps it:
+    # the two tables' inserts meet here, so that two requests racing with one key cannot both succeed.
+    op.create_table(
+        "report_keys",
+        sa.Column("client_id", sa.String(64), nullable=False),
+        sa.Column("idempotency_key", sa.String(200), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),  # contribution | referral
+        sa.PrimaryKeyConstraint("client_id", "idempotency_key", name="pk_report_keys"),
+    )
+    op.execute(
+        "INSERT INTO report_keys (client_id, idempotency_key, kind) "
+        "SELECT client_id, idempotency_key, 'contribution' FROM contributions"
+    )
+    # The highest id ever given to a person, household or address, purged ones included: a record opened
+    # for a referred child never takes the id of someone purged (their refs, their ledger history).
+    op.create_table(
+        "id_high_water",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("last_id", sa.Integer, nullable=False),
+    )
     op.create_index("ix_referrals_state", "referrals", ["state"])
     op.create_index("ix_people_date_of_birth", "people", ["date_of_birth"])
     op.create_table(
@@ -69,13 +89,15 @@ def upgrade() -> None:
         sa.Column("processed", sa.Integer, nullable=False),
         sa.Column("accepted", sa.Integer, nullable=False),
         sa.Column("rejected", sa.Integer, nullable=False),
-        # running | sealing (every row done, its event not yet written) | done | stopped
+        # received (its upload's event not yet written) | running | sealing (every row done, its event not yet
+        # written) | done | stopped
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("stop_code", sa.String(64), nullable=True),
         sa.Column("event_id", sa.String(32), nullable=False),  # the batch's one audit event, known ahead
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),  # a process is working on it
+        sa.Column("lease_owner", sa.String(64), nullable=True),  # which one
         sa.UniqueConstraint("client_id", "idempotency_key", name="uq_batches_client_id"),
     )
     op.create_table(
@@ -100,6 +122,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("batch_rows")
     op.drop_table("batches")
+    op.drop_table("id_high_water")
+    op.drop_table("report_keys")
     op.drop_index("ix_people_date_of_birth", table_name="people")
     op.drop_index("ix_referrals_state", table_name="referrals")
     op.drop_index("ix_referrals_person_id", table_name="referrals")
