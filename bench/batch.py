@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from datetime import date, timedelta
@@ -109,9 +110,12 @@ async def _one(database_url: str, *, rows: int, people: int, directory: Path) ->
                 f"  upload: {len(body) / 1e6:.2f} MB, {job['rows']:,} rows, answered 202 in {uploaded:.2f} s"
             )
             shown = None
+            polls: list[float] = []  # each progress request's time: what other requests wait meanwhile
             while job["state"] in ("received", "running", "sealing"):
                 await asyncio.sleep(0.5)
+                asked = time.perf_counter()
                 job = (await dwp.send("GET", f"/batches/{job['id']}")).json()
+                polls.append(time.perf_counter() - asked)
                 if (job["state"], job["processed"]) == shown:
                     continue  # polled, and nothing moved: printed when it does
                 shown = (job["state"], job["processed"])
@@ -143,6 +147,9 @@ async def _one(database_url: str, *, rows: int, people: int, directory: Path) ->
             opened = (await conn.execute(select(func.count()).where(referrals.c.state != "pending"))).scalar()
     print(f"  done in {total:.1f} s: {rows / total:,.0f} rows/s; {job['accepted']:,} accepted, "
           f"{job['rejected']:,} rejected; {len(results):,} row results")  # fmt: skip
+    median, slowest = statistics.median(polls) * 1000, max(polls) * 1000
+    print(f"  progress requests while it ran (each with its own audit event): median {median:.0f} ms, "
+          f"slowest {slowest:.0f} ms, {len(polls)} asked")  # fmt: skip
     print(f"  ledger: {events} batch event naming {named:,} people ({distinct:,} reported on); "
           f"{recorded:,} reports recorded as evidence; {opened:,} referrals matched or opened")  # fmt: skip
     ok = len(results) == rows and events == 1 and named == distinct and job["state"] == "done"

@@ -51,6 +51,8 @@ log = logging.getLogger("gateway.bulk")
 
 FORMATS: Final = {"application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "text/csv": "csv"}
 ACCEPTED, REJECTED = "accepted", "rejected"
+SQLITE_CHUNK: Final = 50  # rows per transaction on SQLite, whatever the setting: its one writer held briefly
+SQLITE_PAUSE: Final = 0.05  # seconds between chunks on SQLite, for other writers
 
 
 class BatchError(Exception):
@@ -373,6 +375,9 @@ class BatchRunner:
                 await self._chunk_of(job)
                 if self.on_chunk is not None:
                     await self.on_chunk(batch_id)
+                if self._engine.dialect.name == "sqlite":
+                    # SQLite has one writer: a pause between chunks lets other requests write their events.
+                    await asyncio.sleep(SQLITE_PAUSE)
             elif job["state"] == SEALING:
                 await self._seal(job)
                 return
@@ -386,7 +391,8 @@ class BatchRunner:
                     select(batch_rows.c.row_no, batch_rows.c.body)
                     .where(batch_rows.c.batch_id == job["id"], batch_rows.c.status.is_(None))
                     .order_by(batch_rows.c.row_no)
-                    .limit(self._chunk)
+                    # SQLite's one writer is held for a chunk: a short one, so that nobody waits long.
+                    .limit(min(self._chunk, SQLITE_CHUNK) if conn.dialect.name == "sqlite" else self._chunk)
                 )
             ).all()
         if not pending:
