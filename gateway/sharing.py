@@ -7,11 +7,13 @@ A report waits, pending, for its request's event: if the ledger cannot be writte
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import date, datetime
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +32,7 @@ from resolvers.referrals import (
 from schema.contribution_records import ContributionRecord, IdempotencyKeyReusedError, NewContribution
 
 log = logging.getLogger(__name__)
+EVIDENCE_GROUP: Final = 500  # reports made evidence per transaction
 
 
 class ContributionStore:
@@ -103,12 +106,21 @@ class ContributionStore:
         return replace(stored, recorded_at=_aware(stored.recorded_at))
 
     async def recorded(self, event_id: str) -> None:
-        """The request's event is written: its reports are evidence, their families judged again; its
-        referrals are matched (one matcher at a time, in a transaction of its own)."""
-        async with self._engine.begin() as conn:
-            households = await make_evidence(conn, event_id)
-            await refresh_households(conn, households, self._rules)
+        """The request's event is written: its reports are evidence, their families judged again, a group at
+        a time (a batch's thousands do not hold SQLite's one writer for seconds); then its referrals are
+        matched. What a stopped process leaves half done, `sweep` finishes."""
+        while True:
+            async with self._engine.begin() as conn:
+                households, made = await make_evidence(conn, event_id, limit=EVIDENCE_GROUP)
+                await refresh_households(conn, households, self._rules)
+            if made < EVIDENCE_GROUP:
+                break
+            await self._let_others_write()
         await self._match(event_id)
+
+    async def _let_others_write(self) -> None:
+        if self._engine.dialect.name == "sqlite":
+            await asyncio.sleep(0.05)  # SQLite's one writer, free for a moment for partners' requests
 
     async def _match(self, event_id: str | None) -> int:
         """Referrals matched a group at a time, each group its own short transaction (on SQLite the one
@@ -120,6 +132,7 @@ class ContributionStore:
             matched += len(done)
             if len(done) < MATCH_GROUP:
                 return matched
+            await self._let_others_write()
 
     async def sweep(self) -> tuple[int, int]:
         """What a stopped process left pending though its event was written: reports made evidence (their

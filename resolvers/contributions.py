@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, column, exists, insert, or_, select, table, update
+from sqlalchemy import ColumnElement, and_, column, exists, insert, or_, select, table, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,15 +94,19 @@ async def _conflicting(conn: AsyncConnection, row: dict[str, Any]) -> bool:
     return bool((await conn.execute(select(other))).scalar())
 
 
-async def make_evidence(conn: AsyncConnection, event_id: str) -> list[int]:
-    """The reports made in the request whose event was just written become evidence; their families."""
+async def make_evidence(
+    conn: AsyncConnection, event_id: str, *, limit: int | None = None
+) -> tuple[list[int], int]:
+    """The reports made in the request whose event was just written become evidence (at most `limit` of
+    them: call again until fewer come back); their families, and how many reports."""
+    pending: ColumnElement[bool] = (contributions.c.event_id == event_id) & (contributions.c.state == PENDING)
+    if limit is not None:
+        pending = contributions.c.id.in_(select(contributions.c.id).where(pending).limit(limit))
     made = await conn.execute(
-        update(contributions)
-        .where(contributions.c.event_id == event_id, contributions.c.state == PENDING)
-        .values(state=RECORDED)
-        .returning(contributions.c.household_id)
+        update(contributions).where(pending).values(state=RECORDED).returning(contributions.c.household_id)
     )
-    return sorted({row.household_id for row in made})
+    households = [row.household_id for row in made]
+    return sorted(set(households)), len(households)
 
 
 _EVENTS = table("audit_events", column("id"))  # the ledger's, by name: only whether an event is written
