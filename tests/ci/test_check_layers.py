@@ -52,8 +52,9 @@ def test_a_clean_tree_passes_and_the_order_checked_is_printed(tmp_path: Path) ->
     assert "layers: policies <- resolvers <- schema <- gateway" in out
     assert "gateway: base (" in out
     assert (
-        "<- subsystems (audit, guard, oauth, rights, sharing) "
-        "<- endpoints (console, graphql, health, reviews, routes) <- app (app, gateway) <- cli (cli)" in out
+        "<- subsystems (audit, bulk, guard, oauth, rights, sharing) "
+        "<- endpoints (batches, console, graphql, health, reviews, routes) <- app (app, gateway) <- cli (cli)"
+        in out
     )
     assert "no cycles" in out
 
