@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Select, bindparam, func
+from sqlalchemy import Date, Integer, Select, String, bindparam, func
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,7 +45,11 @@ class _Query:
     """One statement compiled for asyncpg, with its fixed parameters bound and the rest by name."""
 
     def __init__(self, statement: Select[Any]) -> None:
-        compiled = statement.compile(dialect=asyncpg_dialect.dialect())
+        # Expanding parameters (the restrictions' `agreement_id IN (...)`) rendered as plain ones, as the
+        # gateway's own statements are (resolvers.people): asyncpg knows nothing of SQLAlchemy's placeholders.
+        compiled = statement.compile(
+            dialect=asyncpg_dialect.dialect(), compile_kwargs={"render_postcompile": True}
+        )
         self.sql = str(compiled)
         self._names = list(compiled.positiontup or [])
         self._fixed = dict(compiled.params)
@@ -71,7 +75,7 @@ def build() -> Starlette:
         _decision(directory, "dwp-worklessness", today),
     )
     police_refs, dwp_refs = RefCodec(secret, "police-prevention"), RefCodec(secret, "dwp-worklessness")
-    after, first = bindparam("after"), bindparam("n")
+    after, first = bindparam("after", None, type_=Integer), bindparam("n", None, type_=Integer)
     police_page = _Query(
         _select(police, police.scope, POLICE_FIELDS)
         .where(people.c.id > after)
@@ -83,8 +87,8 @@ def build() -> Starlette:
     )
     lookup = _Query(
         _select(police, police.scope, POLICE_FIELDS)
-        .where(func.lower(people.c.family_name) == bindparam("family"))  # as resolvers.people._criterion
-        .where(people.c.date_of_birth == bindparam("born"))
+        .where(func.lower(people.c.family_name) == bindparam("family", None, type_=String))  # as _criterion
+        .where(people.c.date_of_birth == bindparam("born", None, type_=Date))
         .order_by(people.c.id)
         .limit(2)
     )

@@ -391,6 +391,10 @@ async def main(people_count: int, rounds: int, seconds: int, connections: int, r
                         _measure(floor_pid, f"{floor_base}/graphql", script, seconds, connections)
                     )
                 _print(name, runs)
+                # A ratio against errors is no ratio: every answer of both servers must be a 2xx.
+                failed = {server: sum(r.non_2xx for r in series) for server, series in runs.items()}
+                if any(failed.values()):
+                    sys.exit(f"{name}: answers that were not 2xx ({failed}): the figures above do not count")
             print("  ledger: one event per answered request after every gateway run", flush=True)
 
             print("\nthe gateway's cost by page size (police page), CPU per request:")
