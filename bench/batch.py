@@ -125,6 +125,7 @@ async def _one(database_url: str, *, rows: int, people: int, directory: Path) ->
             total = time.perf_counter() - sent
             results = (await dwp.send("GET", f"/batches/{job['id']}/results")).text.splitlines()
             await app.state.batches.close()
+            await app.state.sharing.settled()  # referrals are matched in the background, after `done`
             if app.state.gateway.ledger is not None:
                 await app.state.gateway.ledger.close()
         async with fresh.engine.connect() as conn:

@@ -166,6 +166,8 @@ def create_app(
     )
     app.state.gateway = gateway
     app.state.batches = endpoints.batches.runner  # for tests and the benchmark: follow a job to its end
+    app.state.sharing = endpoints.sharing  # and referrals matched in the background
+    app.state.batches_endpoint = endpoints.batches
     return app
 
 
@@ -334,6 +336,7 @@ def _lifespan(
         await batches.resume()
         yield
         await batches.close()  # a job left part-way is taken up by the next process, once its lease runs out
+        await sharing.settled()  # referrals being matched (a few statements each)
         await gateway.guard.close()  # writes the refusal summaries still open
         await gateway.revocations.close()
         await gateway.state.close()

@@ -140,13 +140,15 @@ class BatchEndpoint:
                     acting_user=outcome.purpose.acting_user,
                     officer_issuer=outcome.officer.issuer if outcome.officer else None,
                     case_reference=outcome.purpose.case_reference, format=fmt, idempotency_key=key,
-                    content_sha256=outcome.document_sha256, rows=rows,
+                    content_sha256=outcome.document_sha256, rows=rows, upload_event_id=outcome.event_id,
                 ),
             )  # fmt: skip
         except BatchError as refused:
             raise _refused(refused.status, refused.code, refused.message) from None
-        # Started once this request's event is written (`recorded`); an upload answered 503 leaves its job to
-        # the upload sent again, the next read of it, or the next start-up.
+        # Started once this request's event is written (`recorded`); an upload answered 503 (its event not
+        # written) stays `received` until it is sent again, and `gateway retention run` deletes it after
+        # RECEIVED_KEEP_DAYS if it never is. A process that stopped between the event and the start: the next
+        # start-up starts it.
         outcome.batch_id = job["id"]
         return json_response(
             progress(job), status=202 if new else 200, headers={"Location": f"{PATH}/{job['id']}"}

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -53,6 +53,8 @@ FORMATS: Final = {"application/x-ndjson": "ndjson", "application/ndjson": "ndjso
 ACCEPTED, REJECTED = "accepted", "rejected"
 SQLITE_CHUNK: Final = 50  # rows per transaction on SQLite, whatever the setting: its one writer held briefly
 SQLITE_PAUSE: Final = 0.05  # seconds between chunks on SQLite, for other writers
+RECEIVED_KEEP_DAYS: Final = 7  # an upload never confirmed (answered 503, never sent again): deleted after
+MAX_FAILURES: Final = 3  # a chunk failing this many times running ends the job: its rows say so
 
 
 class BatchError(Exception):
@@ -129,6 +131,7 @@ class Upload:
     idempotency_key: str
     content_sha256: str
     rows: list[str]
+    upload_event_id: str  # the upload request's own event: its job runs once that is written
 
 
 async def create_batch(engine: AsyncEngine, upload: Upload) -> tuple[dict[str, Any], bool]:
@@ -146,7 +149,7 @@ async def create_batch(engine: AsyncEngine, upload: Upload) -> tuple[dict[str, A
                 "row_count": len(upload.rows), "processed": 0, "accepted": 0, "rejected": 0,
                 "state": RECEIVED, "stop_code": None, "event_id": uuid.uuid4().hex,
                 "created_at": datetime.now(UTC), "finished_at": None, "lease_until": None,
-                "lease_owner": None,
+                "lease_owner": None, "failures": 0, "upload_event_id": upload.upload_event_id,
             }  # fmt: skip
             try:
                 async with conn.begin_nested():
@@ -221,6 +224,10 @@ def _iso(moment: datetime | None) -> str | None:
     return None if made is None else made.isoformat().replace("+00:00", "Z")
 
 
+class _LeaseLostError(Exception):
+    """Another process holds the job now: this one's chunk is rolled back and it stops."""
+
+
 @dataclass
 class _Done:
     row_no: int
@@ -270,8 +277,14 @@ class BatchRunner:
         )
 
     async def resume(self) -> int:
-        """Take up every unfinished job whose lease ran out (its process stopped). Returns how many."""
+        """Take up every unfinished job whose lease ran out (its process stopped), and every upload whose
+        own event a stopped process wrote without starting its job. Returns how many."""
         now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            written = exists().where(audit_events.c.id == batches.c.upload_event_id)
+            await conn.execute(
+                update(batches).where(batches.c.state == RECEIVED, written).values(state=RUNNING)
+            )
         async with self._engine.connect() as conn:
             stale = (
                 (
@@ -325,20 +338,34 @@ class BatchRunner:
                 return  # another process holds it
             await self._work(batch_id)
             await self._release(batch_id)
+        except _LeaseLostError:
+            return  # another process goes on with it
         except asyncio.CancelledError:
             # Shutdown: let the job go at once, for the next process to take up.
             await asyncio.shield(self._release(batch_id))
             raise
         except Exception as error:
             # Kept under the lease until it runs out (a row, a chunk or the database at fault is not tried
-            # again at once), then taken up again; nothing about its rows is logged.
+            # again at once), then taken up again; nothing about its rows is logged. A fault that is not the
+            # database's being away counts towards MAX_FAILURES.
             unavailable = is_unavailable(error)
+            if not unavailable:
+                await self._failed(batch_id)
             log.log(
                 logging.WARNING if unavailable else logging.ERROR,
                 "batch stopped; it will be taken up again",
                 exc_info=not unavailable,
                 extra={"batch": batch_id, "error_type": type(error).__name__},
             )
+
+    async def _failed(self, batch_id: str) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(batches).where(batches.c.id == batch_id).values(failures=batches.c.failures + 1)
+                )
+        except Exception as error:  # counted next time, if the database will not count it now
+            log.warning("a batch failure not counted", extra={"error_type": type(error).__name__})
 
     async def _claim(self, batch_id: str) -> bool:
         now = datetime.now(UTC)
@@ -400,7 +427,12 @@ class BatchRunner:
                 await conn.execute(update(batches).where(batches.c.id == job["id"]).values(state=SEALING))
             return
         agreement = self._agreements.get(job["agreement_id"])
-        stop = await self._stop_code(job, agreement)
+        # Once stopped, stopped; a chunk that failed MAX_FAILURES times running ends the job (never for ever).
+        stop = (
+            job["stop_code"]
+            or ("BATCH_FAILED" if job["failures"] >= MAX_FAILURES else None)
+            or await self._stop_code(job, agreement)
+        )
         # The chunk's reports and its results in one transaction: all of it is done, or none (and a chunk
         # done again gives the same results, each row's key finding its first answer).
         async with self._engine.begin() as conn:
@@ -410,7 +442,11 @@ class BatchRunner:
             done: list[_Done] = []
             if stop is not None or agreement is None:
                 code = stop or "FORBIDDEN"
-                message = "The batch was stopped: the agreement or the client is no longer in force."
+                message = (
+                    "The batch could not be completed: this row was not done."
+                    if code == "BATCH_FAILED"
+                    else "The batch was stopped: the agreement or the client is no longer in force."
+                )
                 done = [_Done(n, REJECTED, code, message) for n, _ in pending]
             else:
                 context = self._context(job, agreement, conn)
@@ -496,8 +532,14 @@ class BatchRunner:
     ) -> None:
         """The chunk's results and the job's progress, the lease renewed: only rows no other process recorded
         meanwhile, counted once (the job's row locked first, on PostgreSQL, so two cannot interleave)."""
-        locked = select(batches.c.id).where(batches.c.id == job["id"])
-        await conn.execute(locked.with_for_update() if conn.dialect.name == "postgresql" else locked)
+        locked = select(batches.c.lease_owner).where(batches.c.id == job["id"])
+        owner = (
+            await conn.execute(locked.with_for_update() if conn.dialect.name == "postgresql" else locked)
+        ).scalar_one()
+        if owner != self._me:
+            # Another process took the job up while this chunk ran: none of this chunk stands (its reports
+            # roll back with it); that process records its own.
+            raise _LeaseLostError
         recorded = set(
             (
                 await conn.execute(
@@ -535,6 +577,7 @@ class BatchRunner:
                 processed=batches.c.processed + len(done),
                 accepted=batches.c.accepted + accepted,
                 rejected=batches.c.rejected + len(done) - accepted,
+                failures=0,
                 lease_until=datetime.now(UTC) + self._lease,
                 **({"stop_code": stopped} if stopped else {}),
             )
@@ -542,6 +585,14 @@ class BatchRunner:
 
     async def _seal(self, job: Mapping[str, Any]) -> None:
         """The batch's one event, then its reports count and its referrals are matched; the job done."""
+        async with self._engine.begin() as conn:
+            still_mine = await conn.execute(
+                update(batches)
+                .where(batches.c.id == job["id"], batches.c.lease_owner == self._me)
+                .values(lease_until=datetime.now(UTC) + self._lease)
+            )
+        if still_mine.rowcount != 1:
+            return  # another process took it up: it seals
         async with self._engine.connect() as conn:
             written = (
                 await conn.execute(select(audit_events.c.id).where(audit_events.c.id == job["event_id"]))

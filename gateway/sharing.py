@@ -42,15 +42,17 @@ class ContributionStore:
         rules: Mapping[str, EligibilityRule],
         today: Callable[[], date],
         conn: AsyncConnection | None = None,
+        matching: set[asyncio.Task[int]] | None = None,
     ) -> None:
         self._engine = engine
         self._rules = rules
         self._today = today
         self._conn = conn
+        self._matching: set[asyncio.Task[int]] = set() if matching is None else matching
 
     def within(self, conn: AsyncConnection) -> ContributionStore:
         """This store recording in the caller's transaction (a batch's chunk: one commit for its rows)."""
-        return ContributionStore(self._engine, self._rules, self._today, conn)
+        return ContributionStore(self._engine, self._rules, self._today, conn, self._matching)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -107,8 +109,10 @@ class ContributionStore:
 
     async def recorded(self, event_id: str) -> None:
         """The request's event is written: its reports are evidence, their families judged again, a group at
-        a time (a batch's thousands do not hold SQLite's one writer for seconds); then its referrals are
-        matched. What a stopped process leaves half done, `sweep` finishes."""
+        a time (a batch's thousands do not hold SQLite's one writer for seconds). Its referrals are matched
+        after, in the background: how long matching takes (opening a record is slower than finding one) must
+        not show in the answer's time, or a partner could tell whether the council knew a child. What a
+        stopped process leaves half done, `sweep` finishes."""
         while True:
             async with self._engine.begin() as conn:
                 households, made = await make_evidence(conn, event_id, limit=EVIDENCE_GROUP)
@@ -116,7 +120,22 @@ class ContributionStore:
             if made < EVIDENCE_GROUP:
                 break
             await self._let_others_write()
-        await self._match(event_id)
+        task = asyncio.get_running_loop().create_task(self._match_quietly(event_id), name="referral matching")
+        self._matching.add(task)
+        task.add_done_callback(self._matching.discard)
+
+    async def settled(self) -> None:
+        """Until the referrals being matched in the background are (tests, the benchmark, shutdown)."""
+        while self._matching:
+            await asyncio.gather(*list(self._matching), return_exceptions=True)
+
+    async def _match_quietly(self, event_id: str) -> int:
+        try:
+            return await self._match(event_id)
+        except Exception as error:
+            # Left pending: the next start-up's sweep, or `gateway eligibility refresh`, matches them.
+            log.error("referrals not matched yet", extra={"error_type": type(error).__name__})
+            return 0
 
     async def _let_others_write(self) -> None:
         if self._engine.dialect.name == "sqlite":

@@ -109,15 +109,25 @@ async def make_evidence(
     return sorted(set(households)), len(households)
 
 
-_EVENTS = table("audit_events", column("id"))  # the ledger's, by name: only whether an event is written
+# The ledger's events, by name: whether a request's event is written, and whether its answer went out.
+_EVENTS = table("audit_events", column("id"), column("endpoint"), column("http_status"))
+
+
+def answered_event(event_id: ColumnElement[str]) -> ColumnElement[bool]:
+    """The event is written, and is a request answered 2xx or 3xx (its report reached the partner's answer)
+    or a batch's (whose accepted rows count even when it stopped): a refused answer's reports never count."""
+    return exists().where(
+        _EVENTS.c.id == event_id,
+        or_(and_(_EVENTS.c.http_status >= 200, _EVENTS.c.http_status < 400), _EVENTS.c.endpoint == "batch"),
+    )
 
 
 async def make_written_evidence(conn: AsyncConnection) -> tuple[list[int], int]:
-    """Every report still pending whose request's event is written (a process stopped between the two)
-    made evidence: the families they are about, and how many."""
+    """Every report still pending whose request's event is written and was answered (a process stopped
+    between the two) made evidence: the families they are about, and how many."""
     made = await conn.execute(
         update(contributions)
-        .where(contributions.c.state == PENDING, exists().where(_EVENTS.c.id == contributions.c.event_id))
+        .where(contributions.c.state == PENDING, answered_event(contributions.c.event_id))
         .values(state=RECORDED)
         .returning(contributions.c.household_id)
     )

@@ -257,6 +257,8 @@ batches = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
     Column("lease_owner", String(64), nullable=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("upload_event_id", String(32), nullable=False),
     UniqueConstraint("client_id", "idempotency_key", name="uq_batches_client_id"),
 )
 batch_rows = Table(

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, column, exists, func, insert, or_, select, table, text, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policies.eligibility import add_months
+from resolvers.contributions import answered_event
 from resolvers.models import (
     LINKED,
     MATCHED,
@@ -120,7 +121,6 @@ async def store_referral(
     return StoredReferral(str(first["id"]), first["recorded_at"], retried=True)
 
 
-_EVENTS: Final = table("audit_events", column("id"))  # the ledger's, by name: only whether one is written
 MATCH_GROUP: Final = 100  # referrals matched per transaction: the lock is held briefly, however many
 
 
@@ -136,7 +136,7 @@ async def match_referrals(
     if event_id is not None:
         query = query.where(referrals.c.event_id == event_id)
     else:
-        query = query.where(exists().where(_EVENTS.c.id == referrals.c.event_id))
+        query = query.where(answered_event(referrals.c.event_id))
     pending = await conn.execute(query.order_by(referrals.c.recorded_at, referrals.c.id).limit(limit))
     states: list[str] = []
     for row in pending.all():
@@ -171,10 +171,17 @@ async def _match(conn: AsyncConnection, referral: dict[str, Any], *, today: date
 
 async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[list[int], list[int]]:
     """Who the referral might be. Exact: born that day, the same names and postcode. Near: born that day
-    sharing a name or the postcode (a spelling, a move, a sibling's record), or the same family name and
-    given name born within a year of it (a mistyped or swapped day and month)."""
+    sharing a name or the postcode (a spelling, a move, a sibling's record), or the same names born within
+    a year of it (a mistyped or swapped day and month), found by the family name (case, spaces, hyphens and
+    apostrophes aside) or at the same postcode, then compared as matching compares names."""
     born = referral["date_of_birth"]
     typo = timedelta(days=366)
+    stripped = func.lower(people.c.family_name)
+    for mark in (" ", "-", "'", "\u2019", "."):
+        stripped = func.replace(stripped, mark, "")
+    family_plain = referral["family_name"].lower()
+    for mark in (" ", "-", "'", "\u2019", "."):
+        family_plain = family_plain.replace(mark, "")
     found = await conn.execute(
         select(
             people.c.id,
@@ -189,8 +196,12 @@ async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[l
             or_(
                 people.c.date_of_birth == born,
                 and_(
-                    func.lower(people.c.family_name) == referral["family_name"].lower(),
                     people.c.date_of_birth.between(born - typo, born + typo),
+                    or_(
+                        stripped == family_plain,
+                        func.replace(func.upper(addresses.c.postcode), " ", "")
+                        == postcode_key(referral["postcode"]),
+                    ),
                 ),
             )
         )
@@ -212,12 +223,25 @@ async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[l
     return exact, near
 
 
-async def open_record(conn: AsyncConnection, referral: dict[str, Any], *, today: date) -> int:
+async def reserve_ids(conn: AsyncConnection) -> tuple[int, int, int]:
+    """Ids for a record to be opened (address, household, person), never given before nor after."""
+    return (
+        await next_id(conn, addresses.c.id),
+        await next_id(conn, households.c.id),
+        await next_id(conn, people.c.id),
+    )
+
+
+async def open_record(
+    conn: AsyncConnection,
+    referral: dict[str, Any],
+    *,
+    today: date,
+    reserved: tuple[int, int, int] | None = None,
+) -> int:
     """A new record for someone the council did not know: an address, a household there, the person, each
-    with an id never given before (not even to someone since purged)."""
-    address_id = await next_id(conn, addresses.c.id)
-    household_id = await next_id(conn, households.c.id)
-    person_id = await next_id(conn, people.c.id)
+    with an id never given before (not even to someone since purged); `reserved`: ids taken earlier."""
+    address_id, household_id, person_id = reserved or await reserve_ids(conn)
     await conn.execute(
         insert(addresses).values(
             id=address_id,
@@ -265,20 +289,32 @@ async def raise_high_water(conn: AsyncConnection, name: str, last_id: int) -> No
         await conn.execute(insert(id_high_water).values(name=name, last_id=last_id))
 
 
-async def decide(
-    conn: AsyncConnection, referral_id: str, *, person_id: int | None, officer: str, today: date
-) -> tuple[str, int]:
-    """An officer's decision on a referral under review: it is `person_id` (linked), or someone new (a
-    record opened). Returns the state and the person."""
-    await _serialise(conn)
+async def in_review(conn: AsyncConnection, referral_id: str) -> dict[str, Any]:
+    """The referral, if an officer may decide it; else a ReferralDecisionError with its code."""
     row = (await conn.execute(select(referrals).where(referrals.c.id == referral_id))).first()
     if row is None:
         raise ReferralDecisionError("UNKNOWN_REFERRAL", "no referral has this id")
     referral = dict(row._mapping)
     if referral["state"] != REVIEW:
         raise ReferralDecisionError("NOT_IN_REVIEW", f"this referral is {referral['state']}, not in review")
+    return referral
+
+
+async def decide(
+    conn: AsyncConnection,
+    referral_id: str,
+    *,
+    person_id: int | None,
+    officer: str,
+    today: date,
+    reserved: tuple[int, int, int] | None = None,
+) -> tuple[str, int]:
+    """An officer's decision on a referral under review: it is `person_id` (linked), or someone new (a
+    record opened, with the `reserved` ids if given). Returns the state and the person."""
+    await _serialise(conn)
+    referral = await in_review(conn, referral_id)
     if person_id is None:
-        state, person_id = OPENED, await open_record(conn, referral, today=today)
+        state, person_id = OPENED, await open_record(conn, referral, today=today, reserved=reserved)
     else:
         if (await conn.execute(select(people.c.id).where(people.c.id == person_id))).first() is None:
             raise ReferralDecisionError("UNKNOWN_PERSON", "no person has this id")

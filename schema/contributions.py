@@ -37,8 +37,9 @@ _TERM = re.compile(r"^(?P<year>20[0-9]{2})-(?P<season>autumn|spring|summer)$")
 _TERM_ENDS: Final = {"autumn": (12, 31), "spring": (4, 30), "summer": (7, 31)}
 
 
-# Names: letters of any alphabet, with the spaces, hyphens, apostrophes and full stops names have.
-_NAME = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ '\u2019.-])*$")
+# Names: letters of any script with their combining marks (the vowel signs of Devanagari, Bengali, Tamil),
+# and the spaces, hyphens, apostrophes and full stops names have; a letter first.
+_NAME_PUNCTUATION = frozenset(" '\u2019.-")
 # An address line or town: letters, digits, spaces and the punctuation addresses have; no control characters.
 _LINE = re.compile(r"^[\w ,.'\u2019/&()-]+$")
 _POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$")
@@ -230,7 +231,7 @@ async def refer(
     assert context.decision.scope is not None
     today = context.decision.scope.today
     _check_key(idempotency_key)
-    names = [_text("givenName", given_name, 100, _NAME), _text("familyName", family_name, 100, _NAME)]
+    names = [_text("givenName", given_name, 100, None), _text("familyName", family_name, 100, None)]
     line1, place = _text("addressLine1", address_line1, 200, _LINE), _text("town", town, 100, _LINE)
     code = _postcode(postcode)
     if not _add_years(today, -_REFERRAL_MAX_AGE_YEARS) < date_of_birth <= today:
@@ -270,13 +271,25 @@ def _check_key(idempotency_key: str) -> None:
         raise BadUserInputError("idempotencyKey must be 8 to 200 letters, digits, '.', '_', ':' or '-'.")
 
 
-def _text(name: str, value: str, longest: int, pattern: re.Pattern[str]) -> str:
-    """Spaces collapsed; refused when empty, too long, or holding what no name or address line holds."""
+def _text(name: str, value: str, longest: int, pattern: re.Pattern[str] | None) -> str:
+    """Spaces collapsed; refused when empty, too long, or holding what no name (pattern None) or address
+    line holds."""
     clean = " ".join(unicodedata.normalize("NFC", value).split())  # é typed as e and an accent is é
-    if not clean or len(clean) > longest or not pattern.match(clean):
-        what = "a name's letters, spaces and punctuation" if pattern is _NAME else "an address's characters"
+    ok = _is_name(clean) if pattern is None else pattern.match(clean) is not None
+    if not clean or len(clean) > longest or not ok:
+        what = "a name's letters, spaces and punctuation" if pattern is None else "an address's characters"
         raise BadUserInputError(f"{name} must be 1 to {longest} of {what}.")
     return clean
+
+
+def _is_name(text: str) -> bool:
+    return (
+        bool(text)
+        and text[0].isalpha()
+        and all(
+            c.isalpha() or unicodedata.category(c) in ("Mn", "Mc") or c in _NAME_PUNCTUATION for c in text
+        )
+    )
 
 
 def _postcode(value: str) -> str:

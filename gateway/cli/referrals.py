@@ -4,8 +4,8 @@ A referral is matched once its request's event is written (resolvers.referrals):
 to a record opened for someone new, or left for review when the match is uncertain. `list` shows them
 (who sent them, when, what became of them; `--state review` for the officer's queue); `decide` settles one
 under review: `--person ID` (it is that person) or `--new` (someone the council did not know). Each command
-writes its event first; a decision names the person it links, and one that opens a record writes a second
-event naming the person opened.
+writes its event first; a decision names the person it links, and one that opens a record takes the record's
+ids, writes a second event naming the person about to be opened, and only then opens it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import council_today
 from resolvers.models import LINKED, MATCHED, OPENED, PENDING_REFERRAL, REVIEW
-from resolvers.referrals import ReferralDecisionError, decide, list_referrals
+from resolvers.referrals import ReferralDecisionError, decide, in_review, list_referrals, reserve_ids
 
 STATES = (PENDING_REFERRAL, MATCHED, OPENED, REVIEW, LINKED)
 
@@ -44,7 +44,10 @@ def list_command(
             async with engine.connect() as conn:
                 found = await list_referrals(conn, states=states)
             # The read names the people the referrals are linked to, like any read of their records.
-            named = tuple(sorted({(r["person_id"], ("referral",)) for r in found if r["person_id"]}))
+            # The read names the people linked to, and those a referral in review might be.
+            shown = {r["person_id"] for r in found if r["person_id"]}
+            shown |= {int(i) for r in found for i in (r["candidates"] or "").split(",") if i}
+            named = tuple((person, ("referral",)) for person in sorted(shown))
             await record_command(
                 settings, engine, "referrals list", acting_user, case_reference, disclosures=named
             )
@@ -81,20 +84,23 @@ def decide_command(
                 disclosures=named,
             )  # fmt: skip
             try:
+                reserved = None
+                if person_id is None:
+                    # The record to be opened takes its ids first, so that an event names it before it exists.
+                    async with engine.begin() as conn:
+                        await in_review(conn, referral_id)
+                        reserved = await reserve_ids(conn)
+                    await record_command(
+                        settings, engine, f"referrals decide {referral_id[:32]}: opens person {reserved[2]}",
+                        acting_user, case_reference, disclosures=((reserved[2], ("referral",)),),
+                    )  # fmt: skip
                 async with engine.begin() as conn:
-                    state, person = await decide(
+                    return await decide(
                         conn, referral_id, person_id=person_id, officer=acting_user or "cli",
-                        today=council_today(),
+                        today=council_today(), reserved=reserved,
                     )  # fmt: skip
             except ReferralDecisionError as refused:
                 fail(f"{refused} ({refused.code})")
-            if person_id is None:
-                # The record opened is known only now: a second event names it, as the first named a link.
-                await record_command(
-                    settings, engine, f"referrals decide {referral_id[:32]}: opened person {person}",
-                    acting_user, case_reference, disclosures=((person, ("referral",)),),
-                )  # fmt: skip
-            return state, person
 
     state, person = run(decided)
     click.echo(f"referral {referral_id}: {state} to person {person}")

@@ -26,6 +26,7 @@ import click
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.bulk import RECEIVED_KEEP_DAYS
 from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import explain, fail, load_settings, open_database, run
 from gateway.config import council_today
@@ -38,7 +39,7 @@ from policies.retention import (
     decide,
     load_retention,
 )
-from resolvers.models import referrals
+from resolvers.models import RECEIVED, batch_rows, batches, referrals
 from resolvers.referrals import OPENED_CLASS
 from resolvers.retention import PersonRecords, lock_people_records, purge_people, read_people_records
 
@@ -59,6 +60,10 @@ class RetentionRun:
     # would have opened (resolvers.referrals.OPENED_CLASS), counted from when they were received.
     referrals_due: int = 0
     referrals_purged: int = 0
+    # Uploads whose own request was never recorded (answered 503 and never sent again): their rows hold
+    # what the partner sent, never processed; deleted after RECEIVED_KEEP_DAYS.
+    uploads_due: int = 0
+    uploads_purged: int = 0
 
     def as_json(self, *, today: date, applied: bool) -> dict[str, object]:
         return {
@@ -70,7 +75,14 @@ class RetentionRun:
             "batches": self.batches,
             "undecided_referrals_due": self.referrals_due,
             "undecided_referrals_purged": self.referrals_purged,
+            "unconfirmed_uploads_due": self.uploads_due,
+            "unconfirmed_uploads_purged": self.uploads_purged,
         }
+
+
+def _unconfirmed_uploads(today: date) -> Any:
+    cutoff = datetime.combine(today - timedelta(days=RECEIVED_KEEP_DAYS), time.min, tzinfo=UTC)
+    return (batches.c.state == RECEIVED) & (batches.c.created_at < cutoff)
 
 
 def _undecided_referrals(policy: RetentionPolicy, today: date) -> Any:
@@ -164,6 +176,12 @@ async def apply_run(
     if undecided is not None:
         async with engine.begin() as conn:
             planned.referrals_purged = (await conn.execute(delete(referrals).where(undecided))).rowcount
+    async with engine.begin() as conn:
+        stale = select(batches.c.id).where(_unconfirmed_uploads(today))
+        await conn.execute(delete(batch_rows).where(batch_rows.c.batch_id.in_(stale)))
+        planned.uploads_purged = (
+            await conn.execute(delete(batches).where(_unconfirmed_uploads(today)))
+        ).rowcount
 
 
 async def _count_undecided(
@@ -174,6 +192,11 @@ async def _count_undecided(
         async with engine.connect() as conn:
             found = await conn.execute(select(func.count()).select_from(referrals).where(undecided))
             planned.referrals_due = int(found.scalar_one())
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(func.count()).select_from(batches).where(_unconfirmed_uploads(today))
+        )
+        planned.uploads_due = int(found.scalar_one())
 
 
 @click.group(help="Retention schedules (policies/retention.yaml): who is past them, and purging them.")
@@ -259,6 +282,11 @@ def _report(done: RetentionRun, *, today: date, applied: bool, source: str) -> s
         lines.append(
             f"referrals never linked to anyone, past the {OPENED_CLASS} schedule: {done.referrals_due}"
             + (f" (deleted {done.referrals_purged})" if applied else "")
+        )
+    if done.uploads_due:
+        lines.append(
+            f"uploads never confirmed, older than {RECEIVED_KEEP_DAYS} days: {done.uploads_due}"
+            + (f" (deleted {done.uploads_purged})" if applied else "")
         )
     if tally["gone_since_plan"]:
         lines.append(f"gone since the plan (removed by someone else): {tally['gone_since_plan']}")

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData, insert, inspect, text
+from sqlalchemy import Connection, MetaData, insert, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import EventDraft, LedgerWriter
 from gateway.audit.tables import PARTITIONED_TABLES, ledger_metadata
 from gateway.console.tables import console_metadata
-from gateway.db import MIGRATIONS_DIR, current_revision, is_sqlite
+from gateway.db import MIGRATIONS_DIR, create_engine, current_revision, is_sqlite, upgrade
 from gateway.guard.tables import guard_metadata
+from gateway.keys import SigningKeys, generate_key
 from gateway.oauth.clients import clients
 from gateway.oauth.revocations import revocation_metadata
 from gateway.reviews.tables import reviews_metadata
 from gateway.rights.tables import rights_metadata
 from gateway.state import state_metadata
 from resolvers import metadata
-from resolvers.models import addresses
+from resolvers.models import addresses, households, id_high_water, people
+from tests.support.databases import postgres_database
 
 EXPECTED_TABLES = {
     "addresses", "households", "people", "assessments", "objections", "clients",
@@ -150,3 +157,50 @@ async def test_a_duplicate_uprn_is_refused(engine: AsyncEngine) -> None:
         ):
             await conn.execute(insert(addresses).values(row))
         await trans.rollback()
+
+
+async def test_ids_purged_before_the_high_water_mark_existed_are_never_given_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Migration 0014 starts each mark above every id held and every person the ledger names: a person
+    purged before it (known now only to the ledger) keeps their id to themselves."""
+
+    @asynccontextmanager
+    async def empty() -> AsyncIterator[str]:
+        if is_sqlite(database_url):
+            yield f"sqlite+aiosqlite:///{tmp_path / 'before.db'}"
+            return
+        async with postgres_database() as made:
+            yield made
+
+    async with empty() as url:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine, "0013")
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(addresses).values(id=70, line1="1 Old Road", town="London", postcode="W2 1AA")
+                )
+                await conn.execute(insert(households).values(id=71, address_id=70))
+                await conn.execute(
+                    insert(people).values(id=72, household_id=71, given_name="Kept", family_name="Here",
+                                          date_of_birth=date(1990, 1, 1), retention_until=date(2031, 1, 1))
+                )  # fmt: skip
+            writer = LedgerWriter(
+                engine, signing=SigningKeys.from_keys([generate_key()]), writer="t", heads=False
+            )
+            try:  # someone purged long ago, whom the ledger still names
+                await writer.record(
+                    EventDraft(endpoint="graphql", outcome="allowed", http_status=200, latency_us=1,
+                               disclosures=((900, ("givenName",)),))
+                )  # fmt: skip
+            finally:
+                await writer.close()
+            await upgrade(engine)
+            async with engine.connect() as conn:
+                marks = dict(
+                    (await conn.execute(select(id_high_water.c.name, id_high_water.c.last_id))).all()
+                )
+        finally:
+            await engine.dispose()
+    assert marks == {"people": 900, "households": 71, "addresses": 70}

@@ -72,6 +72,23 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("last_id", sa.Integer, nullable=False),
     )
+    # Ids purged before this migration are known only to the ledger (a person's) or gone (a household's, an
+    # address's): start above every one still held and every person the ledger names.
+    bind = op.get_bind()
+    highest = {
+        "people": max(
+            bind.execute(sa.text("SELECT coalesce(max(id), 0) FROM people")).scalar_one(),
+            bind.execute(sa.text("SELECT coalesce(max(person_id), 0) FROM audit_disclosures")).scalar_one(),
+        ),
+        "households": bind.execute(sa.text("SELECT coalesce(max(id), 0) FROM households")).scalar_one(),
+        "addresses": bind.execute(sa.text("SELECT coalesce(max(id), 0) FROM addresses")).scalar_one(),
+    }
+    for name, last_id in highest.items():
+        if last_id:
+            bind.execute(
+                sa.text("INSERT INTO id_high_water (name, last_id) VALUES (:name, :last_id)"),
+                {"name": name, "last_id": last_id},
+            )
     op.create_index("ix_referrals_state", "referrals", ["state"])
     op.create_index("ix_people_date_of_birth", "people", ["date_of_birth"])
     op.create_table(
@@ -98,6 +115,8 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),  # a process is working on it
         sa.Column("lease_owner", sa.String(64), nullable=True),  # which one
+        sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # chunks that failed, in a row
+        sa.Column("upload_event_id", sa.String(32), nullable=False),  # the upload request's own event
         sa.UniqueConstraint("client_id", "idempotency_key", name="uq_batches_client_id"),
     )
     op.create_table(

@@ -27,7 +27,17 @@ from gateway.rights import notifications, rights_requests
 from policies import load_agreements
 from policies.retention import LEGAL_HOLD, RetentionPolicy, add_years, load_retention
 from resolvers import seed_population
-from resolvers.models import addresses, assessments, households, objections, people, person_records, referrals
+from resolvers.models import (
+    addresses,
+    assessments,
+    batch_rows,
+    batches,
+    households,
+    objections,
+    people,
+    person_records,
+    referrals,
+)
 from tests.gateway.cli.conftest import run_gateway
 from tests.support.processes import gateway_env
 from tests.support.retention import Households, count_rows, exists, fresh_engine
@@ -423,11 +433,12 @@ def test_the_policy_the_command_reads_is_the_shipped_one_by_default(tmp_path: Pa
     assert isinstance(load_retention(), RetentionPolicy)
 
 
-async def test_referrals_never_linked_to_anyone_go_when_the_record_they_would_open_would_have(
+async def test_referrals_never_linked_and_uploads_never_confirmed_are_deleted_in_time(
     cli: Cli,
 ) -> None:
     """A referral left in review holds a child's name, birthday and address: kept as long as the Family Hub
-    record it would have opened (six years from its receipt), then deleted by the run like a record."""
+    record it would have opened (six years from its receipt), then deleted by the run like a record. An
+    upload never confirmed (its own request answered 503, never sent again) goes after a week."""
     async with cli.engine.begin() as conn:
         await seed_population(conn, people_count=20, seed=11, today=cli.today)
         someone = (await conn.execute(select(people.c.id).limit(1))).scalar_one()
@@ -450,14 +461,30 @@ async def test_referrals_never_linked_to_anyone_go_when_the_record_they_would_op
                     fingerprint="f" * 64,
                 )
             )  # fmt: skip
+        # Uploads whose own request was never recorded: one past the week, one not.
+        for name, days in (("stale", 8), ("fresh", 6)):
+            await conn.execute(
+                insert(batches).values(
+                    id=name.ljust(32, "0"), client_id="dwp", agreement_id="dwp-worklessness", format="ndjson",
+                    content_sha256="c" * 64, idempotency_key=f"upload-{name}", row_count=1, processed=0,
+                    accepted=0, rejected=0, state="received", event_id="d" * 31 + name[0],
+                    created_at=datetime.now(UTC) - timedelta(days=days), upload_event_id="u" * 31 + name[0],
+                )
+            )  # fmt: skip
+            await conn.execute(insert(batch_rows).values(batch_id=name.ljust(32, "0"), row_no=1, body="{}"))
     dry = cli.run("--json")
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
     assert (planned["undecided_referrals_due"], planned["undecided_referrals_purged"]) == (1, 0)
+    assert (planned["unconfirmed_uploads_due"], planned["unconfirmed_uploads_purged"]) == (1, 0)
     text_run = cli.run()
     assert "referrals never linked to anyone, past the family-hub schedule: 1\n" in text_run.stdout
     applied = cli.run("--apply", "--json")
     assert json.loads(applied.stdout)["undecided_referrals_purged"] == 1
+    assert json.loads(applied.stdout)["unconfirmed_uploads_purged"] == 1
     async with cli.engine.connect() as conn:
         left = sorted((await conn.execute(select(referrals.c.id))).scalars())
+        uploads = sorted((await conn.execute(select(batches.c.id))).scalars())
+        rows = sorted((await conn.execute(select(batch_rows.c.batch_id))).scalars())
     assert [i.rstrip("0") for i in left] == ["kept", "linked"]
+    assert [i.rstrip("0") for i in uploads] == [i.rstrip("0") for i in rows] == ["fresh"]
