@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -131,7 +131,7 @@ async def match_referrals(
     None, those whose event the ledger holds), each matched, opened or left for review. Call first in its
     transaction, and again until it returns fewer than `limit`. Returns what became of each (for tests and
     counts: never shown to the partner)."""
-    await _serialise(conn)
+    await serialise(conn)
     query = select(referrals).where(referrals.c.state == PENDING_REFERRAL)
     if event_id is not None:
         query = query.where(referrals.c.event_id == event_id)
@@ -144,7 +144,7 @@ async def match_referrals(
     return states
 
 
-async def _serialise(conn: AsyncConnection) -> None:
+async def serialise(conn: AsyncConnection) -> None:
     """One matcher at a time, so that two referrals of the same new child cannot both open a record."""
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('referral_matching'))"))
@@ -172,16 +172,11 @@ async def _match(conn: AsyncConnection, referral: dict[str, Any], *, today: date
 async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[list[int], list[int]]:
     """Who the referral might be. Exact: born that day, the same names and postcode. Near: born that day
     sharing a name or the postcode (a spelling, a move, a sibling's record), or the same names born within
-    a year of it (a mistyped or swapped day and month), found by the family name (case, spaces, hyphens and
-    apostrophes aside) or at the same postcode, then compared as matching compares names."""
+    a year of it (a mistyped or swapped day and month). Everyone born within the year is read (by the index
+    on the date of birth: for a child under three, other young children) and compared as matching compares
+    names, in Python: no SQL `lower()` folds accents, ß or every alphabet's case as `name_key` does."""
     born = referral["date_of_birth"]
     typo = timedelta(days=366)
-    stripped = func.lower(people.c.family_name)
-    for mark in (" ", "-", "'", "\u2019", "."):
-        stripped = func.replace(stripped, mark, "")
-    family_plain = referral["family_name"].lower()
-    for mark in (" ", "-", "'", "\u2019", "."):
-        family_plain = family_plain.replace(mark, "")
     found = await conn.execute(
         select(
             people.c.id,
@@ -192,19 +187,7 @@ async def candidates(conn: AsyncConnection, referral: dict[str, Any]) -> tuple[l
         )
         .join(households, households.c.id == people.c.household_id)
         .join(addresses, addresses.c.id == households.c.address_id)
-        .where(
-            or_(
-                people.c.date_of_birth == born,
-                and_(
-                    people.c.date_of_birth.between(born - typo, born + typo),
-                    or_(
-                        stripped == family_plain,
-                        func.replace(func.upper(addresses.c.postcode), " ", "")
-                        == postcode_key(referral["postcode"]),
-                    ),
-                ),
-            )
-        )
+        .where(people.c.date_of_birth.between(born - typo, born + typo))
     )
     given, family = name_key(referral["given_name"]), name_key(referral["family_name"])
     postcode = postcode_key(referral["postcode"])
@@ -311,7 +294,7 @@ async def decide(
 ) -> tuple[str, int]:
     """An officer's decision on a referral under review: it is `person_id` (linked), or someone new (a
     record opened, with the `reserved` ids if given). Returns the state and the person."""
-    await _serialise(conn)
+    await serialise(conn)
     referral = await in_review(conn, referral_id)
     if person_id is None:
         state, person_id = OPENED, await open_record(conn, referral, today=today, reserved=reserved)

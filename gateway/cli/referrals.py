@@ -19,7 +19,14 @@ from gateway.cli.audit import record_command, who_option, why_option
 from gateway.cli.support import fail, load_settings, open_database, run
 from gateway.config import council_today
 from resolvers.models import LINKED, MATCHED, OPENED, PENDING_REFERRAL, REVIEW
-from resolvers.referrals import ReferralDecisionError, decide, in_review, list_referrals, reserve_ids
+from resolvers.referrals import (
+    ReferralDecisionError,
+    decide,
+    in_review,
+    list_referrals,
+    reserve_ids,
+    serialise,
+)
 
 STATES = (PENDING_REFERRAL, MATCHED, OPENED, REVIEW, LINKED)
 
@@ -88,6 +95,7 @@ def decide_command(
                 if person_id is None:
                     # The record to be opened takes its ids first, so that an event names it before it exists.
                     async with engine.begin() as conn:
+                        await serialise(conn)  # as a matcher would: no two take the same ids
                         await in_review(conn, referral_id)
                         reserved = await reserve_ids(conn)
                     await record_command(

@@ -398,3 +398,29 @@ async def test_a_report_whose_answer_was_refused_never_counts_even_after_a_sweep
     async with engine.connect() as conn:
         kept = await conn.execute(select(contributions.c.idempotency_key, contributions.c.state))
         assert sorted(kept.all()) == [("answered-0001", "recorded"), ("refused-0001", "pending")]
+
+
+@pytest.mark.parametrize(
+    ("stored", "referred"),
+    [
+        (("Zoë", "Müller"), ("Zoe", "Muller")),
+        (("Ayşe", "ÖZTÜRK"), ("Ayşe", "Öztürk")),
+        (("Анна", "ИВАНОВА"), ("Анна", "Иванова")),
+        (("Jo", "Strauß"), ("Jo", "STRAUSS")),
+    ],
+)
+async def test_the_same_names_however_written_born_a_day_off_elsewhere_go_to_an_officer(
+    sharing: Sharing, stored: tuple[str, str], referred: tuple[str, str]
+) -> None:
+    """The near match on another birthday compares names as matching does (case in every alphabet, accents,
+    ß): never a second record for a known child because the database folds only ASCII."""
+    async with sharing.fresh.engine.begin() as conn:
+        await conn.execute(
+            insert(people).values(
+                id=KNOWN_CHILD, household_id=FAMILY, given_name=stored[0], family_name=stored[1],
+                date_of_birth=date(2024, 3, 3), retention_until=date(2031, 1, 1),
+            )
+        )  # fmt: skip
+    await _refer(sharing.dwp, "refer-folded-01", given=referred[0], family=referred[1], born="2024-03-04")
+    [found] = await _referrals(sharing)
+    assert (found["state"], found["candidates"]) == ("review", str(KNOWN_CHILD))

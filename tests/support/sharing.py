@@ -65,6 +65,7 @@ async def open_sharing(
                 yield Sharing(fresh, *made, app=app)
         finally:
             await app.state.batches.close()
+            await app.state.sharing.settled()
             if app.state.gateway.ledger is not None:
                 await app.state.gateway.ledger.close()
 
