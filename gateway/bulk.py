@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import logging
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -351,11 +352,16 @@ class BatchRunner:
             unavailable = is_unavailable(error)
             if not unavailable:
                 await self._failed(batch_id)
+            # The cause by type and stack frames, never the exception's message: a driver's or a library's
+            # message may quote a row's value (a name, a date of birth).
             log.log(
                 logging.WARNING if unavailable else logging.ERROR,
                 "batch stopped; it will be taken up again",
-                exc_info=not unavailable,
-                extra={"batch": batch_id, "error_type": type(error).__name__},
+                extra={
+                    "batch": batch_id,
+                    "error_type": type(error).__name__,
+                    "frames": [] if unavailable else traceback.format_tb(error.__traceback__),
+                },
             )
 
     async def _failed(self, batch_id: str) -> None:

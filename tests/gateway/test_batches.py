@@ -10,6 +10,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -553,3 +554,39 @@ async def test_a_stopped_job_stays_stopped_and_a_chunk_that_keeps_failing_ends_i
     assert [r["message"] for r in await _results(dwp, batch_id)] == [
         "The batch could not be completed: this row was not done."
     ] * 2
+
+
+async def test_nothing_a_row_holds_reaches_the_logs_even_when_a_chunk_fails(
+    small_steps: Sharing, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A referral's name and postcode, a report's ref: not in any log line, not even in the record of a chunk
+    that failed on an error whose message quotes them (as a driver's or a library's may)."""
+    sharing, dwp, runner = small_steps, small_steps.dwp, small_steps.app.state.batches
+    caplog.set_level(logging.DEBUG)
+    ref = dwp.ref(FAMILY)
+    rows = [
+        _benefits(dwp, 1),
+        {"report": "reportTwoYearOldOfferEligible", "givenName": "Quentinella", "familyName": "Logsworth",
+         "dateOfBirth": "2024-06-15", "addressLine1": "7 Quiet Street", "town": "London",
+         "postcode": "SW9 9ZZ"},
+        {**_benefits(dwp, 2), "outOfWorkBenefits": 10**400},
+    ]  # fmt: skip
+    job = await _finished(sharing, dwp, await _upload(dwp, _ndjson(rows), "no-logs-0001"))
+    assert (job["accepted"], job["rejected"]) == (2, 1)
+
+    quoted = " ".join(str(value) for value in (*rows[1].values(), ref))  # (frames show this line, not them)
+
+    async def quoting(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(quoted)
+
+    monkeypatch.setattr(bulk, "submit_row", quoting)
+    answered = await _upload(dwp, _ndjson(rows[1:2]), "no-logs-0002")
+    await runner.wait(answered.json()["id"])
+    logged = "\n".join(
+        record.getMessage() + " " + str(record.__dict__)
+        for record in caplog.records
+        if record.name.startswith("gateway")
+    )
+    assert "batch stopped; it will be taken up again" in logged  # the failure was logged, by type
+    for value in ("Quentinella", "Logsworth", "SW9 9ZZ", "2024-06-15", "7 Quiet Street", ref):
+        assert value not in logged, value
