@@ -81,6 +81,7 @@ class Guard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.summaries.close()
+        await self.rates.close()
 
     async def check_reviews(self) -> int:
         """Raise BREAK_GLASS_UNREVIEWED for each window waiting longer than its review time."""

@@ -1,7 +1,8 @@
 """Rate limits (the `limits` library) and the daily quota of distinct people per client.
 
 - Per client: requests per second and per minute (the agreement's `limits:`, else the gateway's
-  settings), a moving window each.
+  settings), a moving window each. A request is counted in both or, refused by either, in neither;
+  in Redis both are checked and taken in one round trip (one script, run atomically).
 - Per address: requests refused 401 in a minute; past the limit the address is answered 429 before
   its token is even read, so nobody can grow the ledger by sending rubbish.
 - Per client and UK day: distinct people disclosed (`people_per_day`). A response that would take the
@@ -24,6 +25,8 @@ from typing import Final
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from gateway.config import COUNCIL_TIMEZONE, Settings
 from gateway.state import SharedState
@@ -41,16 +44,47 @@ class Throttled:
     retry_after: int  # seconds
 
 
+# Every rule's moving window (KEYS[i]: a list of hit times, newest first, as the `limits` library keeps
+# it) checked, then, only if none is full, one hit added to each. ARGV: now, then each rule's amount and
+# window in seconds. Answers 0, or the number of the first rule that is full.
+_ACQUIRE_ALL: Final = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+    local amount, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    local oldest = redis.call('lindex', key, amount - 1)
+    if oldest and tonumber(oldest) >= now - window then
+        return i
+    end
+end
+for i, key in ipairs(KEYS) do
+    local amount, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    redis.call('lpush', key, now)
+    redis.call('ltrim', key, 0, amount - 1)
+    redis.call('expire', key, window)
+end
+return 0
+"""
+
+
 class RateLimits:
     def __init__(self, settings: Settings, *, prefix: str) -> None:
+        self._acquire_all: AsyncScript | None = None
+        self._redis: Redis | None = None
         if settings.redis_url:
             uri = "async+" + settings.redis_url if "://" in settings.redis_url else settings.redis_url
             storage = storage_from_string(uri, key_prefix=prefix + "rate", implementation="redispy")
+            self._redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self._acquire_all = self._redis.register_script(_ACQUIRE_ALL)
+            self._key_prefix = prefix + "rate"
         else:
             storage = storage_from_string("async+memory://")
         self._limiter = MovingWindowRateLimiter(storage)
         self._settings = settings
         self._unauthenticated = RateLimitItemPerMinute(settings.unauthenticated_per_minute)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def _client_rules(self, agreement: Agreement | None) -> tuple[RateLimitItem, RateLimitItem]:
         limits = agreement.limits if agreement is not None else None
@@ -64,15 +98,34 @@ class RateLimits:
         )
 
     async def client(self, client_id: str, agreement: Agreement | None) -> Throttled | None:
-        """Count one request of the client; a Throttled if it is over either rule."""
-        for rule in self._client_rules(agreement):
-            if not await self._limiter.hit(rule, "client", client_id):
-                return Throttled(
-                    "RATE_LIMITED",
-                    f"Too many requests: at most {rule.amount} a {rule.GRANULARITY.name}.",
-                    await self._retry_after(rule, "client", client_id),
-                )
-        return None
+        """Count one request of the client in both rules; a Throttled, and nothing counted, if either
+        is full."""
+        rules = self._client_rules(agreement)
+        full = await self._full_rule(rules, client_id)
+        if full is None:
+            return None
+        return Throttled(
+            "RATE_LIMITED",
+            f"Too many requests: at most {full.amount} a {full.GRANULARITY.name}.",
+            await self._retry_after(full, "client", client_id),
+        )
+
+    async def _full_rule(self, rules: tuple[RateLimitItem, ...], client_id: str) -> RateLimitItem | None:
+        if self._acquire_all is None:
+            # In this process's memory: nothing runs between the tests and the hits.
+            for rule in rules:
+                if not await self._limiter.test(rule, "client", client_id):
+                    return rule
+            for rule in rules:
+                await self._limiter.hit(rule, "client", client_id)
+            return None
+        # The keys the `limits` library uses for the same rules, so that its window statistics
+        # (Retry-After) read what the script counted.
+        answer = await self._acquire_all(
+            keys=[f"{self._key_prefix}:{rule.key_for('client', client_id)}" for rule in rules],
+            args=[time.time(), *(n for rule in rules for n in (rule.amount, rule.get_expiry()))],
+        )
+        return rules[int(answer) - 1] if int(answer) else None
 
     async def address_blocked(self, address: str | None) -> Throttled | None:
         """Whether the address has had too many refused requests from callers that did not prove who

@@ -1,0 +1,55 @@
+"""A client's two moving windows (per second, per minute), in this process's memory and in Redis.
+
+A request is counted in both windows or, refused by either, in neither; in Redis both are checked and
+taken in one script, so clients racing each other never get past either window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.config import Settings
+from gateway.guard import RateLimits
+from tests.support.databases import redis_url
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limits(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[RateLimits]:
+    url = await redis_url() if request.param == "redis" else None
+    rates = RateLimits(
+        settings.model_copy(update={"redis_url": url, "requests_per_second": 3, "requests_per_minute": 5}),
+        prefix=f"gateway:test-{secrets.token_hex(6)}:",
+    )
+    yield rates
+    await rates.close()
+
+
+async def test_a_client_is_refused_past_its_second_and_then_past_its_minute(limits: RateLimits) -> None:
+    client = f"client-{secrets.token_hex(4)}"
+    first_second = [await limits.client(client, None) for _ in range(4)]
+    assert first_second[:3] == [None, None, None]
+    refused = first_second[3]
+    assert refused is not None and refused.code == "RATE_LIMITED"
+    assert refused.message == "Too many requests: at most 3 a second."
+    assert 1 <= refused.retry_after <= 1
+
+    await asyncio.sleep(1.05)
+    # The refused request was counted in neither window: two more fit the minute's five.
+    assert [await limits.client(client, None) for _ in range(2)] == [None, None]
+    past_minute = await limits.client(client, None)
+    assert past_minute is not None and past_minute.message == "Too many requests: at most 5 a minute."
+    # Retry-After is read from the same window the hits went to: the first hit leaves it 59 s from now.
+    assert 55 <= past_minute.retry_after <= 59
+    # Another client has windows of its own.
+    assert await limits.client(f"client-{secrets.token_hex(4)}", None) is None
+
+
+async def test_requests_arriving_together_never_pass_a_window(limits: RateLimits) -> None:
+    client = f"client-{secrets.token_hex(4)}"
+    answers = await asyncio.gather(*(limits.client(client, None) for _ in range(20)))
+    assert sum(answer is None for answer in answers) == 3
+    assert {answer.code for answer in answers if answer is not None} == {"RATE_LIMITED"}
