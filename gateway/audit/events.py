@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
 from sqlalchemy import String
 
 from gateway.audit.tables import audit_events
@@ -32,7 +33,9 @@ CHECKPOINT_TYPE: Final = "audit-checkpoint+jws"
 _HASHED_WHEN_SET: Final = ("officer_issuer", "request_count")
 _NOT_HASHED: Final = ("hash", "recorded_at")  # the hash itself; where the row is kept (tables.py)
 HASHED_COLUMNS: Final = tuple(
-    c.name for c in audit_events.columns if c.name not in _NOT_HASHED and c.name not in _HASHED_WHEN_SET
+    str(c.name)  # plain text, not SQLAlchemy's quoted_name: orjson takes only str keys
+    for c in audit_events.columns
+    if c.name not in _NOT_HASHED and c.name not in _HASHED_WHEN_SET
 )
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -93,6 +96,10 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 def _stored(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value
+    if value.isascii() and value.isprintable():
+        # Nothing to strip or replace (ASCII's unprintables are exactly _CONTROL): only cut it.
+        limit = _LENGTHS.get(name)
+        return value[:limit] if limit else value
     clean = _CONTROL.sub("", value)
     limit = _LENGTHS.get(name)
     clean = clean[:limit] if limit else clean
@@ -144,7 +151,15 @@ def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> st
 
     The same function checks a row read back from the database, so it reads exactly what is stored.
     """
-    canonical = json.dumps(
+    return hashlib.sha256(canonical_event(row, disclosures)).hexdigest()
+
+
+def canonical_event(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> bytes:
+    """What an event's hash covers: its hashed columns and its disclosures as JSON, keys sorted, no
+    spaces, text as UTF-8 (not escaped). orjson writes exactly what `json.dumps(..., sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False).encode()` writes for these values (text, integers,
+    null), in a tenth of the time; tests/gateway/audit/test_event_hash.py holds the two to one."""
+    return orjson.dumps(
         {
             "event": {
                 **{name: row[name] for name in HASHED_COLUMNS},
@@ -152,11 +167,8 @@ def event_hash(row: Mapping[str, Any], disclosures: list[tuple[int, str]]) -> st
             },
             "disclosures": sorted([int(person_id), fields] for person_id, fields in disclosures),
         },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+        option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def checkpoint_payload(
