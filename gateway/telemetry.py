@@ -12,8 +12,11 @@ span status and needs a dependency-check override on SQLAlchemy 2.1.
 
 Export is off unless the standard variables ask for it: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
 = otlp, or an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT and the per-signal variants). The exporter
-reads its endpoint, headers and protocol settings from the same variables. OTEL_SDK_DISABLED=true
-turns telemetry off altogether. Tests pass their own providers with in-memory exporters.
+reads its endpoint, headers and protocol settings from the same variables. A signal that is not
+exported is not recorded either (spans are sampled out, keeping their trace ids for the ledger and the
+logs; measurements go to a no-op meter): recording what nothing reads cost a tenth of a lookup's CPU.
+OTEL_SDK_DISABLED=true turns telemetry off altogether. Tests pass their own providers with in-memory
+exporters.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from typing import Any, Final
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -110,17 +114,24 @@ def telemetry_from_environment(environ: Mapping[str, str] = os.environ) -> Telem
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return Telemetry.build(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", SERVICE_NAME)})
-    tracer_provider = SdkTracerProvider(resource=resource)
     if _wants_otlp(environ, "TRACES"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        tracer_provider = SdkTracerProvider(resource=resource)
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    readers: list[MetricReader] = []
+    else:
+        # Nothing would receive a span: none is recorded. Every request still has its trace and span
+        # ids (the SDK makes them for a span it does not sample), which the audit event and the log
+        # lines carry, so that a trace exported later by another setting is found the same way.
+        tracer_provider = SdkTracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    meter_provider: MeterProvider = metrics.NoOpMeterProvider()  # nothing would read a measurement
     if _wants_otlp(environ, "METRICS"):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    return Telemetry.build(tracer_provider, SdkMeterProvider(resource=resource, metric_readers=readers))
+        meter_provider = SdkMeterProvider(
+            resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+        )
+    return Telemetry.build(tracer_provider, meter_provider)
 
 
 def _wants_otlp(environ: Mapping[str, str], signal: str) -> bool:

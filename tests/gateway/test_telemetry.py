@@ -30,9 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import create_app
 from gateway.audit.tables import audit_events
 from gateway.config import Settings
+from gateway.db import create_engine
 from gateway.keys import SigningKeys, derive_key
-from gateway.telemetry import Telemetry, telemetry_from_environment
-from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET
+from gateway.telemetry import Telemetry, telemetry_from_environment, trace_id_hex
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, make_partners
 from tests.support.identity import RegisteredClient, assertion, new_key
 from tests.support.oracle import Oracle
 from tests.support.partners import ASSERTION_TYPE, PURPOSE
@@ -301,10 +302,47 @@ def test_telemetry_from_environment_exports_nothing_unless_asked() -> None:
     telemetry = telemetry_from_environment({})
     try:
         assert _processors(telemetry) == ()
-        assert isinstance(telemetry.meter_provider, MeterProvider)
-        assert list(telemetry.meter_provider._metric_readers) == []
+        # Not exported, so not recorded: the span is not sampled, yet it has ids for the ledger and logs.
+        with telemetry.tracer.start_as_current_span("request") as span:
+            assert not span.is_recording()
+            assert trace_id_hex() == format(span.get_span_context().trace_id, "032x")
+            assert HEX32.match(trace_id_hex() or "")
+        assert isinstance(telemetry.meter_provider, NoOpMeterProvider)
     finally:
         telemetry.shutdown()
+
+
+async def test_with_nothing_exported_the_event_and_its_log_line_still_name_one_trace(
+    settings: Settings,
+    signing: SigningKeys,
+    database_url: str,
+    registered: dict[str, RegisteredClient],
+    issuers: dict[str, TestIssuer],
+    engine: AsyncEngine,  # migrated and seeded
+    logs: io.StringIO,
+) -> None:
+    app_engine = create_engine(database_url)
+    app = create_app(
+        settings, engine=app_engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY,
+        telemetry=telemetry_from_environment({}),
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
+            police = make_partners(client, registered, issuers, app_engine)(POLICE)
+            response = await police.post(PAGE, {"first": 2})
+        assert response.status_code == 200, response.text
+        event_id = response.headers["x-audit-event-id"]
+        async with app_engine.connect() as conn:
+            trace_id = (
+                await conn.execute(select(audit_events.c.trace_id).where(audit_events.c.id == event_id))
+            ).scalar_one()
+    finally:
+        await app.state.gateway.ledger.close()
+        await app_engine.dispose()
+    assert HEX32.match(trace_id or ""), trace_id
+    entries = [json.loads(line) for line in logs.getvalue().splitlines()]
+    [line] = [e for e in entries if e["message"] == "request" and e.get("event_id") == event_id]
+    assert line["trace_id"] == trace_id
 
 
 def test_telemetry_from_environment_otlp_attaches_a_batch_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,8 +355,9 @@ def test_telemetry_from_environment_otlp_attaches_a_batch_exporter(monkeypatch: 
         [processor] = _processors(telemetry)
         assert isinstance(processor, BatchSpanProcessor)
         assert isinstance(processor._batch_processor._exporter, OTLPSpanExporter)
-        assert isinstance(telemetry.meter_provider, MeterProvider)
-        assert list(telemetry.meter_provider._metric_readers) == []
+        with telemetry.tracer.start_as_current_span("request") as span:
+            assert span.is_recording()
+        assert isinstance(telemetry.meter_provider, NoOpMeterProvider)  # metrics were not asked for
     finally:
         telemetry.shutdown()
 
