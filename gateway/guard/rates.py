@@ -1,8 +1,9 @@
 """Rate limits (the `limits` library) and the daily quota of distinct people per client.
 
 - Per client: requests per second and per minute (the agreement's `limits:`, else the gateway's
-  settings), a moving window each. A request is counted in both or, refused by either, in neither;
-  in Redis both are checked and taken in one round trip (one script, run atomically).
+  settings), a moving window each. A request is counted in both or, refused by either, in neither.
+  In Redis one script checks and takes both, atomically, for every request that asked while the
+  previous round trip was in flight: under load, many requests share one round trip.
 - Per address: requests refused 401 in a minute; past the limit the address is answered 429 before
   its token is even read, so nobody can grow the ledger by sending rubbish.
 - Per client and UK day: distinct people disclosed (`people_per_day`). A response that would take the
@@ -15,18 +16,21 @@ does not reset a quota).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import copy
 import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Final
 
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from gateway.config import COUNCIL_TIMEZONE, Settings
 from gateway.state import SharedState
@@ -44,37 +48,93 @@ class Throttled:
     retry_after: int  # seconds
 
 
-# Every rule's moving window (KEYS[i]: a list of hit times, newest first, as the `limits` library keeps
-# it) checked, then, only if none is full, one hit added to each. ARGV: now, then each rule's amount and
-# window in seconds. Answers 0, or the number of the first rule that is full.
-_ACQUIRE_ALL: Final = """
+# For each request in turn: every rule's moving window (a list of hit times, newest first, as the
+# `limits` library keeps it) checked, then, only if none is full, one hit added to each. KEYS: each
+# request's windows, one after another. ARGV: now, then for each request the number of its rules and
+# each rule's amount and window in seconds. Answers, per request, 0 or the number of its first full rule.
+_ACQUIRE: Final = """
 local now = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-    local amount, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    local oldest = redis.call('lindex', key, amount - 1)
-    if oldest and tonumber(oldest) >= now - window then
-        return i
+local answers = {}
+local k, a = 1, 2
+while a <= #ARGV do
+    local n = tonumber(ARGV[a])
+    a = a + 1
+    local full = 0
+    for i = 0, n - 1 do
+        local amount, window = tonumber(ARGV[a + 2 * i]), tonumber(ARGV[a + 2 * i + 1])
+        local oldest = redis.call('lindex', KEYS[k + i], amount - 1)
+        if oldest and tonumber(oldest) >= now - window then
+            full = i + 1
+            break
+        end
     end
+    if full == 0 then
+        for i = 0, n - 1 do
+            local amount, window = tonumber(ARGV[a + 2 * i]), tonumber(ARGV[a + 2 * i + 1])
+            redis.call('lpush', KEYS[k + i], now)
+            redis.call('ltrim', KEYS[k + i], 0, amount - 1)
+            redis.call('expire', KEYS[k + i], window)
+        end
+    end
+    answers[#answers + 1] = full
+    k = k + n
+    a = a + 2 * n
 end
-for i, key in ipairs(KEYS) do
-    local amount, window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    redis.call('lpush', key, now)
-    redis.call('ltrim', key, 0, amount - 1)
-    redis.call('expire', key, window)
-end
-return 0
+return answers
 """
+
+
+class _Acquirer:
+    """Requests' hits sent to Redis together: whoever asks while a round trip is in flight goes in the
+    next one, so that under load many requests share one round trip (as the ledger's group commit
+    does), and an idle gateway sends at once. The script takes them one by one, atomically."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_ACQUIRE)
+        self._waiting: list[tuple[list[str], list[int], asyncio.Future[int]]] = []
+        self._sending = False
+
+    async def acquire(self, keys: list[str], rules: list[int]) -> int:
+        """`rules`: each key's amount and window. 0, or the number of the first full rule."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, rules, done))
+        if not self._sending:
+            self._sending = True
+            # In a context of its own: it serves every request, not the trace of whichever started it.
+            asyncio.get_running_loop().create_task(self._send(), context=contextvars.Context())
+        return await done
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                keys = [key for request_keys, _, _ in batch for key in request_keys]
+                args: list[float | int] = [time.time()]
+                for request_keys, rules, _ in batch:
+                    args += [len(request_keys), *rules]
+                try:
+                    answers = await self._script(keys=keys, args=args)
+                except Exception as error:  # Redis is gone: each request fails as it would alone
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(copy.copy(error))  # one each: raising adds a traceback
+                    continue
+                for (_, _, done), answer in zip(batch, answers, strict=True):
+                    if not done.done():  # a request that went away was counted all the same
+                        done.set_result(int(answer))
+        finally:
+            self._sending = False
 
 
 class RateLimits:
     def __init__(self, settings: Settings, *, prefix: str) -> None:
-        self._acquire_all: AsyncScript | None = None
+        self._acquirer: _Acquirer | None = None
         self._redis: Redis | None = None
         if settings.redis_url:
             uri = "async+" + settings.redis_url if "://" in settings.redis_url else settings.redis_url
             storage = storage_from_string(uri, key_prefix=prefix + "rate", implementation="redispy")
             self._redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-            self._acquire_all = self._redis.register_script(_ACQUIRE_ALL)
+            self._acquirer = _Acquirer(self._redis)
             self._key_prefix = prefix + "rate"
         else:
             storage = storage_from_string("async+memory://")
@@ -88,13 +148,9 @@ class RateLimits:
 
     def _client_rules(self, agreement: Agreement | None) -> tuple[RateLimitItem, RateLimitItem]:
         limits = agreement.limits if agreement is not None else None
-        return (
-            RateLimitItemPerSecond(
-                (limits.requests_per_second if limits else None) or self._settings.requests_per_second
-            ),
-            RateLimitItemPerMinute(
-                (limits.requests_per_minute if limits else None) or self._settings.requests_per_minute
-            ),
+        return _rules(
+            (limits.requests_per_second if limits else None) or self._settings.requests_per_second,
+            (limits.requests_per_minute if limits else None) or self._settings.requests_per_minute,
         )
 
     async def client(self, client_id: str, agreement: Agreement | None) -> Throttled | None:
@@ -111,7 +167,7 @@ class RateLimits:
         )
 
     async def _full_rule(self, rules: tuple[RateLimitItem, ...], client_id: str) -> RateLimitItem | None:
-        if self._acquire_all is None:
+        if self._acquirer is None:
             # In this process's memory: nothing runs between the tests and the hits.
             for rule in rules:
                 if not await self._limiter.test(rule, "client", client_id):
@@ -121,11 +177,11 @@ class RateLimits:
             return None
         # The keys the `limits` library uses for the same rules, so that its window statistics
         # (Retry-After) read what the script counted.
-        answer = await self._acquire_all(
-            keys=[f"{self._key_prefix}:{rule.key_for('client', client_id)}" for rule in rules],
-            args=[time.time(), *(n for rule in rules for n in (rule.amount, rule.get_expiry()))],
+        answer = await self._acquirer.acquire(
+            [f"{self._key_prefix}:{rule.key_for('client', client_id)}" for rule in rules],
+            [n for rule in rules for n in (rule.amount, rule.get_expiry())],
         )
-        return rules[int(answer) - 1] if int(answer) else None
+        return rules[answer - 1] if answer else None
 
     async def address_blocked(self, address: str | None) -> Throttled | None:
         """Whether the address has had too many refused requests from callers that did not prove who
@@ -145,6 +201,11 @@ class RateLimits:
     async def _retry_after(self, rule: RateLimitItem, *identifiers: str) -> int:
         stats = await self._limiter.get_window_stats(rule, *identifiers)
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+@lru_cache(maxsize=64)
+def _rules(per_second: int, per_minute: int) -> tuple[RateLimitItem, RateLimitItem]:
+    return RateLimitItemPerSecond(per_second), RateLimitItemPerMinute(per_minute)
 
 
 class DailyPeople:

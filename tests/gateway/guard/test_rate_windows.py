@@ -7,14 +7,17 @@ taken in one script, so clients racing each other never get past either window.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.config import Settings
+from gateway.db import is_unavailable
 from gateway.guard import RateLimits
 from tests.support.databases import redis_url
+from tests.support.processes import free_port
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -53,3 +56,31 @@ async def test_requests_arriving_together_never_pass_a_window(limits: RateLimits
     answers = await asyncio.gather(*(limits.client(client, None) for _ in range(20)))
     assert sum(answer is None for answer in answers) == 3
     assert {answer.code for answer in answers if answer is not None} == {"RATE_LIMITED"}
+
+
+async def test_many_clients_asking_at_once_each_get_their_own_windows(limits: RateLimits) -> None:
+    clients = [f"client-{secrets.token_hex(4)}" for _ in range(4)]
+    asked = [client for n, client in enumerate(clients, start=4) for _ in range(n)]
+    random.Random(20261130).shuffle(asked)  # mixed, as they arrive: they share round trips
+    answers = await asyncio.gather(*(limits.client(client, None) for client in asked))
+    admitted = {client: 0 for client in clients}
+    for client, answer in zip(asked, answers, strict=True):
+        admitted[client] += answer is None
+    assert admitted == dict.fromkeys(clients, 3)
+    refused = next(answer for answer in answers if answer is not None)
+    assert refused.message == "Too many requests: at most 3 a second."
+
+
+async def test_without_redis_every_request_waiting_fails_as_unavailable(settings: Settings) -> None:
+    rates = RateLimits(
+        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}),
+        prefix="gateway:gone:",
+    )
+    try:
+        answers = await asyncio.gather(
+            *(rates.client("client", None) for _ in range(5)), return_exceptions=True
+        )
+    finally:
+        await rates.close()
+    assert all(isinstance(answer, BaseException) and is_unavailable(answer) for answer in answers), answers
+    assert len({id(answer) for answer in answers}) == 5
