@@ -55,7 +55,7 @@ _INSTRUMENTATION: Final = "gateway"
 class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
-    tracer: Tracer
+    tracer: Tracer  # spans within a request (GraphQL, SQL, the ledger's commits)
     meter: Meter
     requests: Counter
     request_duration: Histogram
@@ -67,14 +67,21 @@ class Telemetry:
     alerts: Counter
     refusals_summarised: Counter
     prometheus: Metrics  # the same events for /metrics, in Prometheus's own registry
+    request_tracer: Tracer  # each request's SERVER span: its trace id is the audit event's
 
     @classmethod
-    def build(cls, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Telemetry:
+    def build(
+        cls, tracer_provider: TracerProvider, meter_provider: MeterProvider, *, inner_spans: bool = True
+    ) -> Telemetry:
+        """`inner_spans`: False when nothing records spans, so that a request makes only the SERVER span
+        whose ids the ledger and the logs carry, and nothing for the spans that would sit under it."""
         meter = meter_provider.get_meter(_INSTRUMENTATION)
+        request_tracer = tracer_provider.get_tracer(_INSTRUMENTATION)
         return cls(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
-            tracer=tracer_provider.get_tracer(_INSTRUMENTATION),
+            tracer=request_tracer if inner_spans else trace.NoOpTracer(),
+            request_tracer=request_tracer,
             meter=meter,
             requests=meter.create_counter(
                 "gateway.requests", description="Requests, by endpoint, agreement and outcome"
@@ -122,7 +129,7 @@ def telemetry_from_environment(environ: Mapping[str, str] = os.environ) -> Telem
     else:
         # Nothing would receive a span: none is recorded. Every request still has its trace and span
         # ids (the SDK makes them for a span it does not sample), which the audit event and the log
-        # lines carry, so that a trace exported later by another setting is found the same way.
+        # lines carry; the spans that would sit under it are not made at all (Telemetry.build).
         tracer_provider = SdkTracerProvider(resource=resource, sampler=ALWAYS_OFF)
     meter_provider: MeterProvider = metrics.NoOpMeterProvider()  # nothing would read a measurement
     if _wants_otlp(environ, "METRICS"):
@@ -131,7 +138,7 @@ def telemetry_from_environment(environ: Mapping[str, str] = os.environ) -> Telem
         meter_provider = SdkMeterProvider(
             resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
         )
-    return Telemetry.build(tracer_provider, meter_provider)
+    return Telemetry.build(tracer_provider, meter_provider, inner_spans=_wants_otlp(environ, "TRACES"))
 
 
 def _wants_otlp(environ: Mapping[str, str], signal: str) -> bool:
@@ -177,7 +184,7 @@ class TracingMiddleware:
             "http.route": route,
             "url.scheme": str(scope.get("scheme", "http")),
         }
-        with self.telemetry.tracer.start_as_current_span(
+        with self.telemetry.request_tracer.start_as_current_span(
             f"{method} {route}",
             kind=SpanKind.SERVER,
             attributes=attributes,
@@ -197,7 +204,10 @@ class TracingMiddleware:
 
 
 def trace_sql(engine: AsyncEngine, tracer: Tracer) -> None:
-    """A CLIENT span per SQL statement on this engine: statement text with placeholders only."""
+    """A CLIENT span per SQL statement on this engine: statement text with placeholders only. With a
+    tracer that records nothing, no listener at all: a statement then pays nothing for its span."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return
     sync_engine = engine.sync_engine
     system = sync_engine.dialect.name
     # Each call keeps its spans under its own attribute: two apps may share an engine in tests.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -303,10 +304,14 @@ def test_telemetry_from_environment_exports_nothing_unless_asked() -> None:
     try:
         assert _processors(telemetry) == ()
         # Not exported, so not recorded: the span is not sampled, yet it has ids for the ledger and logs.
-        with telemetry.tracer.start_as_current_span("request") as span:
+        with telemetry.request_tracer.start_as_current_span("request") as span:
             assert not span.is_recording()
             assert trace_id_hex() == format(span.get_span_context().trace_id, "032x")
             assert HEX32.match(trace_id_hex() or "")
+            # The spans that would sit under it are not made: the request's own stays current.
+            with telemetry.tracer.start_as_current_span("graphql.compiled") as inner:
+                assert inner.get_span_context().span_id == span.get_span_context().span_id
+                assert trace.get_current_span().get_span_context() == span.get_span_context()
         assert isinstance(telemetry.meter_provider, NoOpMeterProvider)
     finally:
         telemetry.shutdown()
