@@ -8,12 +8,13 @@ data at debug level are held at WARNING whatever the configured level.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Any, Final
+
+import orjson
 
 _STANDARD_ATTRIBUTES: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
@@ -38,7 +39,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
             entry["frames"] = traceback.format_tb(record.exc_info[2])
-        return json.dumps(entry, default=str)
+        # orjson: a line per request, written in C (json.dumps was a measurable share of a lookup).
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
