@@ -581,7 +581,30 @@ class _Shaper:
         as_member: bool = False,
     ) -> dict[str, Any]:
         values = record.values
-        out: dict[str, Any] = {}
+        flat = _flat(steps)
+        if flat is not None:
+            # Scalars only (most selections): each kind of key in one loop, into the keys' own order.
+            template, texts, ints, refs, dates = flat
+            out: dict[str, Any] = dict(template)
+            for key, name in texts:
+                value = values.get(name)
+                if value is not None and type(value) is not str:
+                    raise _Uncovered  # the general path's scalar completion decides
+                out[key] = value
+            for key, name in ints:
+                value = values.get(name)
+                if value is not None and type(value) is not int:
+                    raise _Uncovered
+                out[key] = value
+            if refs:
+                ref = self.refs.encode(RefKind.PERSON, record.person_id)
+                for key in refs:
+                    out[key] = ref
+            for key, name in dates:
+                born = values.get(name)
+                out[key] = None if born is None else born.isoformat()
+            return out
+        out = {}
         for key, step, name, sub in steps:
             if step == _TEXT:
                 value = values.get(name)
@@ -627,6 +650,31 @@ _TEXT, _REF, _DATE, _NULL, _ADDRESS, _FAMILY, _TYPENAME, _WITHHELD, _MEMBERS, _N
 Steps = tuple[tuple[str, int, str, Tree], ...]
 
 
+_Flat = tuple[
+    dict[str, Any], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[str, ...],
+    tuple[tuple[str, str], ...],
+]  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _flat(steps: Steps) -> _Flat | None:
+    """A selection of scalars only, as (every key in order, null until written; text keys; int keys;
+    ref keys; date keys); None for one with anything else (an address, members, __typename)."""
+    texts, ints, refs, dates = [], [], [], []
+    for key, step, name, _ in steps:
+        if step == _TEXT:
+            texts.append((key, name))
+        elif step == _INT:
+            ints.append((key, name))
+        elif step == _REF:
+            refs.append(key)
+        elif step == _DATE:
+            dates.append((key, name))
+        elif step != _NULL:
+            return None
+    return dict.fromkeys(key for key, _, _, _ in steps), tuple(texts), tuple(ints), tuple(refs), tuple(dates)
+
+
 @lru_cache(maxsize=4096)
 def _steps(tree: Tree, wanted: _Wanted, as_member: bool) -> Steps:
     """How to write each response key of a person's selection, worked out once per selection and
@@ -658,8 +706,10 @@ def _steps(tree: Tree, wanted: _Wanted, as_member: bool) -> Steps:
 
 
 @lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)
 def _sent(wanted: _Wanted, withheld: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The fields sent for a person and those withheld, as the general path's presenter records them."""
+    """The fields sent for a person and those withheld, as the general path's presenter records them
+    (the same few for every person of a page: worked out once)."""
     sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in withheld)
     return sent, tuple(f for f in wanted.fields if f in withheld)
 
