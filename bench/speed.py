@@ -1,7 +1,7 @@
 """`make bench`: the gateway against a floor, from outside, as a partner's load arrives.
 
     .venv/bin/python -m bench.speed [--people 200000] [--rounds 2] [--seconds 10] [--connections 16]
-                                    [--redis URL | --no-redis]
+                                    [--redis URL | --no-redis] [--profile]
 
 On a fresh PostgreSQL database (on the server of GATEWAY_TEST_POSTGRES_URL, dropped afterwards) seeded
 with synthetic people, two servers run side by side, each one uvicorn worker pinned to CPU 1:
@@ -19,7 +19,8 @@ the police page (100 people), the police lookup and the DWP page (100 people): r
 p50 and p99, server, PostgreSQL and Redis CPU per request (from /proc), and gateway / floor. Then the
 gateway's CPU per request at page sizes 10, 50 and 100, fitted as a fixed cost plus a cost per person.
 After every gateway run the ledger must hold exactly one event per request the gateway answered
-(its own request counter, from /metrics).
+(its own request counter, from /metrics). `--profile`: then each workload once more while py-spy samples
+the gateway (bench/profile.py), printed as shares of its CPU by component and the functions most on CPU.
 
 wrk cannot sign a DPoP proof per request, so the benchmark's copy of the agreements gives the police
 and DWP clients a shared secret, bearer tokens and an asserted officer (bench.graphql_load's
@@ -48,6 +49,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, text
 
+from bench import profile as bench_profile
 from bench.graphql_load import SECRET, TODAY, bench_agreements
 from bench.wrk import run_wrk
 from gateway.audit.tables import audit_events
@@ -304,10 +306,20 @@ def _print(name: str, runs: dict[str, list[Run]]) -> None:
     print(f"  {name:<22} gateway / floor: {ratio:.3f} (rounds: {rounds})", flush=True)
 
 
-async def main(people_count: int, rounds: int, seconds: int, connections: int, redis: str | None) -> None:
+async def main(
+    people_count: int,
+    rounds: int,
+    seconds: int,
+    connections: int,
+    redis: str | None,
+    *,
+    profile: bool = False,
+) -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: apt-get install {'wrk' if tool == 'wrk' else 'util-linux'}")
+    if profile and bench_profile.py_spy() is None:
+        sys.exit("py-spy is not installed (it is in the dev dependencies: make install)")
     scratch = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     agreements_dir = scratch / "agreements"
     agreements_dir.mkdir()
@@ -408,6 +420,15 @@ async def main(people_count: int, rounds: int, seconds: int, connections: int, r
                 )
             slope, intercept = statistics.linear_regression(sizes, costs)
             print(f"  fitted: {intercept:.2f} ms fixed + {slope * 1000:.0f} microseconds per person")
+            if profile:
+                for name, (agreement, bodies) in workloads.items():
+                    script = _lua(bodies, headers[agreement], scratch)
+                    out = scratch / f"profile-{agreement}-{len(bodies)}.txt"
+                    sampling = bench_profile.record(gateway_pid, seconds, out)
+                    run_wrk(f"{gateway_base}/graphql", script, seconds, connections, cpu=LOAD_CPU)
+                    sampling.wait(timeout=seconds + 60)
+                    print(f"\nwhere the gateway's CPU goes, {name} (py-spy, {seconds} s):")
+                    print(bench_profile.summary(out), flush=True)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -427,6 +448,20 @@ if __name__ == "__main__":
         action="store_true",
         help="keep the shared state (replay guard, rate counters, daily people sets) in PostgreSQL",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="then load each workload again while py-spy samples the gateway; print where its CPU goes",
+    )
     options = parser.parse_args()
     redis = None if options.no_redis else options.redis
-    asyncio.run(main(options.people, options.rounds, options.seconds, options.connections, redis))
+    asyncio.run(
+        main(
+            options.people,
+            options.rounds,
+            options.seconds,
+            options.connections,
+            redis,
+            profile=options.profile,
+        )
+    )
