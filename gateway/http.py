@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -164,6 +165,7 @@ def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> st
     return str(believed)
 
 
+@lru_cache(maxsize=4096)  # the same few peers ask again and again: parsed once each
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address, or None. An IPv6 scope id (`fe80::1%eth0`) would let any text through: refused."""
     try:

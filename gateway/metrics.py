@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -40,6 +40,7 @@ class Metrics:
     def __init__(self) -> None:
         self._agreements: frozenset[str] = frozenset()
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_requests", "Audited requests answered, by endpoint, agreement, outcome and HTTP status",
@@ -98,16 +99,25 @@ class Metrics:
         endpoint = endpoint if endpoint in ENDPOINTS else _OTHER
         agreement = self.agreement(agreement_id)
         outcome = outcome if outcome in OUTCOMES else _OTHER
-        self.requests.labels(
-            endpoint, agreement, outcome, str(status) if 100 <= status < 600 else _OTHER
+        self._labelled(
+            self.requests, endpoint, agreement, outcome, str(status) if 100 <= status < 600 else _OTHER
         ).inc()
-        self.request_duration.labels(endpoint).observe(seconds)
+        self._labelled(self.request_duration, endpoint).observe(seconds)
         if people:
-            self.people_disclosed.labels(agreement).inc(people)
+            self._labelled(self.people_disclosed, agreement).inc(people)
         if code is not None:
-            self.refusals.labels(endpoint, code if _CODE.fullmatch(code) else _OTHER).inc()
+            self._labelled(self.refusals, endpoint, code if _CODE.fullmatch(code) else _OTHER).inc()
         if status == 429:
             self.throttled("quota" if code == "QUOTA_EXCEEDED" else "client" if agreement_id else "address")
+
+    def _labelled(self, metric: Any, *values: str) -> Any:
+        """The metric's child for these label values, looked up once: every request counts under a few
+        (the labels are bounded, so is this)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def throttled(self, scope: str, count: int = 1) -> None:
         self.rate_limited.labels(scope if scope in RATE_SCOPES else _OTHER).inc(count)
