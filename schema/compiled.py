@@ -44,7 +44,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.utilities import get_operation_ast
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, Tracer
 
 from policies import field_order
 from resolvers import (
@@ -218,6 +218,8 @@ class Planner:
         plan = self.plan(query, operation_name)
         if plan is None:
             return None
+        if isinstance(self._tracer, NoOpTracer):  # nothing records spans: none is made
+            return await self._attempt(plan, context, variables, unavailable, INVALID_SPAN)
         # One span for the request's part here: no query text, no values (as schema.pipeline).
         with self._tracer.start_as_current_span(
             "graphql.compiled", record_exception=False, set_status_on_exception=False
@@ -226,22 +228,33 @@ class Planner:
                 span.set_attribute("gateway.agreement", context.decision.agreement_label)
             if plan.operation_name:
                 span.set_attribute("graphql.operation.name", plan.operation_name)
-            try:
-                data = await self._execute(plan, context, variables)
-            except _Uncovered:
-                span.set_attribute("graphql.compiled.gave_way", True)
-                return None
-            except Exception as error:
-                if unavailable(error):
-                    raise
-                # Anything else (a value the database refuses, the database gone, a fault here): the
-                # general path answers as it would, an error on that root field beside the rest, or
-                # 503 for a database that cannot be read. Nothing was recorded in the context yet.
-                span.set_attribute("graphql.compiled.gave_way", True)
-                span.set_attribute("graphql.compiled.error_type", type(error).__name__)
-                return None
-            span.set_attribute("gateway.people_count", len({d.person_id for d in context.disclosures}))
+            data = await self._attempt(plan, context, variables, unavailable, span)
+            if data is not None:
+                span.set_attribute("gateway.people_count", len({d.person_id for d in context.disclosures}))
             return data
+
+    async def _attempt(
+        self,
+        plan: Plan,
+        context: ViewContext,
+        variables: Mapping[str, Any] | None,
+        unavailable: Callable[[BaseException], bool],
+        span: Span,
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._execute(plan, context, variables)
+        except _Uncovered:
+            span.set_attribute("graphql.compiled.gave_way", True)
+            return None
+        except Exception as error:
+            if unavailable(error):
+                raise
+            # Anything else (a value the database refuses, the database gone, a fault here): the
+            # general path answers as it would, an error on that root field beside the rest, or
+            # 503 for a database that cannot be read. Nothing was recorded in the context yet.
+            span.set_attribute("graphql.compiled.gave_way", True)
+            span.set_attribute("graphql.compiled.error_type", type(error).__name__)
+            return None
 
     async def _execute(
         self, plan: Plan, context: ViewContext, variables: Mapping[str, Any] | None
