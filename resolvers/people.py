@@ -290,9 +290,14 @@ class _Statement:
             self._asyncpg = (str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
         sql, names, fixed = self._asyncpg
         arguments = [values[name] if name in values else fixed[name] for name in names]
-        raw = await conn.get_raw_connection()
-        driver, sync = raw.driver_connection, conn.sync_connection
-        assert driver is not None and sync is not None
+        sync = conn.sync_connection
+        assert sync is not None
+        # A connection just checked out holds its driver connection: read it without a greenlet (one
+        # less round through SQLAlchemy's bridge per request). One invalidated or closed is reopened
+        # (network I/O) by SQLAlchemy, inside the greenlet it needs.
+        raw = sync.connection if not (sync.invalidated or sync.closed) else await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
         # The engine's statement events fire as for any statement (tracing spans, tests' watchers).
         execution = SimpleNamespace()
         sync.dispatch.before_cursor_execute(sync, None, sql, arguments, execution, False)
