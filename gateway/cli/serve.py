@@ -77,6 +77,10 @@ def serve_app(settings: Settings, host: str, port: int, *, workers: int = 1, dem
             f"{__name__}:worker_app",
             factory=True,
             workers=workers,
+            # A new worker imports the whole gateway before it can answer the supervisor's health check
+            # (the spawned process re-imports the `gateway` command's module): on a busy host that took
+            # longer than uvicorn's 5 s, and the supervisor killed and restarted each worker in turn.
+            timeout_worker_healthcheck=30,
             **UVICORN_OPTIONS,
             host=host,
             port=port,
