@@ -350,6 +350,7 @@ async def main(
             "GATEWAY_REQUESTS_PER_SECOND": "10000",
             "GATEWAY_REQUESTS_PER_MINUTE": "600000",
             "OTEL_SDK_DISABLED": "false",
+            "PYTHONPATH": ROOT,  # this checkout's code, whichever the virtual environment was installed from
             **({"GATEWAY_REDIS_URL": redis} if redis else {}),
         }
         subprocess.run([GATEWAY, "keys", "generate"], env=env, check=True, capture_output=True)  # noqa: S603, ASYNC221
