@@ -92,38 +92,63 @@ class _Acquirer:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(_ACQUIRE)
         self._waiting: list[tuple[list[str], list[int], asyncio.Future[int]]] = []
-        self._sending = False
+        self._sender: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     async def acquire(self, keys: list[str], rules: list[int]) -> int:
         """`rules`: each key's amount and window. 0, or the number of the first full rule."""
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
         self._waiting.append((keys, rules, done))
-        if not self._sending:
-            self._sending = True
+        if self._sender is None or self._sender.done():
             # In a context of its own: it serves every request, not the trace of whichever started it.
-            asyncio.get_running_loop().create_task(self._send(), context=contextvars.Context())
+            self._sender = loop.create_task(self._send(), context=contextvars.Context())
+            self._sender.add_done_callback(self._stopped)
         return await done
 
+    def _stopped(self, sender: asyncio.Task[None]) -> None:
+        """A sender cancelled before it ran (the loop shutting down) leaves no request waiting."""
+        if sender is self._sender:
+            waiting, self._waiting = self._waiting, []
+            for _, _, done in waiting:
+                done.cancel()
+
     async def _send(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
+        while self._waiting:
+            # At most _BATCH requests a call: one script call holds Redis for all of its requests.
+            batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+            try:
                 keys = [key for request_keys, _, _ in batch for key in request_keys]
                 args: list[float | int] = [time.time()]
                 for request_keys, rules, _ in batch:
                     args += [len(request_keys), *rules]
-                try:
-                    answers = await self._script(keys=keys, args=args)
-                except Exception as error:  # Redis is gone: each request fails as it would alone
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(copy.copy(error))  # one each: raising adds a traceback
-                    continue
+                answers = await self._script(keys=keys, args=args)
                 for (_, _, done), answer in zip(batch, answers, strict=True):
                     if not done.done():  # a request that went away was counted all the same
                         done.set_result(int(answer))
-        finally:
-            self._sending = False
+            except BaseException as error:
+                # Redis is gone, or this task was cancelled: each request waiting fails as it would
+                # alone, never waits on (a script that failed part-way counted the requests before the
+                # failure; that refuses too many, never too few).
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(_own(error))
+                if not isinstance(error, Exception):
+                    for _, _, done in self._waiting:
+                        if not done.done():
+                            done.set_exception(_own(error))
+                    self._waiting = []
+                    raise
+
+
+_BATCH: Final = 500
+
+
+def _own(error: BaseException) -> BaseException:
+    """A copy of the error for each request that raises it (raising adds to its traceback)."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 class RateLimits:
@@ -139,6 +164,7 @@ class RateLimits:
         else:
             storage = storage_from_string("async+memory://")
         self._limiter = MovingWindowRateLimiter(storage)
+        self._memory = asyncio.Lock()  # the memory store's tests and hits, one request at a time
         self._settings = settings
         self._unauthenticated = RateLimitItemPerMinute(settings.unauthenticated_per_minute)
 
@@ -168,12 +194,15 @@ class RateLimits:
 
     async def _full_rule(self, rules: tuple[RateLimitItem, ...], client_id: str) -> RateLimitItem | None:
         if self._acquirer is None:
-            # In this process's memory: nothing runs between the tests and the hits.
-            for rule in rules:
-                if not await self._limiter.test(rule, "client", client_id):
-                    return rule
-            for rule in rules:
-                await self._limiter.hit(rule, "client", client_id)
+            # In this process's memory, one request at a time: the library's storage waits on locks
+            # (its expiry task holds them), so without this others could pass the tests in between.
+            async with self._memory:
+                for rule in rules:
+                    if not await self._limiter.test(rule, "client", client_id):
+                        return rule
+                for rule in rules:
+                    if not await self._limiter.hit(rule, "client", client_id):
+                        return rule  # cannot happen while the lock is held; refused if it ever did
             return None
         # The keys the `limits` library uses for the same rules, so that its window statistics
         # (Retry-After) read what the script counted.

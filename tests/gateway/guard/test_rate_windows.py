@@ -84,3 +84,24 @@ async def test_without_redis_every_request_waiting_fails_as_unavailable(settings
         await rates.close()
     assert all(isinstance(answer, BaseException) and is_unavailable(answer) for answer in answers), answers
     assert len({id(answer) for answer in answers}) == 5
+
+
+@pytest.mark.parametrize("when", ["before it runs", "while Redis answers"])
+async def test_requests_never_wait_on_a_round_trip_that_was_cancelled(settings: Settings, when: str) -> None:
+    rates = RateLimits(
+        settings.model_copy(update={"redis_url": await redis_url()}),
+        prefix=f"gateway:test-{secrets.token_hex(6)}:",
+    )
+    try:
+        waiting = [asyncio.ensure_future(rates.client(f"client-{n}", None)) for n in range(10)]
+        await asyncio.sleep(0)  # every request has asked; the round trip is made, not yet run
+        assert rates._acquirer is not None and rates._acquirer._sender is not None
+        sender = rates._acquirer._sender
+        if when == "while Redis answers":
+            await asyncio.sleep(0)  # it runs up to its wait on Redis
+        sender.cancel()
+        answers = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=5)
+        assert all(isinstance(answer, BaseException) for answer in answers), answers
+        assert await rates.client("client-after", None) is None  # the next request makes a new round trip
+    finally:
+        await rates.close()
