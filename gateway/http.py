@@ -150,7 +150,7 @@ def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> st
     proxy, never a made-up client. What is returned is always a valid IP address, or None when the
     server was given no peer address at all (a Unix socket).
     """
-    peer = _ip(request.client.host) if request.client else None
+    peer = _peer_ip(request.client.host) if request.client else None
     if peer is None or not _within(peer, trusted_proxies):
         return None if peer is None else str(peer)
     hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
@@ -165,7 +165,6 @@ def client_address(request: Request, trusted_proxies: Sequence[IPNetwork]) -> st
     return str(believed)
 
 
-@lru_cache(maxsize=4096)  # the same few peers ask again and again: parsed once each
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An IP address, or None. An IPv6 scope id (`fe80::1%eth0`) would let any text through: refused."""
     try:
@@ -177,6 +176,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+# The TCP peers (the same few ask again and again) parsed once each; never X-Forwarded-For's hops,
+# whose text the caller chooses.
+_peer_ip = lru_cache(maxsize=4096)(_ip)
 
 
 def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[IPNetwork]) -> bool:
