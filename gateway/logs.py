@@ -8,6 +8,7 @@ data at debug level are held at WARNING whatever the configured level.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -40,7 +41,10 @@ class JsonFormatter(logging.Formatter):
             entry["error_type"] = record.exc_info[0].__name__
             entry["frames"] = traceback.format_tb(record.exc_info[2])
         # orjson: a line per request, written in C (json.dumps was a measurable share of a lookup).
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # text orjson refuses (a lone surrogate): escaped, not lost
+            return json.dumps(entry, default=str, separators=(",", ":"))
 
 
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
