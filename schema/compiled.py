@@ -719,10 +719,8 @@ def _steps(tree: Tree, wanted: _Wanted, as_member: bool) -> Steps:
 
 
 @lru_cache(maxsize=1024)
-@lru_cache(maxsize=1024)
 def _sent(wanted: _Wanted, withheld: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The fields sent for a person and those withheld, as the general path's presenter records them
-    (the same few for every person of a page: worked out once)."""
+    """The fields sent for a person and those withheld, as the general path's presenter records them."""
     sent = (("ref",) if wanted.ref else ()) + tuple(f for f in wanted.fields if f not in withheld)
     return sent, tuple(f for f in wanted.fields if f in withheld)
 
