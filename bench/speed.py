@@ -9,7 +9,7 @@ with synthetic people, two servers run side by side, each one uvicorn worker pin
 - the gateway, as `gateway serve` runs in production: ledger, witness, token check, client state,
   revocation, rate limits, quotas, trusted documents all on; its shared state (replay guard, rate
   counters, each client's daily set of people) in Redis, as several workers or replicas keep it
-  (`--no-redis`: in PostgreSQL, as a single process may);
+  (`--no-redis`: in PostgreSQL, and the rate counters in memory, as a single process may);
 - the floor (bench/floor.py): the same SQL through asyncpg behind a bare Starlette route, the same
   JSON, nothing else.
 
@@ -447,7 +447,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-redis",
         action="store_true",
-        help="keep the shared state (replay guard, rate counters, daily people sets) in PostgreSQL",
+        help="keep the shared state (replay guard, daily people sets) in PostgreSQL, rate counters in memory",
     )
     parser.add_argument(
         "--profile",
