@@ -8,13 +8,15 @@ the telemetry captured. Other tests pin the span tree, the link to the audit led
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import hmac
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,10 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.app import create_app
 from gateway.audit.tables import audit_events
 from gateway.config import Settings
-from gateway.db import create_engine
 from gateway.keys import SigningKeys, derive_key
 from gateway.telemetry import Telemetry, telemetry_from_environment, trace_id_hex
-from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET, make_partners
+from tests.conftest import FIXED_TODAY, ISSUER, REF_SECRET
 from tests.support.identity import RegisteredClient, assertion, new_key
 from tests.support.oracle import Oracle
 from tests.support.partners import ASSERTION_TYPE, PURPOSE
@@ -68,15 +69,21 @@ def logs() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-async def rig(
+def make_rig(
     settings: Settings,
     signing: SigningKeys,
     database_url: str,
     registered: dict[str, RegisteredClient],
     issuers: dict[str, TestIssuer],
     engine: AsyncEngine,  # migrated and seeded
-) -> AsyncIterator[Rig]:
-    async with telemetry_rig(settings, signing, database_url, registered, issuers) as built:
+) -> Callable[..., AbstractAsyncContextManager[Rig]]:
+    """telemetry_rig over the session's database and partners; `telemetry=` for an app's own."""
+    return functools.partial(telemetry_rig, settings, signing, database_url, registered, issuers)
+
+
+@pytest.fixture
+async def rig(make_rig: Callable[..., AbstractAsyncContextManager[Rig]]) -> AsyncIterator[Rig]:
+    async with make_rig() as built:
         yield built
 
 
@@ -318,32 +325,17 @@ def test_telemetry_from_environment_exports_nothing_unless_asked() -> None:
 
 
 async def test_with_nothing_exported_the_event_and_its_log_line_still_name_one_trace(
-    settings: Settings,
-    signing: SigningKeys,
-    database_url: str,
-    registered: dict[str, RegisteredClient],
-    issuers: dict[str, TestIssuer],
-    engine: AsyncEngine,  # migrated and seeded
-    logs: io.StringIO,
+    make_rig: Callable[..., AbstractAsyncContextManager[Rig]], logs: io.StringIO
 ) -> None:
-    app_engine = create_engine(database_url)
-    app = create_app(
-        settings, engine=app_engine, signing=signing, ref_secret=REF_SECRET, today=lambda: FIXED_TODAY,
-        telemetry=telemetry_from_environment({}),
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
-            police = make_partners(client, registered, issuers, app_engine)(POLICE)
-            response = await police.post(PAGE, {"first": 2})
+    async with make_rig(telemetry=telemetry_from_environment({})) as quiet:
+        response = await quiet.partner(POLICE).post(PAGE, {"first": 2})
         assert response.status_code == 200, response.text
         event_id = response.headers["x-audit-event-id"]
-        async with app_engine.connect() as conn:
+        async with quiet.engine.connect() as conn:
             trace_id = (
                 await conn.execute(select(audit_events.c.trace_id).where(audit_events.c.id == event_id))
             ).scalar_one()
-    finally:
-        await app.state.gateway.ledger.close()
-        await app_engine.dispose()
+        assert quiet.spans() == []  # nothing recorded
     assert HEX32.match(trace_id or ""), trace_id
     entries = [json.loads(line) for line in logs.getvalue().splitlines()]
     [line] = [e for e in entries if e["message"] == "request" and e.get("event_id") == event_id]

@@ -100,14 +100,18 @@ async def telemetry_rig(
     database_url: str,
     registered: dict[str, RegisteredClient],
     issuers: dict[str, TestIssuer],
+    *,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[Rig]:
+    """An app whose spans and metrics are kept in memory; or, given `telemetry`, one that uses it (its
+    spans and metric points then reach the rig only if that telemetry sends them here)."""
     engine = create_engine(database_url)
     exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    telemetry = Telemetry.build(tracer_provider, meter_provider)
+    if telemetry is None:
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        telemetry = Telemetry.build(tracer_provider, MeterProvider(metric_readers=[reader]))
     app = create_app(
         settings,
         engine=engine,
